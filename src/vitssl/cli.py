@@ -1,0 +1,161 @@
+"""`vitssl` command line: parse arguments, load config, call the library. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from vitssl.config import ConfigError
+    from vitssl.engine.checkpoint import CheckpointError
+    from vitssl.engine.trainer import TrainingDiverged, TrainingInterrupted
+
+    return (ConfigError, CheckpointError, TrainingDiverged, TrainingInterrupted, FileNotFoundError,
+            NotADirectoryError, ValueError, RuntimeError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vitssl", description="Self-supervised pre-training of vision transformers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="short DINO pre-training of a tiny ViT on built-in data, then k-NN")
+    demo.add_argument("--out", default="demo_run", help="run folder (default: ./demo_run)")
+    demo.add_argument("--dataset", default="mnist", choices=["mnist", "digits", "shapes"])
+    demo.add_argument("--epochs", type=int, default=None, help="override the demo's epoch count")
+    demo.add_argument("--seed", type=int, default=0)
+
+    pre = sub.add_parser("pretrain", help="pre-train a backbone on an image folder",
+                         epilog="Overrides are dotted key=value pairs, e.g. optim.lr=1e-3 train.epochs=10 "
+                                "method.head.out_dim=4096. `vitssl presets` lists the presets.")
+    pre.add_argument("--config", default=None, help="preset name or YAML file (default: the method's defaults)")
+    pre.add_argument("--method", default=None, help="method name (sets method.name)")
+    pre.add_argument("--backbone", default=None, help="backbone name, e.g. vit_small (sets backbone.name)")
+    pre.add_argument("--data", default=None, help="image folder, or a built-in set: mnist, digits, shapes")
+    pre.add_argument("--out", default=None, help="run folder for config, checkpoints and logs")
+    pre.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    pre.add_argument("overrides", nargs="*", help="key=value config overrides")
+
+    ev = sub.add_parser("eval", help="evaluate a pre-trained checkpoint")
+    evsub = ev.add_subparsers(dest="protocol", required=True)
+    for name, helptext in (("knn", "weighted k-NN on frozen features (DINO protocol)"),
+                           ("linear", "linear probe on frozen features (DINO protocol)")):
+        p = evsub.add_parser(name, help=helptext)
+        p.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
+        p.add_argument("--train", required=True, help="labelled train images (ImageFolder) or a built-in set")
+        p.add_argument("--val", required=True, help="labelled validation images or a built-in set")
+        p.add_argument("--out", default=None, help="results JSON (default: next to the checkpoint)")
+        p.add_argument("--image-size", type=int, default=None, help="crop size (default: the training crop size)")
+        p.add_argument("--batch-size", type=int, default=256)
+        p.add_argument("--num-workers", type=int, default=4)
+        p.add_argument("--device", default="auto")
+        p.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
+        if name == "knn":
+            p.add_argument("--ks", type=int, nargs="+", default=[10, 20, 100, 200])
+            p.add_argument("--temperature", type=float, default=0.07)
+        else:
+            p.add_argument("--n-last-blocks", type=int, default=4, help="concatenate the CLS of the last n blocks")
+            p.add_argument("--avgpool", action="store_true", help="append the mean patch token (DINO ViT-B)")
+            p.add_argument("--epochs", type=int, default=100)
+            p.add_argument("--lr", type=float, default=None, help="default 0.001 x batch/256")
+            p.add_argument("--lrs", type=float, nargs="+", default=None, help="sweep these lrs, keep the best")
+
+    sub.add_parser("presets", help="list the packaged config presets")
+    show = sub.add_parser("config", help="print the resolved config of a preset with overrides")
+    show.add_argument("--config", default=None)
+    show.add_argument("overrides", nargs="*")
+    return parser
+
+
+def _pretrain_overrides(args: argparse.Namespace) -> list[str]:
+    extra = []
+    if args.method:
+        extra.append(f"method.name={args.method}")
+    if args.backbone:
+        extra.append(f"backbone.name={args.backbone}")
+    if args.data:
+        extra.append(f"data.path={args.data}")
+    return extra + list(args.overrides)
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from vitssl.config import ConfigError
+    from vitssl.pretrain import pretrain, resolve_pretrain_config
+
+    resume = Path(args.resume) if args.resume else None
+    if resume is None and not args.out:
+        raise ConfigError("no run folder: pass --out RUN_DIR (or --resume RUN_DIR to continue a run)")
+    if resume is not None and args.out and Path(args.out) != resume:
+        raise ConfigError("--out and --resume name different folders: a resumed run stays in its folder")
+    cfg = resolve_pretrain_config(args.config, _pretrain_overrides(args), resume)
+    pretrain(cfg, resume or Path(args.out), resume=resume is not None)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from vitssl.evaluate import run_knn, run_linear, save_results
+    from vitssl.eval import format_knn_table
+
+    common = dict(image_size=args.image_size, device=args.device, batch_size=args.batch_size,
+                  num_workers=args.num_workers, which=args.backbone)
+    if args.protocol == "knn":
+        results = run_knn(args.checkpoint, args.train, args.val, ks=tuple(args.ks), temperature=args.temperature, **common)
+        print(format_knn_table({int(k): v for k, v in results["results"].items()}))
+    else:
+        results = run_linear(args.checkpoint, args.train, args.val, n_last_blocks=args.n_last_blocks,
+                             avgpool_patchtokens=args.avgpool, epochs=args.epochs, lr=args.lr, lrs=args.lrs, **common)
+        print(f"linear probe top-1 {results['top1']:.4f}  top-5 {results['top5']:.4f}  (lr {results['best_lr']:.2e})")
+    ckpt = Path(args.checkpoint)
+    default = (ckpt if ckpt.is_dir() else ckpt.parent) / f"eval_{args.protocol}.json"
+    print(f"saved {save_results(results, args.out or default)}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vitssl.demo import run_demo
+
+    run_demo(out=args.out, dataset=args.dataset, epochs=args.epochs, seed=args.seed)
+    return 0
+
+
+def cmd_presets(_: argparse.Namespace) -> int:
+    from vitssl.config import preset_names
+
+    print("\n".join(preset_names()))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from vitssl.config import load_config
+    from vitssl.methods import method_configs
+
+    print(OmegaConf.to_yaml(load_config(args.config, list(args.overrides), method_configs())), end="")
+    return 0
+
+
+COMMANDS = {"pretrain": cmd_pretrain, "eval": cmd_eval, "demo": cmd_demo, "presets": cmd_presets,
+            "config": cmd_config}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vitssl.engine.logging import setup_console_logging
+
+    args = build_parser().parse_args(argv)
+    setup_console_logging()
+    try:
+        return COMMANDS[args.command](args)
+    except _user_errors() as e:
+        if os.environ.get("VITSSL_DEBUG"):
+            raise
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"vitssl: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""Run configuration: component dataclasses composed into one typed tree.
+
+Precedence (lowest first): dataclass defaults <- preset YAML (and the presets it inherits)
+<- command-line `key=value` overrides. Unknown keys and ill-typed values fail at load time
+with one line naming the key (and the closest valid key). The resolved config is saved in
+the run folder and in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from vitssl.backbones import BackboneConfig
+from vitssl.engine.optim import OptimConfig
+from vitssl.engine.trainer import TrainConfig
+
+DEFAULT_METHOD = "dino"
+
+
+@dataclass
+class DataConfig:
+    """Training images: a built-in data set name (mnist, digits, shapes) or an image folder."""
+
+    path: str = ""
+
+
+@dataclass
+class RunConfig:
+    """The whole run. `method` holds the chosen method's own config dataclass."""
+
+    method: Any = None
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+class ConfigError(ValueError):
+    """A config problem, reported in one line."""
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("vitssl") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_preset(name_or_path: str, seen: tuple[str, ...] = ()) -> DictConfig:
+    """Load a preset by packaged name or path, following its `inherit:` chain."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.exists():
+            raise ConfigError(f"config file '{path}' does not exist: pass a YAML path or one of {preset_names()}")
+        text = path.read_text()
+    else:
+        packaged = resources.files("vitssl") / "configs" / f"{name_or_path}.yaml"
+        if not packaged.is_file():
+            close = difflib.get_close_matches(name_or_path, preset_names(), n=1)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise ConfigError(f"unknown preset '{name_or_path}': {hint}choose one of {preset_names()}")
+        text = packaged.read_text()
+    if name_or_path in seen:
+        raise ConfigError(f"preset '{name_or_path}' inherits from itself through {seen}")
+    cfg = OmegaConf.create(text) if text.strip() else OmegaConf.create({})
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"preset '{name_or_path}' is not a YAML mapping")
+    parent = cfg.pop("inherit", None)
+    if parent:
+        cfg = OmegaConf.merge(_read_preset(str(parent), seen + (name_or_path,)), cfg)
+    return cfg
+
+
+def _flat_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            full = f"{prefix}{k}"
+            keys.append(full)
+            keys.extend(_flat_keys(node._get_node(k), full + "."))
+    return keys
+
+
+def _parse_overrides(overrides: list[str]) -> DictConfig:
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' has no '=': write overrides as key=value, e.g. optim.lr=1e-3")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"cannot parse overrides {overrides}: {str(e).splitlines()[0]}") from None
+
+
+def load_config(
+    preset: str | None,
+    overrides: list[str],
+    method_configs: Mapping[str, type],
+    base: DictConfig | Mapping[str, Any] | None = None,
+) -> DictConfig:
+    """Build the validated config tree.
+
+    `base` (e.g. a saved run config) replaces the preset as the starting point when given.
+    The method section's schema is the dataclass of the method named by `method.name`.
+    """
+    raw = OmegaConf.create(dict(base) if isinstance(base, Mapping) else base) if base is not None else OmegaConf.create({})
+    if preset:
+        raw = OmegaConf.merge(raw, _read_preset(preset))
+    raw = OmegaConf.merge(raw, _parse_overrides(overrides))
+    name = OmegaConf.select(raw, "method.name", default=DEFAULT_METHOD)
+    if name not in method_configs:
+        close = difflib.get_close_matches(str(name), method_configs, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"unknown method '{name}': {hint}choose one of {sorted(method_configs)}")
+    schema = OmegaConf.structured(RunConfig(method=method_configs[name]()))
+    OmegaConf.set_struct(schema, True)
+    try:
+        cfg = OmegaConf.merge(schema, raw)
+    except ConfigKeyError as e:
+        full_key = getattr(e, "full_key", None) or str(e).splitlines()[0]
+        close = difflib.get_close_matches(str(full_key), _flat_keys(schema), n=1, cutoff=0.5)
+        hint = f": did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown config key '{full_key}'{hint}") from None
+    except OmegaConfBaseException as e:
+        full_key = getattr(e, "full_key", "?")
+        raise ConfigError(f"bad value for config key '{full_key}': {str(e).splitlines()[0]}") from None
+    assert isinstance(cfg, DictConfig)
+    return cfg
+
+
+def to_objects(cfg: DictConfig) -> RunConfig:
+    """The typed dataclass tree the components take."""
+    obj = OmegaConf.to_object(cfg)
+    assert isinstance(obj, RunConfig)
+    return obj
+
+
+def to_container(cfg: DictConfig) -> dict[str, Any]:
+    """Plain dict (for checkpoints, which load with weights_only=True)."""
+    out = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(out, dict)
+    return out
+
+
+def save_config(cfg: DictConfig, path: str | Path) -> None:
+    Path(path).write_text(OmegaConf.to_yaml(cfg))

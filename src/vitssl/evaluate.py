@@ -1,0 +1,112 @@
+"""`vitssl eval knn|linear`: load a pre-trained backbone and evaluate its frozen features."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from vitssl.augment import EvalTransform
+from vitssl.config import load_config, to_objects
+from vitssl.data import build_dataset
+from vitssl.engine.checkpoint import CheckpointError, load_checkpoint, load_matching_state
+from vitssl.engine.trainer import resolve_device
+from vitssl.eval import extract_features, knn_classify, train_linear_probe
+from vitssl.methods import build_method, method_configs
+
+
+def load_pretrained(checkpoint: str | Path, which: str = "teacher") -> tuple[nn.Module, dict[str, Any]]:
+    """The evaluation backbone of a vitssl checkpoint (the teacher for DINO) and its config.
+
+    `which="student"` returns the student backbone instead, where the method has one.
+    """
+    payload = load_checkpoint(checkpoint)
+    if "config" not in payload or "method" not in payload:
+        raise CheckpointError(f"'{checkpoint}' is not a vitssl pre-training checkpoint (no config/method entries)")
+    cfg = load_config(None, [], method_configs(), base=payload["config"])
+    objs = to_objects(cfg)
+    method = build_method(objs.method, objs.backbone)
+    load_matching_state(method, payload["method"], "method")
+    if which == "teacher":
+        backbone = method.evaluation_backbone()
+    elif which == "student":
+        backbone = method.student.backbone
+    else:
+        raise ValueError(f"unknown backbone choice '{which}': use teacher or student")
+    return backbone.eval(), payload["config"]
+
+
+def default_image_size(config: dict[str, Any]) -> int:
+    """Evaluate at the size the backbone was trained on (global crop size, else img_size)."""
+    crops = config.get("method", {}).get("crops", {})
+    return int(crops.get("global_crops_size") or config.get("backbone", {}).get("img_size", 224))
+
+
+class _Transformed(Dataset):
+    def __init__(self, base: Dataset, transform: Any) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image, label = self.base[i]
+        return self.transform(image), label
+
+
+def labelled_features(
+    backbone: nn.Module, source: str, split: str, image_size: int, device: torch.device,
+    batch_size: int = 256, num_workers: int = 4, n_last_blocks: int = 1, avgpool_patchtokens: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Features and labels of a labelled data set (ImageFolder layout or a built-in set)."""
+    dataset = build_dataset(source, split=split)
+    if getattr(dataset, "num_classes", 0) < 2:
+        raise ValueError(f"'{source}' has no class sub-folders: evaluation needs an ImageFolder layout with labels")
+    loader = DataLoader(_Transformed(dataset, EvalTransform(image_size)), batch_size=batch_size,
+                        num_workers=num_workers, shuffle=False)
+    feats, labels = extract_features(backbone.to(device), loader, device, n_last_blocks=n_last_blocks,
+                                     avgpool_patchtokens=avgpool_patchtokens)
+    return feats, labels, int(dataset.num_classes)
+
+
+def run_knn(checkpoint: str | Path, train: str, val: str, ks: tuple[int, ...] = (10, 20, 100, 200),
+            temperature: float = 0.07, image_size: int | None = None, device: str = "auto",
+            batch_size: int = 256, num_workers: int = 4, which: str = "teacher") -> dict[str, Any]:
+    """DINO k-NN protocol (spec 1.6) on a checkpoint."""
+    backbone, config = load_pretrained(checkpoint, which)
+    dev = resolve_device(device)
+    size = image_size or default_image_size(config)
+    tr_f, tr_y, n_cls = labelled_features(backbone, train, "train", size, dev, batch_size, num_workers)
+    va_f, va_y, _ = labelled_features(backbone, val, "val", size, dev, batch_size, num_workers)
+    results = knn_classify(tr_f, tr_y, va_f, va_y, ks=ks, temperature=temperature, num_classes=n_cls)
+    return {"protocol": "knn", "checkpoint": str(checkpoint), "backbone": which, "train": train, "val": val,
+            "image_size": size, "temperature": temperature, "results": {str(k): v for k, v in results.items()}}
+
+
+def run_linear(checkpoint: str | Path, train: str, val: str, n_last_blocks: int = 4,
+               avgpool_patchtokens: bool = False, epochs: int = 100, lr: float | None = None,
+               lrs: list[float] | None = None, batch_size: int = 256, image_size: int | None = None,
+               device: str = "auto", num_workers: int = 4, which: str = "teacher") -> dict[str, Any]:
+    """DINO linear protocol (spec 1.6) on pre-extracted frozen features."""
+    backbone, config = load_pretrained(checkpoint, which)
+    dev = resolve_device(device)
+    size = image_size or default_image_size(config)
+    kw = dict(n_last_blocks=n_last_blocks, avgpool_patchtokens=avgpool_patchtokens)
+    tr_f, tr_y, n_cls = labelled_features(backbone, train, "train", size, dev, batch_size, num_workers, **kw)
+    va_f, va_y, _ = labelled_features(backbone, val, "val", size, dev, batch_size, num_workers, **kw)
+    result = train_linear_probe(tr_f, tr_y, va_f, va_y, n_cls, epochs=epochs, lr=lr, lrs=lrs,
+                                batch_size=batch_size, device=str(dev))
+    return {"protocol": "linear", "checkpoint": str(checkpoint), "backbone": which, "train": train, "val": val,
+            "image_size": size, "n_last_blocks": n_last_blocks, "avgpool_patchtokens": avgpool_patchtokens,
+            "epochs": epochs, "top1": result.top1, "top5": result.top5, "best_lr": result.best_lr}
+
+
+def save_results(results: dict[str, Any], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))
+    return path

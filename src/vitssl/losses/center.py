@@ -1,0 +1,41 @@
+"""EMA center of teacher outputs (DINO's centering, spec 1.1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vitssl.distributed import all_reduce_mean
+
+
+class Center(nn.Module):
+    """`c <- m c + (1 - m) mean(teacher outputs)`, the mean taken over every rank's batch.
+
+    Batch statistics are accumulated with `accumulate` and applied once per optimizer step with
+    `update`, so gradient accumulation sees one center per step, as a larger batch would.
+    The loss of a step always uses the center from before the step (as in DINO).
+    """
+
+    def __init__(self, dim: int, momentum: float = 0.9) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("center", torch.zeros(1, dim))
+        self._sum: torch.Tensor | None = None
+        self._count = 0
+
+    @torch.no_grad()
+    def accumulate(self, teacher_logits: torch.Tensor) -> None:
+        """Add (..., K) teacher logits of one micro-batch to the pending statistics."""
+        flat = teacher_logits.detach().reshape(-1, teacher_logits.shape[-1]).float()
+        batch_sum = flat.sum(dim=0, keepdim=True)
+        self._sum = batch_sum if self._sum is None else self._sum + batch_sum
+        self._count += flat.shape[0]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Apply the EMA with the mean of everything accumulated since the last update."""
+        if self._sum is None:
+            return
+        batch_center = all_reduce_mean(self._sum / self._count)
+        self.center.mul_(self.momentum).add_(batch_center, alpha=1 - self.momentum)
+        self._sum, self._count = None, 0

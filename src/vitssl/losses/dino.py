@@ -1,0 +1,54 @@
+"""DINO view-level self-distillation loss (spec 1.1)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitssl.losses.center import Center
+
+
+def multicrop_cross_entropy(teacher_probs: torch.Tensor, student_logprobs: torch.Tensor) -> torch.Tensor:
+    """Mean over all (teacher view t, student view s != t) pairs of batch-mean cross-entropy.
+
+    teacher_probs: (T, B, K); student_logprobs: (S, B, K), the first T student views are the
+    teacher's views, so the pairs t == s are skipped: |P| = T*S - T (2(M+1) for DINO).
+    Computed as one (T, S) matrix rather than DINO's double Python loop.
+    """
+    n_teacher, batch = teacher_probs.shape[:2]
+    n_student = student_logprobs.shape[0]
+    if n_student < 2 or n_teacher < 1:
+        raise ValueError(
+            f"DINO loss needs at least 2 student views and 1 teacher view, got {n_student} and {n_teacher}"
+        )
+    ce = -torch.einsum("tbk,sbk->ts", teacher_probs, student_logprobs) / batch
+    keep = torch.ones_like(ce, dtype=torch.bool)
+    same = torch.arange(min(n_teacher, n_student), device=ce.device)
+    keep[same, same] = False
+    return ce[keep].mean()
+
+
+class DINOLoss(nn.Module):
+    """Cross-entropy between centred, sharpened teacher and student distributions.
+
+    `P_t = softmax((g_t - c) / tau_t)`, `P_s = softmax(g_s / tau_s)`; the center `c` is updated
+    from the teacher logits after the loss (call `center.update()` once per optimizer step).
+    Softmaxes run in float32 whatever the autocast dtype.
+    """
+
+    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9) -> None:
+        super().__init__()
+        self.student_temp = student_temp
+        self.center = Center(out_dim, center_momentum)
+
+    def forward(
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, teacher_temp: float
+    ) -> torch.Tensor:
+        """student_logits (S, B, K), teacher_logits (T, B, K) -> scalar loss."""
+        student_logprobs = F.log_softmax(student_logits.float() / self.student_temp, dim=-1)
+        teacher = teacher_logits.detach().float()
+        teacher_probs = F.softmax((teacher - self.center.center) / teacher_temp, dim=-1)
+        loss = multicrop_cross_entropy(teacher_probs, student_logprobs)
+        self.center.accumulate(teacher)
+        return loss

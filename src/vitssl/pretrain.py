@@ -1,0 +1,61 @@
+"""`vitssl pretrain`: turn a config into a method, a data set and a trainer, then run it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from vitssl.config import ConfigError, load_config, save_config, to_container, to_objects
+from vitssl.data import build_dataset
+from vitssl.engine.checkpoint import CheckpointError
+from vitssl.engine.logging import log
+from vitssl.engine.trainer import Trainer, seed_everything
+from vitssl.methods import build_method, method_configs
+from vitssl.plots import plot_loss_curve
+
+
+def resolve_pretrain_config(preset: str | None, overrides: list[str], resume_dir: Path | None) -> DictConfig:
+    """A fresh run starts from the preset; a resumed one from the config saved in its folder."""
+    if resume_dir is None:
+        return load_config(preset, overrides, method_configs())
+    saved = resume_dir / "config.yaml"
+    if not saved.exists():
+        raise CheckpointError(f"'{resume_dir}' holds no config.yaml: --resume takes a run folder written by vitssl pretrain")
+    if preset:
+        raise ConfigError("--config cannot be combined with --resume: the run folder's config.yaml is used")
+    base = OmegaConf.load(saved)
+    return load_config(None, overrides, method_configs(), base=base)
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse to overwrite another run; refuse to resume nothing."""
+    checkpoint = run_dir / "checkpoint.pt"
+    if resume:
+        if not checkpoint.exists():
+            raise CheckpointError(f"'{run_dir}' has no checkpoint.pt to resume from: start the run without --resume")
+        return
+    if checkpoint.exists():
+        raise ConfigError(f"run folder '{run_dir}' already holds a run: continue it with --resume {run_dir} or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def pretrain(cfg: DictConfig, run_dir: str | Path, resume: bool = False) -> Trainer:
+    """Pre-train as configured; writes config.yaml, checkpoints, metrics and loss_curve.png in `run_dir`."""
+    run_dir = Path(run_dir)
+    objs = to_objects(cfg)
+    if not objs.data.path:
+        raise ConfigError("no training data: pass --data PATH (an image folder) or a built-in set (mnist, digits, shapes)")
+    dataset = build_dataset(objs.data.path, split="train", seed=objs.train.seed)
+    seed_everything(objs.train.seed)
+    method = build_method(objs.method, objs.backbone)
+    prepare_run_dir(run_dir, resume)
+    trainer = Trainer(method, dataset, objs.train, objs.optim, run_dir, config=to_container(cfg))
+    if resume:
+        trainer.resume(run_dir / "checkpoint.pt")
+    save_config(cfg, run_dir / "config.yaml")
+    log.info("pre-training %s on %s (%d images), %d steps of %d images -> %s", objs.method.name,
+             objs.data.path, len(dataset), trainer.total_steps, trainer.global_batch, run_dir)
+    trainer.fit()
+    plot_loss_curve(run_dir)
+    return trainer

@@ -1,0 +1,59 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vitssl.backbones import BACKBONES, create_backbone
+from vitssl.backbones.vit import interpolate_pos_embed
+
+
+def tiny(**kw):
+    return create_backbone("vit_tiny", **{**dict(patch_size=4, img_size=16, embed_dim=32, depth=2, num_heads=2), **kw})
+
+
+def test_named_sizes_match_the_spec_table():
+    expected = {"vit_tiny": (192, 3), "vit_small": (384, 6), "vit_base": (768, 12)}
+    for name, (dim, heads) in expected.items():
+        model = create_backbone(name, img_size=32, patch_size=16, depth=1)
+        assert model.embed_dim == dim and model.blocks[0].attn.num_heads == heads
+    params = sum(p.numel() for p in create_backbone("vit_small").parameters())
+    assert 21e6 < params < 22.5e6  # DINO's ViT-S/16: 21M
+
+
+def test_tokens_for_any_crop_size():
+    model = tiny()
+    for size, grid in ((16, (4, 4)), (8, (2, 2)), (24, (6, 6))):
+        out = model(torch.randn(2, 3, size, size))
+        assert out.cls.shape == (2, 32) and out.patches.shape == (2, grid[0] * grid[1], 32)
+        assert out.grid == grid
+
+
+def test_pos_embed_interpolation_is_bicubic_and_identity_at_native_size():
+    pos = torch.randn(1, 16, 8)
+    assert interpolate_pos_embed(pos, (4, 4), (4, 4)) is pos
+    grid = pos.reshape(1, 4, 4, 8).permute(0, 3, 1, 2)
+    want = F.interpolate(grid, size=(2, 2), mode="bicubic", align_corners=False).permute(0, 2, 3, 1).reshape(1, 4, 8)
+    assert torch.allclose(interpolate_pos_embed(pos, (4, 4), (2, 2)), want)
+
+
+def test_last_blocks_end_with_the_final_output():
+    model = tiny().eval()
+    x = torch.randn(2, 3, 16, 16)
+    blocks = model.last_blocks(x, 2)
+    assert len(blocks) == 2
+    assert torch.allclose(blocks[-1].cls, model(x).cls, atol=1e-5)
+    assert not torch.allclose(blocks[0].cls, blocks[1].cls)
+
+
+def test_bad_input_size_and_unknown_name():
+    with pytest.raises(ValueError, match="multiple of the patch size 4"):
+        tiny()(torch.randn(1, 3, 15, 15))
+    with pytest.raises(ValueError, match="did you mean 'vit_small'"):
+        create_backbone("vit_smal")
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_registered_backbone_runs_forward_and_backward(name):
+    model = create_backbone(name, patch_size=4, img_size=16, depth=1)
+    out = model(torch.randn(2, 3, 16, 16))
+    (out.cls.sum() + out.patches.sum()).backward()
+    assert all(p.grad is not None for p in model.parameters())
