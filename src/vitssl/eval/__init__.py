@@ -1,0 +1,7 @@
+"""Evaluation of frozen backbones: feature extraction, k-NN, linear probe."""
+
+from vitssl.eval.features import extract_features
+from vitssl.eval.knn import format_knn_table, knn_classify
+from vitssl.eval.linear import LinearProbeResult, train_linear_probe
+
+__all__ = ["LinearProbeResult", "extract_features", "format_knn_table", "knn_classify", "train_linear_probe"]
