@@ -269,6 +269,8 @@ class Trainer:
 
     def fit(self) -> None:
         """Train from `self.step` to the end; Ctrl-C / SIGTERM save a resumable checkpoint."""
+        if is_main_process():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         writer = MetricWriter(self.run_dir, self.cfg.tensorboard, enabled=is_main_process())
         handlers = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
