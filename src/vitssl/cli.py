@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="short DINO pre-training of a tiny ViT on built-in data, then k-NN")
-    demo.add_argument("--out", default="demo_run", help="run folder (default: ./demo_run)")
+    demo.add_argument("--out", default=None, help="run folder (default: ./demo_run, or demo_run-N if taken)")
     demo.add_argument("--dataset", default="mnist", choices=["mnist", "digits", "shapes"])
     demo.add_argument("--epochs", type=int, default=None, help="override the demo's epoch count")
     demo.add_argument("--seed", type=int, default=0)
@@ -119,8 +119,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from vitssl.demo import run_demo
 
-    run_demo(out=args.out, dataset=args.dataset, epochs=args.epochs, seed=args.seed)
+    out = Path(args.out) if args.out else _free_folder(Path("demo_run"))
+    run_demo(out=out, dataset=args.dataset, epochs=args.epochs, seed=args.seed)
     return 0
+
+
+def _free_folder(base: Path) -> Path:
+    """`base`, or `base-2`, `base-3`, ... : the first that holds no run yet."""
+    candidate, n = base, 1
+    while (candidate / "checkpoint.pt").exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
 
 
 def cmd_presets(_: argparse.Namespace) -> int:
