@@ -57,3 +57,18 @@ def test_every_registered_backbone_runs_forward_and_backward(name):
     out = model(torch.randn(2, 3, 16, 16))
     (out.cls.sum() + out.patches.sum()).backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_attention_uses_the_fused_sdpa_kernel(monkeypatch):
+    model = tiny()
+    assert all(block.attn.fused_attn for block in model.blocks)
+    calls = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+    model(torch.randn(1, 3, 16, 16))
+    assert len(calls) == len(model.blocks)
