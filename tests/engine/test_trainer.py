@@ -93,3 +93,20 @@ def test_metrics_are_logged_per_step(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert {"loss", "lr", "weight_decay", "teacher_temp", "teacher_entropy", "images_per_s"} <= rows[0].keys()
+
+
+def test_bf16_autocast_gives_the_fp32_loss_within_tolerance(tmp_path):
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        trainer = make_trainer(tmp_path / precision, (f"train.precision={precision}",))
+        trainer.fit()
+        rows = [json.loads(line) for line in (tmp_path / precision / "metrics.jsonl").read_text().splitlines()]
+        losses[precision] = rows[0]["loss"]
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02)
+
+
+def test_fp16_needs_a_gpu(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
+        make_trainer(tmp_path, ("train.precision=fp16",))
