@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitssl.backbones import BackboneConfig
-
 from helpers import TINY_BACKBONE
+from vitssl.backbones import BackboneConfig
 
 
 @pytest.fixture(autouse=True)

@@ -7,11 +7,11 @@ import pytest
 import yaml
 from PIL import Image
 
+from helpers import tiny_overrides
 from vitssl.cli import main
 from vitssl.config import load_config, preset_names
 from vitssl.methods import method_configs
 from vitssl.pretrain import pretrain
-from helpers import tiny_overrides
 
 
 def image_folder(root, classes=("a", "b"), per_class=8, size=20):

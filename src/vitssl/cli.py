@@ -10,7 +10,6 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 
-
 def _user_errors() -> tuple[type[BaseException], ...]:
     from vitssl.config import ConfigError
     from vitssl.engine.checkpoint import CheckpointError
@@ -98,8 +97,8 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from vitssl.evaluate import run_knn, run_linear, save_results
     from vitssl.eval import format_knn_table
+    from vitssl.evaluate import run_knn, run_linear, save_results
 
     common = dict(image_size=args.image_size, device=args.device, batch_size=args.batch_size,
                   num_workers=args.num_workers, which=args.backbone)

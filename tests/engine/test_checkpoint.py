@@ -4,7 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from vitssl.engine.checkpoint import CheckpointError, load_checkpoint, load_matching_state, save_checkpoint
+from vitssl.engine.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_matching_state,
+    save_checkpoint,
+)
 
 
 def test_round_trip_and_no_temp_files_left(tmp_path):

@@ -3,13 +3,13 @@ import json
 import pytest
 import torch
 
+from helpers import tiny_overrides
 from vitssl.config import load_config, to_container, to_objects
 from vitssl.data import build_dataset
 from vitssl.engine.checkpoint import load_checkpoint
 from vitssl.engine.protocol import StepOutput
 from vitssl.engine.trainer import Trainer, TrainingDiverged, seed_everything
 from vitssl.methods import build_method, method_configs
-from helpers import tiny_overrides
 
 
 def make_trainer(run_dir, extra=()):

@@ -10,7 +10,7 @@ def small(**kw):
 def test_structure_and_output_shape():
     head = DINOHead(12, small())
     linears = [m for m in head.mlp if isinstance(m, torch.nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(12, 16), (16, 16), (16, 8)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(12, 16), (16, 16), (16, 8)]
     assert head(torch.randn(5, 12)).shape == (5, 10)
 
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from helpers import one_batch, tiny_method
 from vitssl.engine.protocol import Method, StepContext
 from vitssl.methods import METHODS
-from helpers import one_batch, tiny_method
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from vitssl.engine.protocol import StepContext
 from helpers import one_batch, tiny_method
+from vitssl.engine.protocol import StepContext
 
 
 def test_teacher_starts_as_student_copy_and_has_no_drop_path():

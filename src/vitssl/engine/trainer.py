@@ -18,7 +18,12 @@ from tqdm.auto import tqdm
 
 from vitssl.data.loaders import AugmentedDataset, EpochBatchSampler, build_train_loader
 from vitssl.distributed import is_main_process, world_size
-from vitssl.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from vitssl.engine.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_matching_state,
+    save_checkpoint,
+)
 from vitssl.engine.logging import MetricWriter, log, to_float
 from vitssl.engine.optim import OptimConfig, build_optimizer, clip_gradients, decay_groups
 from vitssl.engine.protocol import Method, StepContext
@@ -194,8 +199,6 @@ class Trainer:
                 f"'{path}' was written with {ckpt['steps_per_epoch']} steps per epoch, this run has "
                 f"{self.steps_per_epoch}: resume with the same data, batch size and accum_steps"
             )
-        from vitssl.engine.checkpoint import load_matching_state
-
         load_matching_state(self.method, ckpt["method"], "method")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
