@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--val", required=True, help="labelled validation images or a built-in set")
         p.add_argument("--out", default=None, help="results JSON (default: next to the checkpoint)")
         p.add_argument("--image-size", type=int, default=None, help="crop size (default: the training crop size)")
+        p.add_argument("--resize-size", type=int, default=None,
+                       help="short side before the centre crop (default: size x 256/224; built-in sets: size)")
         p.add_argument("--batch-size", type=int, default=256)
         p.add_argument("--num-workers", type=int, default=4)
         p.add_argument("--device", default="auto")
@@ -100,7 +102,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from vitssl.eval import format_knn_table
     from vitssl.evaluate import run_knn, run_linear, save_results
 
-    common = dict(image_size=args.image_size, device=args.device, batch_size=args.batch_size,
+    common = dict(image_size=args.image_size, resize_size=args.resize_size, device=args.device, batch_size=args.batch_size,
                   num_workers=args.num_workers, which=args.backbone)
     if args.protocol == "knn":
         results = run_knn(args.checkpoint, args.train, args.val, ks=tuple(args.ks), temperature=args.temperature, **common)

@@ -13,15 +13,13 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from vitssl.augment import EvalTransform
 from vitssl.config import load_config, save_config, to_container, to_objects
 from vitssl.data import build_dataset
 from vitssl.engine.logging import log
 from vitssl.engine.trainer import Trainer, seed_everything
-from vitssl.eval import extract_features, knn_classify
-from vitssl.evaluate import _Transformed
+from vitssl.eval import knn_classify
+from vitssl.evaluate import labelled_features
 from vitssl.methods import build_method, method_configs
 from vitssl.plots import plot_loss_curve
 from vitssl.pretrain import prepare_run_dir
@@ -30,14 +28,11 @@ DEMO_PRESETS = {"mnist": "demo_mnist", "digits": "demo_digits", "shapes": "demo_
 
 
 def knn_top1(backbone: nn.Module, dataset_name: str, image_size: int, device: torch.device, k: int = 20) -> float:
-    """k-NN top-1 of `backbone` features: built-in train split as memory, val split as queries."""
-    feats = {}
-    for split in ("train", "val"):
-        data = _Transformed(build_dataset(dataset_name, split=split), EvalTransform(image_size, resize_size=image_size))
-        loader = DataLoader(data, batch_size=256, shuffle=False, num_workers=0)
-        feats[split] = extract_features(backbone, loader, device)
-    (tr_f, tr_y), (va_f, va_y) = feats["train"], feats["val"]
-    return knn_classify(tr_f, tr_y, va_f, va_y, ks=(k,), temperature=0.07)[k]["top1"]
+    """k-NN top-1 of `backbone` features: built-in train split as memory, val split as queries
+    (the same protocol as `vitssl eval knn`)."""
+    tr_f, tr_y, classes = labelled_features(backbone, dataset_name, "train", image_size, device, num_workers=0)
+    va_f, va_y, _ = labelled_features(backbone, dataset_name, "val", image_size, device, num_workers=0)
+    return knn_classify(tr_f, tr_y, va_f, va_y, ks=(k,), temperature=0.07, num_classes=classes)[k]["top1"]
 
 
 def run_demo(out: str | Path = "demo_run", dataset: str = "mnist", epochs: int | None = None,

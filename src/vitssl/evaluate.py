@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vitssl.augment import EvalTransform
 from vitssl.config import load_config, to_objects
-from vitssl.data import build_dataset
+from vitssl.data import BUILTIN_DATASETS, build_dataset
 from vitssl.engine.checkpoint import CheckpointError, load_checkpoint, load_matching_state
 from vitssl.engine.trainer import resolve_device
 from vitssl.eval import extract_features, knn_classify, train_linear_probe
@@ -58,15 +58,25 @@ class _Transformed(Dataset):
         return self.transform(image), label
 
 
+def eval_transform(source: str, image_size: int, resize_size: int | None = None) -> EvalTransform:
+    """DINO's Resize(size x 256/224) + CenterCrop(size) for image folders; built-in sets are
+    already at their training resolution, so they are only resized to `image_size`."""
+    if resize_size is None and source in BUILTIN_DATASETS:
+        resize_size = image_size
+    return EvalTransform(image_size, resize_size)
+
+
 def labelled_features(
     backbone: nn.Module, source: str, split: str, image_size: int, device: torch.device,
     batch_size: int = 256, num_workers: int = 4, n_last_blocks: int = 1, avgpool_patchtokens: bool = False,
+    resize_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Features and labels of a labelled data set (ImageFolder layout or a built-in set)."""
     dataset = build_dataset(source, split=split)
     if getattr(dataset, "num_classes", 0) < 2:
         raise ValueError(f"'{source}' has no class sub-folders: evaluation needs an ImageFolder layout with labels")
-    loader = DataLoader(_Transformed(dataset, EvalTransform(image_size)), batch_size=batch_size,
+    transform = eval_transform(source, image_size, resize_size)
+    loader = DataLoader(_Transformed(dataset, transform), batch_size=batch_size,
                         num_workers=num_workers, shuffle=False)
     feats, labels = extract_features(backbone.to(device), loader, device, n_last_blocks=n_last_blocks,
                                      avgpool_patchtokens=avgpool_patchtokens)
@@ -74,14 +84,16 @@ def labelled_features(
 
 
 def run_knn(checkpoint: str | Path, train: str, val: str, ks: tuple[int, ...] = (10, 20, 100, 200),
-            temperature: float = 0.07, image_size: int | None = None, device: str = "auto",
+            temperature: float = 0.07, image_size: int | None = None, resize_size: int | None = None,
+            device: str = "auto",
             batch_size: int = 256, num_workers: int = 4, which: str = "teacher") -> dict[str, Any]:
     """DINO k-NN protocol (spec 1.6) on a checkpoint."""
     backbone, config = load_pretrained(checkpoint, which)
     dev = resolve_device(device)
     size = image_size or default_image_size(config)
-    tr_f, tr_y, n_cls = labelled_features(backbone, train, "train", size, dev, batch_size, num_workers)
-    va_f, va_y, _ = labelled_features(backbone, val, "val", size, dev, batch_size, num_workers)
+    tr_f, tr_y, n_cls = labelled_features(backbone, train, "train", size, dev, batch_size, num_workers,
+                                          resize_size=resize_size)
+    va_f, va_y, _ = labelled_features(backbone, val, "val", size, dev, batch_size, num_workers, resize_size=resize_size)
     results = knn_classify(tr_f, tr_y, va_f, va_y, ks=ks, temperature=temperature, num_classes=n_cls)
     return {"protocol": "knn", "checkpoint": str(checkpoint), "backbone": which, "train": train, "val": val,
             "image_size": size, "temperature": temperature, "results": {str(k): v for k, v in results.items()}}
@@ -90,12 +102,13 @@ def run_knn(checkpoint: str | Path, train: str, val: str, ks: tuple[int, ...] = 
 def run_linear(checkpoint: str | Path, train: str, val: str, n_last_blocks: int = 4,
                avgpool_patchtokens: bool = False, epochs: int = 100, lr: float | None = None,
                lrs: list[float] | None = None, batch_size: int = 256, image_size: int | None = None,
+               resize_size: int | None = None,
                device: str = "auto", num_workers: int = 4, which: str = "teacher") -> dict[str, Any]:
     """DINO linear protocol (spec 1.6) on pre-extracted frozen features."""
     backbone, config = load_pretrained(checkpoint, which)
     dev = resolve_device(device)
     size = image_size or default_image_size(config)
-    kw = dict(n_last_blocks=n_last_blocks, avgpool_patchtokens=avgpool_patchtokens)
+    kw = dict(n_last_blocks=n_last_blocks, avgpool_patchtokens=avgpool_patchtokens, resize_size=resize_size)
     tr_f, tr_y, n_cls = labelled_features(backbone, train, "train", size, dev, batch_size, num_workers, **kw)
     va_f, va_y, _ = labelled_features(backbone, val, "val", size, dev, batch_size, num_workers, **kw)
     result = train_linear_probe(tr_f, tr_y, va_f, va_y, n_cls, epochs=epochs, lr=lr, lrs=lrs,
