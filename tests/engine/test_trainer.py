@@ -29,7 +29,7 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("extra", [(), ("backbone.drop_path_rate=0.2", "train.accum_steps=2")])
+@pytest.mark.parametrize("extra", [(), ("backbone.drop_path_rate=0.2", "train.accum_steps=2"), ("train.num_workers=2",)])
 def test_resumed_run_matches_uninterrupted_run(tmp_path, extra):
     straight = make_trainer(tmp_path / "a", extra)
     straight.fit()

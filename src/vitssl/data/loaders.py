@@ -1,8 +1,9 @@
 """Training data loaders whose every random draw is a function of (seed, epoch, index).
 
-Augmentation gets a generator seeded per sample, and the batch order comes from a generator
-seeded per epoch, so a run resumed mid-epoch sees exactly the batches it would have seen,
-whatever the number of workers.
+The batch sampler yields `(epoch, index)` keys: augmentation gets a generator seeded per key
+and the batch order comes from a generator seeded per epoch, so a run resumed mid-epoch sees
+exactly the batches it would have seen, whatever the number of workers. Because the epoch
+travels with the key, one loader with persistent workers serves the whole run.
 """
 
 from __future__ import annotations
@@ -26,27 +27,34 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class AugmentedDataset(Dataset):
-    """Applies `transform(image, generator)` with a generator seeded by (seed, epoch, index)."""
+    """Item `(epoch, index)`: `transform(image, generator)` with a generator seeded by both."""
 
     def __init__(self, base: Dataset, transform: Callable[[Any, torch.Generator], Any], seed: int) -> None:
-        self.base, self.transform, self.seed, self.epoch = base, transform, seed, 0
+        self.base, self.transform, self.seed = base, transform, seed
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Any, int]:
+        epoch, index = key
         image, label = self.base[index]
-        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, index))
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, epoch, index))
         return self.transform(image, generator), label
 
 
-class EpochBatchSampler(Sampler[list[int]]):
-    """Shuffled, rank-sharded, drop-last batches for one epoch, starting at batch `start_batch`."""
+class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Shuffled, rank-sharded, drop-last batches of `(epoch, index)` keys.
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int, epoch: int, start_batch: int = 0,
+    Call `set_epoch(epoch, start_batch)` before iterating; iteration starts at `start_batch`.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, epoch: int = 0, start_batch: int = 0,
                  max_batches: int = 0) -> None:
-        self.num_samples, self.batch_size = num_samples, batch_size
-        self.seed, self.epoch, self.start_batch, self.max_batches = seed, epoch, start_batch, max_batches
+        self.num_samples, self.batch_size, self.seed, self.max_batches = num_samples, batch_size, seed, max_batches
+        self.set_epoch(epoch, start_batch)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
 
     def num_batches(self) -> int:
         """Batches per epoch on this rank (before skipping `start_batch`)."""
@@ -56,11 +64,11 @@ class EpochBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         return max(self.num_batches() - self.start_batch, 0)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -1))
         order = torch.randperm(self.num_samples, generator=g)[rank() :: world_size()].tolist()
         for b in range(self.start_batch, self.num_batches()):
-            yield order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield [(self.epoch, i) for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
 
 
 def build_train_loader(
@@ -69,20 +77,20 @@ def build_train_loader(
     batch_size: int,
     num_workers: int,
     seed: int,
-    epoch: int,
-    start_batch: int = 0,
     max_batches: int = 0,
     pin_memory: bool = False,
 ) -> DataLoader:
-    """One epoch's loader. Its own generator keeps worker seeding off the global RNG."""
-    dataset.epoch = epoch
-    sampler = EpochBatchSampler(len(dataset), batch_size, seed, epoch, start_batch, max_batches)
+    """The run's loader; set the epoch with `loader.batch_sampler.set_epoch(...)` before `iter`.
+
+    Its own generator keeps worker seeding off the global RNG; workers persist across epochs.
+    """
+    sampler = EpochBatchSampler(len(dataset), batch_size, seed, max_batches=max_batches)
     return DataLoader(
         dataset,
         batch_sampler=sampler,
         collate_fn=collate,
         num_workers=num_workers,
         pin_memory=pin_memory,
-        generator=torch.Generator().manual_seed(sample_seed(seed, epoch, -2)),
-        persistent_workers=False,
+        generator=torch.Generator().manual_seed(sample_seed(seed, 0, -2)),
+        persistent_workers=num_workers > 0,
     )

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from vitssl.data.loaders import AugmentedDataset, EpochBatchSampler, build_train_loader
@@ -138,7 +138,7 @@ class Trainer:
         self.params = [p for g in groups for p in g["params"]]
         self.optimizer = build_optimizer(groups, optim, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
-        batches = EpochBatchSampler(len(self.dataset), train.batch_size, train.seed, 0,
+        batches = EpochBatchSampler(len(self.dataset), train.batch_size, train.seed,
                                     max_batches=train.max_steps_per_epoch * train.accum_steps).num_batches()
         self.steps_per_epoch = batches // train.accum_steps
         if self.steps_per_epoch == 0:
@@ -152,6 +152,7 @@ class Trainer:
         self.step = 0
         self._last_save = time.monotonic()
         self._stop_signal: int | None = None
+        self._loader: DataLoader | None = None
 
     # -- schedules -------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -214,12 +215,13 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def _batches(self, epoch: int, start_step: int) -> Iterator[Any]:
-        loader = build_train_loader(
-            self.dataset, self.method.collate, self.cfg.batch_size, self.cfg.num_workers, self.cfg.seed,
-            epoch, start_batch=start_step * self.cfg.accum_steps,
-            max_batches=self.steps_per_epoch * self.cfg.accum_steps, pin_memory=self.device.type == "cuda",
-        )
-        return iter(loader)
+        if self._loader is None:
+            self._loader = build_train_loader(
+                self.dataset, self.method.collate, self.cfg.batch_size, self.cfg.num_workers, self.cfg.seed,
+                max_batches=self.steps_per_epoch * self.cfg.accum_steps, pin_memory=self.device.type == "cuda",
+            )
+        self._loader.batch_sampler.set_epoch(epoch, start_step * self.cfg.accum_steps)
+        return iter(self._loader)
 
     def _to_device(self, batch: Any) -> Any:
         if isinstance(batch, torch.Tensor):
