@@ -25,7 +25,13 @@ from vitssl.engine.checkpoint import (
     save_checkpoint,
 )
 from vitssl.engine.logging import MetricWriter, log, to_float
-from vitssl.engine.optim import OptimConfig, build_optimizer, clip_gradients, decay_groups
+from vitssl.engine.optim import (
+    CLIP_MODES,
+    OptimConfig,
+    build_optimizer,
+    clip_gradients,
+    decay_groups,
+)
 from vitssl.engine.protocol import Method, StepContext
 from vitssl.engine.schedules import cosine_schedule, scaled_lr
 
@@ -130,6 +136,8 @@ class Trainer:
             raise TypeError("a method must be an nn.Module holding its networks and state")
         self.cfg, self.optim_cfg, self.run_dir = train, optim, Path(run_dir)
         self.config = config or {}
+        if optim.clip_mode not in CLIP_MODES:
+            raise ValueError(f"unknown optim.clip_mode '{optim.clip_mode}': choose one of {CLIP_MODES}")
         self.device = resolve_device(train.device)
         self.precision = resolve_precision(train.precision, self.device)
         self.method = method.to(self.device)
