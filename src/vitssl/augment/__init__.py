@@ -1,6 +1,15 @@
-"""Augmentations: multi-crop for training, a deterministic transform for evaluation."""
+"""Augmentations: seeded multi-crop for training, a deterministic transform for evaluation."""
 
 from vitssl.augment.eval_transform import EvalTransform
-from vitssl.augment.multicrop import MultiCrop, MultiCropConfig, ViewParams, collate_views
+from vitssl.augment.multicrop import MultiCrop, MultiCropConfig, collate_views
+from vitssl.augment.photometric import ViewParams, apply_view, sample_view_params
 
-__all__ = ["EvalTransform", "MultiCrop", "MultiCropConfig", "ViewParams", "collate_views"]
+__all__ = [
+    "EvalTransform",
+    "MultiCrop",
+    "MultiCropConfig",
+    "ViewParams",
+    "apply_view",
+    "collate_views",
+    "sample_view_params",
+]

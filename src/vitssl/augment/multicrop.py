@@ -1,33 +1,31 @@
-"""DINO multi-crop augmentation (spec 1.4): 2 global views and M local views per image."""
+"""DINO multi-crop augmentation (spec 1.4): 2 global views and M local views per image.
+
+All randomness comes from the generator passed to `MultiCrop.__call__`, so the views are a
+pure function of (image, generator seed); see `vitssl.augment.photometric`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import torch
-import torchvision.transforms.v2.functional as TF
 from PIL import Image
-from torchvision.transforms import InterpolationMode
 
 from vitssl.augment.photometric import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    ColorJitterParams,
-    apply_color_jitter,
-    bernoulli,
-    gaussian_blur,
-    grayscale,
-    sample_color_jitter,
-    sample_resized_crop,
-    solarize,
-    to_normalized_tensor,
-    uniform,
+    ViewParams,
+    apply_view,
+    sample_view_params,
 )
+
+GLOBAL_1, GLOBAL_2, LOCAL = 0, 1, 2  # index into the per-view probability lists
 
 
 @dataclass
 class MultiCropConfig:
-    """Crop sizes and scales, and per-view probabilities ordered (global 1, global 2, each local)."""
+    """Crop sizes/scales and augmentation strengths; `blur_prob` and `solarization_prob` are
+    per view kind, ordered (global view 1, global view 2, each local view)."""
 
     global_crops_size: int = 224
     global_crops_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
@@ -48,36 +46,39 @@ class MultiCropConfig:
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
 
 
-@dataclass
-class ViewParams:
-    """Every random decision for one view; `apply_view` turns it into a tensor."""
-
-    size: int
-    crop: tuple[int, int, int, int]
-    flip: bool
-    color_jitter: ColorJitterParams | None
-    grayscale: bool
-    blur_radius: float | None
-    solarize: bool
+def _check_pair(name: str, values: list[float], low_open: float, high: float) -> None:
+    if len(values) != 2 or not (low_open < values[0] <= values[1] <= high):
+        raise ValueError(
+            f"method.crops.{name} must be [min, max] with {low_open} < min <= max <= {high}, got {list(values)}"
+        )
 
 
-def _check_scale(name: str, scale: list[float]) -> None:
-    if len(scale) != 2 or not (0 < scale[0] <= scale[1] <= 1):
-        raise ValueError(f"method.crops.{name} must be [min, max] with 0 < min <= max <= 1, got {list(scale)}")
-
-
-def validate(cfg: MultiCropConfig) -> None:
-    """One-line errors for configs that cannot work."""
-    _check_scale("global_crops_scale", cfg.global_crops_scale)
-    _check_scale("local_crops_scale", cfg.local_crops_scale)
+def validate_config(cfg: MultiCropConfig) -> None:
+    """Raise a one-line ValueError for a config that cannot work (caught at start-up, not mid-run)."""
+    _check_pair("global_crops_scale", cfg.global_crops_scale, 0.0, 1.0)
+    _check_pair("local_crops_scale", cfg.local_crops_scale, 0.0, 1.0)
+    _check_pair("blur_radius", cfg.blur_radius, 0.0, float("inf"))
     if cfg.local_crops_number < 0:
         raise ValueError(f"method.crops.local_crops_number must be >= 0, got {cfg.local_crops_number}")
-    if cfg.global_crops_size <= 0 or cfg.local_crops_size <= 0:
-        raise ValueError("method.crops.global_crops_size and local_crops_size must be positive")
+    for name in ("global_crops_size", "local_crops_size"):
+        if getattr(cfg, name) <= 0:
+            raise ValueError(f"method.crops.{name} must be positive, got {getattr(cfg, name)}")
     for name in ("blur_prob", "solarization_prob"):
         values = getattr(cfg, name)
         if len(values) != 3:
-            raise ValueError(f"method.crops.{name} needs 3 values (global 1, global 2, local), got {list(values)}")
+            raise ValueError(
+                f"method.crops.{name} needs 3 values (global 1, global 2, local), got {list(values)}"
+            )
+    for name in ("mean", "std"):
+        if len(getattr(cfg, name)) != 3:
+            raise ValueError(f"method.crops.{name} needs 3 values (R, G, B), got {list(getattr(cfg, name))}")
+    if any(s <= 0 for s in cfg.std):
+        raise ValueError(f"method.crops.std must be positive, got {list(cfg.std)}")
+    for name in ("brightness", "contrast", "saturation"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"method.crops.{name} must be >= 0, got {getattr(cfg, name)}")
+    if not 0.0 <= cfg.hue <= 0.5:
+        raise ValueError(f"method.crops.hue must be in [0, 0.5], got {cfg.hue}")
     probs = {"flip_prob": cfg.flip_prob, "color_jitter_prob": cfg.color_jitter_prob,
              "grayscale_prob": cfg.grayscale_prob}
     probs.update({f"blur_prob[{i}]": p for i, p in enumerate(cfg.blur_prob)})
@@ -85,67 +86,67 @@ def validate(cfg: MultiCropConfig) -> None:
     for name, p in probs.items():
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"method.crops.{name} must be a probability in [0, 1], got {p}")
-    if len(cfg.blur_radius) != 2 or not 0 < cfg.blur_radius[0] <= cfg.blur_radius[1]:
-        raise ValueError(f"method.crops.blur_radius must be [min, max] with 0 < min <= max, got {list(cfg.blur_radius)}")
 
 
 class MultiCrop:
     """`(image, generator) -> [global_1, global_2, local_1, ..., local_M]` normalised tensors.
 
-    Per view: bicubic RandomResizedCrop, flip, colour jitter (p=0.8), grayscale (p=0.2),
-    PIL Gaussian blur (p = 1.0 / 0.1 / 0.5) and solarisation (p = 0 / 0.2 / 0), as in DINO.
+    Per view: bicubic RandomResizedCrop, flip, colour jitter, grayscale, PIL Gaussian blur and
+    solarisation, with DINO's per-view probabilities (blur 1.0 / 0.1 / 0.5, solarise 0 / 0.2 / 0).
     """
 
     def __init__(self, cfg: MultiCropConfig) -> None:
-        validate(cfg)
+        validate_config(cfg)
         self.cfg = cfg
 
     @property
     def num_views(self) -> int:
+        """2 global + `local_crops_number` local views."""
         return 2 + self.cfg.local_crops_number
+
+    @property
+    def view_sizes(self) -> list[int]:
+        """Output side length of each view, in view order."""
+        c = self.cfg
+        return [c.global_crops_size] * 2 + [c.local_crops_size] * c.local_crops_number
 
     def _sample_view(self, width: int, height: int, kind: int, generator: torch.Generator) -> ViewParams:
         c = self.cfg
-        is_global = kind < 2
-        size = c.global_crops_size if is_global else c.local_crops_size
-        scale = c.global_crops_scale if is_global else c.local_crops_scale
-        crop = sample_resized_crop(width, height, (scale[0], scale[1]), generator)
-        flip = bernoulli(generator, c.flip_prob)
-        jitter = (sample_color_jitter(c.brightness, c.contrast, c.saturation, c.hue, generator)
-                  if bernoulli(generator, c.color_jitter_prob) else None)
-        gray = bernoulli(generator, c.grayscale_prob)
-        blur = uniform(generator, *c.blur_radius) if bernoulli(generator, c.blur_prob[kind]) else None
-        sol = bernoulli(generator, c.solarization_prob[kind])
-        return ViewParams(size, crop, flip, jitter, gray, blur, sol)
+        scale = c.global_crops_scale if kind < LOCAL else c.local_crops_scale
+        return sample_view_params(
+            generator, width, height, scale=scale, flip_prob=c.flip_prob,
+            color_jitter_prob=c.color_jitter_prob, brightness=c.brightness, contrast=c.contrast,
+            saturation=c.saturation, hue=c.hue, grayscale_prob=c.grayscale_prob,
+            blur_prob=c.blur_prob[kind], blur_radius=c.blur_radius,
+            solarization_prob=c.solarization_prob[kind],
+        )
 
     def sample_params(self, width: int, height: int, generator: torch.Generator) -> list[ViewParams]:
-        """Random decisions for all views of one image (kind 0, 1 = globals, 2 = locals)."""
-        kinds = [0, 1] + [2] * self.cfg.local_crops_number
+        """All random decisions for one width x height image, views in output order."""
+        kinds = [GLOBAL_1, GLOBAL_2] + [LOCAL] * self.cfg.local_crops_number
         return [self._sample_view(width, height, kind, generator) for kind in kinds]
 
-    def apply_view(self, img: Image.Image, p: ViewParams) -> torch.Tensor:
-        top, left, h, w = p.crop
-        view = TF.resized_crop(img, top, left, h, w, [p.size, p.size], interpolation=InterpolationMode.BICUBIC)
-        if p.flip:
-            view = TF.horizontal_flip(view)
-        if p.color_jitter is not None:
-            view = apply_color_jitter(view, p.color_jitter)
-        if p.grayscale:
-            view = grayscale(view)
-        if p.blur_radius is not None:
-            view = gaussian_blur(view, p.blur_radius)
-        if p.solarize:
-            view = solarize(view)
-        return to_normalized_tensor(view, self.cfg.mean, self.cfg.std)
+    def apply(self, img: Image.Image, params: list[ViewParams]) -> list[torch.Tensor]:
+        """Render the views described by `params` (from `sample_params`); no randomness."""
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        return [apply_view(img, p, size, self.cfg.mean, self.cfg.std)
+                for p, size in zip(params, self.view_sizes, strict=True)]
 
     def __call__(self, img: Image.Image, generator: torch.Generator) -> list[torch.Tensor]:
-        img = img.convert("RGB") if img.mode != "RGB" else img
-        return [self.apply_view(img, p) for p in self.sample_params(img.width, img.height, generator)]
+        return self.apply(img, self.sample_params(img.width, img.height, generator))
 
 
-def collate_views(samples: list[tuple[list[torch.Tensor], int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """[(views, label)] -> ([stacked view 0, stacked view 1, ...], labels): one tensor per view."""
-    n_views = len(samples[0][0])
-    views = [torch.stack([s[0][v] for s in samples]) for v in range(n_views)]
-    labels = torch.tensor([s[1] for s in samples], dtype=torch.long)
+def collate_views(batch: list[tuple[list[torch.Tensor], int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """[(views, label)] -> ([view 0 stacked (B, 3, S, S), view 1 stacked, ...], labels (B,)).
+
+    One tensor per view keeps each resolution batched for the backbone.
+    """
+    if not batch:
+        raise ValueError("collate_views got an empty batch")
+    n_views = len(batch[0][0])
+    if any(len(views) != n_views for views, _ in batch):
+        raise ValueError("collate_views: every sample must have the same number of views")
+    views = [torch.stack([sample[0][v] for sample in batch]) for v in range(n_views)]
+    labels = torch.tensor([int(sample[1]) for sample in batch], dtype=torch.long)
     return views, labels

@@ -1,4 +1,5 @@
-"""Evaluation of frozen backbones: feature extraction, k-NN, linear probe."""
+"""Evaluation of frozen backbones with DINO's protocols (spec 1.6): feature extraction, weighted
+k-NN and a linear probe on cached features."""
 
 from vitssl.eval.features import extract_features
 from vitssl.eval.knn import format_knn_table, knn_classify

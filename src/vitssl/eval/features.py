@@ -1,44 +1,73 @@
-"""Frozen-backbone feature extraction shared by k-NN, linear and dense evaluation."""
+"""Frozen-backbone feature extraction shared by the k-NN and linear protocols (DINO, spec 1.6).
+
+Both DINO protocols read features of a frozen backbone in eval mode: k-NN uses the CLS token
+after the final norm; the linear probe uses the CLS tokens of the last n blocks (each through
+the final norm), optionally with the mean last-block patch token. Extracting them once and
+training on the cached tensors is what makes the evaluations cheap.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+
+
+def _block_features(backbone: nn.Module, images: torch.Tensor, n_last_blocks: int,
+                    avgpool_patchtokens: bool) -> torch.Tensor:
+    """(B, F) feature of one batch; see `extract_features` for the layout."""
+    if n_last_blocks == 1 and not avgpool_patchtokens:
+        return backbone(images).pooled
+    blocks = backbone.last_blocks(images, n_last_blocks)
+    if len(blocks) != n_last_blocks:
+        raise ValueError(f"n_last_blocks={n_last_blocks} but the backbone returned {len(blocks)} blocks "
+                         f"(is it deeper than {len(blocks)}?)")
+    parts = [t.pooled for t in blocks]
+    if avgpool_patchtokens:
+        parts.append(blocks[-1].patches.mean(dim=1))
+    return torch.cat(parts, dim=-1)
 
 
 @torch.no_grad()
 def extract_features(
     backbone: nn.Module,
-    loader: DataLoader,
+    loader: Iterable[tuple[torch.Tensor, Any]],
     device: torch.device | str,
     n_last_blocks: int = 1,
     avgpool_patchtokens: bool = False,
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, F) float32 features and (N,) labels, on CPU, in loader order.
+    """(N, F) float32 features and (N,) int64 labels, both on CPU, in loader order.
 
-    n_last_blocks = 1 and no avgpool: the pooled token (CLS after the final norm). Otherwise
-    DINO's linear-probe feature: the pooled tokens of the last n blocks (each through the final
-    norm) concatenated, plus the mean last-block patch token with `avgpool_patchtokens`.
+    The backbone must already be on `device` (it is not moved); images are. It runs in eval
+    mode (no drop-path, as DINO evaluates a frozen network) and its previous training mode is
+    restored afterwards, also on error.
+
+    Feature layout, D = backbone.embed_dim:
+    - n_last_blocks == 1, no avgpool: `Tokens.pooled` (CLS after the final norm) -> D; DINO k-NN.
+    - otherwise: the pooled token of each of the last n blocks (each through the final norm),
+      oldest first -> n*D (DINO ViT-S linear: n = 4), then with `avgpool_patchtokens` the mean
+      of the last block's patch tokens -> (n+1)*D (DINO ViT-B linear: n = 1 -> 2D). DINO
+      interleaves CLS and average channel-wise; ours is a fixed permutation of that, which a
+      linear probe cannot tell apart.
     """
+    if n_last_blocks < 1:
+        raise ValueError(f"n_last_blocks must be >= 1, got {n_last_blocks}")
     was_training = backbone.training
     backbone.eval()
-    feats, labels = [], []
+    feats: list[torch.Tensor] = []
+    labels: list[torch.Tensor] = []
     try:
         for images, targets in tqdm(loader, desc="features", disable=not progress, leave=False):
             images = images.to(device, non_blocking=True)
-            if n_last_blocks == 1 and not avgpool_patchtokens:
-                out = backbone(images).pooled
-            else:
-                blocks = backbone.last_blocks(images, n_last_blocks)
-                parts = [t.pooled for t in blocks]
-                if avgpool_patchtokens:
-                    parts.append(blocks[-1].patches.mean(dim=1))
-                out = torch.cat(parts, dim=-1)
+            out = _block_features(backbone, images, n_last_blocks, avgpool_patchtokens)
             feats.append(out.float().cpu())
-            labels.append(torch.as_tensor(targets).long().cpu())
+            labels.append(torch.as_tensor(targets).reshape(-1).long().cpu())
     finally:
         backbone.train(was_training)
+    if not feats:
+        raise ValueError("the loader yielded no batches: nothing to extract features from")
     return torch.cat(feats), torch.cat(labels)

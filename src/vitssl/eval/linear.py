@@ -1,71 +1,143 @@
-"""Linear probe on pre-extracted frozen features (DINO protocol, spec 1.6)."""
+"""Linear probe on pre-extracted frozen features (DINO `eval_linear.py` protocol, spec 1.6).
+
+DINO measures how linearly separable the frozen features are with a single Linear layer.
+Training on cached features instead of re-running the backbone every epoch is much faster; the
+price is that DINO's train-time RandomResizedCrop + flip augmentation is not applied (features
+come from one fixed view per image), which the caller chooses when extracting.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+_EVAL_CHUNK = 4096  # val rows per forward pass when measuring accuracy
+
 
 @dataclass
 class LinearProbeResult:
+    """Outcome of `train_linear_probe`: final-epoch val accuracies (fractions) of the kept probe.
+
+    history: val top-1 after each epoch. DINO reports the best value seen during training,
+    which is `best_top1`; `top1`/`top5` and `state_dict` are those of the final-epoch probe.
+    """
+
     top1: float
     top5: float
     best_lr: float
     history: list[float] = field(default_factory=list)
     state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
 
+    @property
+    def best_top1(self) -> float:
+        """Best per-epoch val top-1, DINO's reported number (selected on the val split)."""
+        return max(self.history, default=self.top1)
 
-def _accuracy(model: nn.Module, feats: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+
+def _accuracy(model: nn.Linear, feats: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Top-1 and top-5 (top-min(5, C)) accuracy as fractions."""
+    k = min(5, model.out_features)
+    hits1 = hits5 = 0
     with torch.no_grad():
-        logits = model(feats)
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        top1 = (top[:, 0] == labels).float().mean().item()
-        top5 = (top == labels[:, None]).any(dim=1).float().mean().item()
-    return top1, top5
+        for start in range(0, len(feats), _EVAL_CHUNK):
+            top = model(feats[start:start + _EVAL_CHUNK]).topk(k, dim=1).indices
+            match = top == labels[start:start + _EVAL_CHUNK, None]
+            hits1 += int(match[:, 0].sum())
+            hits5 += int(match.any(dim=1).sum())
+    return hits1 / len(feats), hits5 / len(feats)
 
 
 def _train_one(train_f: torch.Tensor, train_y: torch.Tensor, val_f: torch.Tensor, val_y: torch.Tensor,
                num_classes: int, epochs: int, lr: float, batch_size: int, momentum: float,
                weight_decay: float, seed: int) -> LinearProbeResult:
+    """One probe at one lr; every random draw comes from a generator seeded with `seed`."""
     g = torch.Generator().manual_seed(seed)
     model = nn.Linear(train_f.shape[1], num_classes).to(train_f.device)
-    with torch.no_grad():
+    with torch.no_grad():  # DINO: weight N(0, 0.01), bias 0
         model.weight.copy_(torch.randn(model.weight.shape, generator=g) * 0.01)
         model.bias.zero_()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    history = []
+    history: list[float] = []
     for epoch in range(epochs):
-        for group in opt.param_groups:  # cosine annealing per epoch to 0
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+        # CosineAnnealingLR(T_max=epochs, eta_min=0) stepped once per epoch, as in DINO.
+        for group in opt.param_groups:
+            group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
         order = torch.randperm(len(train_f), generator=g).to(train_f.device)
         for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+            idx = order[start:start + batch_size]
             loss = F.cross_entropy(model(train_f[idx]), train_y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         history.append(_accuracy(model, val_f, val_y)[0])
     top1, top5 = _accuracy(model, val_f, val_y)
-    return LinearProbeResult(top1, top5, lr, history, {k: v.cpu() for k, v in model.state_dict().items()})
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return LinearProbeResult(top1, top5, lr, history, state)
+
+
+def _check_split(name: str, feats: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+    if feats.ndim != 2 or labels.ndim != 1:
+        raise ValueError(f"{name} features must be (N, F) and labels (N,), got {tuple(feats.shape)} and {tuple(labels.shape)}")
+    if len(feats) == 0:
+        raise ValueError(f"the {name} set is empty")
+    if len(labels) != len(feats):
+        raise ValueError(f"{name} labels length {len(labels)} != number of {name} features {len(feats)}")
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(f"{name} labels must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]")
 
 
 def train_linear_probe(
-    train_features: torch.Tensor, train_labels: torch.Tensor, val_features: torch.Tensor, val_labels: torch.Tensor,
-    num_classes: int, epochs: int = 100, lr: float | None = None, batch_size: int = 256, momentum: float = 0.9,
-    weight_decay: float = 0.0, lrs: list[float] | None = None, device: str = "cpu", seed: int = 0,
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_features: torch.Tensor,
+    val_labels: torch.Tensor,
+    num_classes: int,
+    epochs: int = 100,
+    lr: float | None = None,
+    batch_size: int = 256,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    lrs: Sequence[float] | None = None,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
 ) -> LinearProbeResult:
-    """Linear(F, C) (init N(0, 0.01), bias 0, no BN), SGD momentum 0.9, no weight decay, cosine lr.
+    """Train DINO's linear probe on frozen features and report val top-1/top-5 (fractions).
 
-    Default lr = 0.001 x batch / 256. With `lrs`, one probe per lr and the best by val top-1 is
-    returned, which is how DINO picks its lr (selected on the validation split).
+    Linear(F, C) with weight N(0, 0.01), bias 0, no BatchNorm; SGD momentum 0.9, weight decay 0,
+    cross-entropy on mini-batches shuffled by a generator seeded with `seed` (same seed, same
+    probe); the lr follows a cosine from its base value to 0 over `epochs`, updated once per
+    epoch like DINO's CosineAnnealingLR. `lr` is absolute; when omitted it is DINO's
+    0.001 x batch_size / 256. DINO's paper sweeps the lr and reports the best on the validation
+    split; `lrs` does the same: one probe per lr (same seed), and the probe with the highest
+    final val top-1 is returned (ties: the earlier lr). Pass `lr` or `lrs`, not both.
     """
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    _check_split("train", train_features, train_labels, num_classes)
+    _check_split("val", val_features, val_labels, num_classes)
     if train_features.shape[1] != val_features.shape[1]:
-        raise ValueError(f"train features have dim {train_features.shape[1]} but val features {val_features.shape[1]}")
-    data = [t.to(device) for t in (train_features.float(), train_labels.long(), val_features.float(), val_labels.long())]
-    candidates = lrs or [lr if lr is not None else 0.001 * batch_size / 256]
-    results = [_train_one(*data, num_classes, epochs, c, batch_size, momentum, weight_decay, seed) for c in candidates]
-    return max(results, key=lambda r: r.top1)
+        raise ValueError(f"train features have dim {train_features.shape[1]} but val features have dim {val_features.shape[1]}")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    if lr is not None and lrs is not None:
+        raise ValueError("pass either lr or lrs (a sweep), not both")
+    if lrs is not None and len(lrs) == 0:
+        raise ValueError("lrs is empty: give at least one learning rate")
+    candidates = list(lrs) if lrs is not None else [lr if lr is not None else 0.001 * batch_size / 256]
+    if min(candidates) <= 0:
+        raise ValueError(f"learning rates must be > 0, got {candidates}")
+
+    data = [t.to(device) for t in (train_features.float(), train_labels.long(),
+                                   val_features.float(), val_labels.long())]
+    best: LinearProbeResult | None = None
+    for candidate in candidates:
+        result = _train_one(*data, num_classes, epochs, float(candidate), batch_size, momentum, weight_decay, seed)
+        if best is None or result.top1 > best.top1:
+            best = result
+    assert best is not None
+    return best
