@@ -6,15 +6,6 @@ import torch
 from vitssl.eval import train_linear_probe
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: extra intra-op threads only add contention on a busy 2-core CI box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def blobs(n: int, seed: int, shuffle_labels: bool = False):
     """Four well-separated Gaussian blobs in 10-D (same centres for every seed)."""
     g = torch.Generator().manual_seed(seed)
