@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,38 +84,55 @@ def labelled_features(
     return feats, labels, int(dataset.num_classes)
 
 
-def run_knn(checkpoint: str | Path, train: str, val: str, ks: tuple[int, ...] = (10, 20, 100, 200),
-            temperature: float = 0.07, image_size: int | None = None, resize_size: int | None = None,
-            device: str = "auto",
-            batch_size: int = 256, num_workers: int = 4, which: str = "teacher") -> dict[str, Any]:
-    """DINO k-NN protocol (spec 1.6) on a checkpoint."""
-    backbone, config = load_pretrained(checkpoint, which)
-    dev = resolve_device(device)
-    size = image_size or default_image_size(config)
-    tr_f, tr_y, n_cls = labelled_features(backbone, train, "train", size, dev, batch_size, num_workers,
-                                          resize_size=resize_size)
-    va_f, va_y, _ = labelled_features(backbone, val, "val", size, dev, batch_size, num_workers, resize_size=resize_size)
-    results = knn_classify(tr_f, tr_y, va_f, va_y, ks=ks, temperature=temperature, num_classes=n_cls)
-    return {"protocol": "knn", "checkpoint": str(checkpoint), "backbone": which, "train": train, "val": val,
-            "image_size": size, "temperature": temperature, "results": {str(k): v for k, v in results.items()}}
+@dataclass
+class FeatureSplits:
+    """Frozen features of a checkpoint on a train and a val set, with what produced them."""
+
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    num_classes: int
+    image_size: int
+    device: torch.device
 
 
-def run_linear(checkpoint: str | Path, train: str, val: str, n_last_blocks: int = 4,
-               avgpool_patchtokens: bool = False, epochs: int = 100, lr: float | None = None,
-               lrs: list[float] | None = None, batch_size: int = 256, image_size: int | None = None,
-               resize_size: int | None = None,
-               device: str = "auto", num_workers: int = 4, which: str = "teacher") -> dict[str, Any]:
-    """DINO linear protocol (spec 1.6) on pre-extracted frozen features."""
+def checkpoint_features(checkpoint: str | Path, train: str, val: str, which: str = "teacher",
+                        image_size: int | None = None, resize_size: int | None = None, device: str = "auto",
+                        batch_size: int = 256, num_workers: int = 4, n_last_blocks: int = 1,
+                        avgpool_patchtokens: bool = False) -> FeatureSplits:
+    """Load a checkpoint's backbone once and extract train and val features with it."""
     backbone, config = load_pretrained(checkpoint, which)
     dev = resolve_device(device)
     size = image_size or default_image_size(config)
     kw = dict(n_last_blocks=n_last_blocks, avgpool_patchtokens=avgpool_patchtokens, resize_size=resize_size)
     tr_f, tr_y, n_cls = labelled_features(backbone, train, "train", size, dev, batch_size, num_workers, **kw)
     va_f, va_y, _ = labelled_features(backbone, val, "val", size, dev, batch_size, num_workers, **kw)
-    result = train_linear_probe(tr_f, tr_y, va_f, va_y, n_cls, epochs=epochs, lr=lr, lrs=lrs,
-                                batch_size=batch_size, device=str(dev))
+    return FeatureSplits((tr_f, tr_y), (va_f, va_y), n_cls, size, dev)
+
+
+def run_knn(checkpoint: str | Path, train: str, val: str, ks: tuple[int, ...] = (10, 20, 100, 200),
+            temperature: float = 0.07, image_size: int | None = None, resize_size: int | None = None,
+            device: str = "auto", batch_size: int = 256, num_workers: int = 4,
+            which: str = "teacher") -> dict[str, Any]:
+    """DINO k-NN protocol (spec 1.6) on a checkpoint."""
+    f = checkpoint_features(checkpoint, train, val, which, image_size, resize_size, device, batch_size, num_workers)
+    results = knn_classify(*f.train, *f.val, ks=ks, temperature=temperature, num_classes=f.num_classes)
+    return {"protocol": "knn", "checkpoint": str(checkpoint), "backbone": which, "train": train, "val": val,
+            "image_size": f.image_size, "temperature": temperature,
+            "results": {str(k): v for k, v in results.items()}}
+
+
+def run_linear(checkpoint: str | Path, train: str, val: str, n_last_blocks: int = 4,
+               avgpool_patchtokens: bool = False, epochs: int = 100, lr: float | None = None,
+               lrs: list[float] | None = None, batch_size: int = 256, image_size: int | None = None,
+               resize_size: int | None = None, device: str = "auto", num_workers: int = 4,
+               which: str = "teacher") -> dict[str, Any]:
+    """DINO linear protocol (spec 1.6) on pre-extracted frozen features."""
+    f = checkpoint_features(checkpoint, train, val, which, image_size, resize_size, device, batch_size,
+                            num_workers, n_last_blocks, avgpool_patchtokens)
+    result = train_linear_probe(*f.train, *f.val, f.num_classes, epochs=epochs, lr=lr, lrs=lrs,
+                                batch_size=batch_size, device=str(f.device))
     return {"protocol": "linear", "checkpoint": str(checkpoint), "backbone": which, "train": train, "val": val,
-            "image_size": size, "n_last_blocks": n_last_blocks, "avgpool_patchtokens": avgpool_patchtokens,
+            "image_size": f.image_size, "n_last_blocks": n_last_blocks, "avgpool_patchtokens": avgpool_patchtokens,
             "epochs": epochs, "top1": result.top1, "top5": result.top5, "best_lr": result.best_lr}
 
 

@@ -244,11 +244,11 @@ class Trainer:
         return StepContext(self.step, self.step // self.steps_per_epoch, self.steps_per_epoch,
                            self.total_steps, self.cfg.epochs)
 
-    def _optimizer_step(self, micro_batches: list[Any]) -> dict[str, float]:
+    def _optimizer_step(self, micro_batches: list[Any]) -> dict[str, torch.Tensor | float]:
         ctx = self._context()
         lr, wd = self._apply_schedules()
         self.method.train()
-        metrics: dict[str, float] = {}
+        sums: dict[str, torch.Tensor | float] = {}
         for batch in micro_batches:
             with self._autocast():
                 out = self.method.training_step(self._to_device(batch), ctx)
@@ -261,7 +261,8 @@ class Trainer:
                 )
             self.scaler.scale(out.loss / len(micro_batches)).backward()
             for key, value in {"loss": out.loss, **out.metrics}.items():
-                metrics[key] = metrics.get(key, 0.0) + to_float(value) / len(micro_batches)
+                value = value.detach() if isinstance(value, torch.Tensor) else value
+                sums[key] = sums.get(key, 0.0) + value / len(micro_batches)
         self.scaler.unscale_(self.optimizer)
         clip_gradients(self.params, self.optim_cfg.clip_grad, self.optim_cfg.clip_mode)
         self.method.before_optimizer_step(ctx)
@@ -270,8 +271,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.method.after_optimizer_step(ctx)
         self.step += 1
-        metrics.update(lr=lr, weight_decay=wd)
-        return metrics
+        return {**sums, "lr": lr, "weight_decay": wd}
 
     def _handle_signal(self, signum: int, _frame: Any) -> None:
         """First Ctrl-C / SIGTERM: finish the current step, save, stop. A second Ctrl-C aborts."""
@@ -315,6 +315,7 @@ class Trainer:
                 metrics["epoch"] = epoch
                 bar.update(1)
                 if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
+                    metrics = {k: to_float(v) for k, v in metrics.items()}  # the only reads of step tensors
                     writer.write(self.step, metrics)
                     bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
                                     img_s=f"{metrics['images_per_s']:.0f}")

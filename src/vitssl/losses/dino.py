@@ -42,13 +42,21 @@ class DINOLoss(nn.Module):
         self.student_temp = student_temp
         self.center = Center(out_dim, center_momentum)
 
+    def teacher_probs(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
+        """Centred, sharpened teacher distribution (T, B, K), float32, no gradient."""
+        return F.softmax((teacher_logits.detach().float() - self.center.center) / teacher_temp, dim=-1)
+
     def forward(
-        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, teacher_temp: float
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, teacher_temp: float,
+        teacher_probs: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """student_logits (S, B, K), teacher_logits (T, B, K) -> scalar loss."""
+        """student_logits (S, B, K), teacher_logits (T, B, K) -> scalar loss.
+
+        Pass `teacher_probs` when the caller already computed them (e.g. for diagnostics).
+        """
         student_logprobs = F.log_softmax(student_logits.float() / self.student_temp, dim=-1)
-        teacher = teacher_logits.detach().float()
-        teacher_probs = F.softmax((teacher - self.center.center) / teacher_temp, dim=-1)
+        if teacher_probs is None:
+            teacher_probs = self.teacher_probs(teacher_logits, teacher_temp)
         loss = multicrop_cross_entropy(teacher_probs, student_logprobs)
-        self.center.accumulate(teacher)
+        self.center.accumulate(teacher_logits)
         return loss

@@ -101,9 +101,9 @@ class DINO(nn.Module):
         with torch.no_grad():
             teacher_logits = self.teacher(views[:2])
         student_logits = self.student(views)
-        loss = self.loss(student_logits, teacher_logits, temp)
+        probs = self.loss.teacher_probs(teacher_logits, temp)
+        loss = self.loss(student_logits, teacher_logits, temp, teacher_probs=probs)
         with torch.no_grad():
-            probs = torch.softmax((teacher_logits.float() - self.loss.center.center) / temp, dim=-1)
             entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean()
         return StepOutput(loss, {"teacher_temp": temp, "teacher_entropy": entropy,
                                  "center_norm": self.loss.center.center.norm()})
