@@ -72,3 +72,40 @@ def test_attention_uses_the_fused_sdpa_kernel(monkeypatch):
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
     model(torch.randn(1, 3, 16, 16))
     assert len(calls) == len(model.blocks)
+
+
+def test_cls_free_variant_without_final_norm():
+    model = tiny(class_token=False, final_norm=False)
+    out = model(torch.randn(2, 3, 16, 16))
+    assert out.cls is None and out.patches.shape == (2, 16, 32)
+    assert model.pos_embed.shape == (1, 16, 32)
+    assert isinstance(model.norm, torch.nn.Identity)
+    assert torch.allclose(out.pooled, out.patches.mean(1))
+    assert model.last_blocks(torch.randn(1, 3, 8, 8), 2)[-1].cls is None
+
+
+def test_sincos_pos_embed_is_fixed_and_exact_at_other_grids():
+    from vitssl.backbones.vit import sincos_pos_embed
+
+    emb = sincos_pos_embed(8, (2, 3))
+    # token (row 1, col 2): first half encodes the column, second half the row
+    omega = torch.tensor([1.0, 0.01])
+    want = torch.cat([torch.sin(2 * omega), torch.cos(2 * omega), torch.sin(1 * omega), torch.cos(1 * omega)])
+    assert torch.allclose(emb[1 * 3 + 2], want, atol=1e-6)
+    model = tiny(pos_embed="sincos")
+    assert not model.pos_embed.requires_grad
+    assert torch.equal(model.pos_embed[0, 0], torch.zeros(32))  # CLS slot
+    assert torch.allclose(model._patch_pos((6, 6))[0], sincos_pos_embed(32, (6, 6)))
+    with pytest.raises(ValueError, match="'learned' or 'sincos'"):
+        tiny(pos_embed="rope")
+
+
+def test_forward_masked_equals_full_forward_on_the_kept_tokens_when_nothing_is_dropped():
+    model = tiny(pos_embed="sincos").eval()
+    x = torch.randn(2, 3, 16, 16)
+    perm = torch.stack([torch.randperm(16) for _ in range(2)])
+    full, masked = model(x), model.forward_masked(x, perm)
+    assert torch.allclose(masked.patches, torch.gather(full.patches, 1, perm[..., None].expand(-1, -1, 32)), atol=1e-5)
+    assert torch.allclose(masked.cls, full.cls, atol=1e-5)
+    # with fewer tokens kept, only those are encoded
+    assert model.forward_masked(x, perm[:, :4]).patches.shape == (2, 4, 32)

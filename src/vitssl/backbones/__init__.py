@@ -18,7 +18,11 @@ from vitssl.backbones.vit import ViT
 
 @dataclass
 class BackboneConfig:
-    """Which backbone and its size; `embed_dim`/`depth`/`num_heads` override the named size."""
+    """Which backbone and its size; `embed_dim`/`depth`/`num_heads` override the named size.
+
+    `class_token`, `final_norm` and `pos_embed` ("learned" | "sincos") select ViT variants;
+    methods that need one (SelfPatch: no CLS, no final norm; MAE: sin-cos) set them themselves.
+    """
 
     name: str = "vit_small"
     patch_size: int = 16
@@ -27,6 +31,9 @@ class BackboneConfig:
     embed_dim: int | None = None
     depth: int | None = None
     num_heads: int | None = None
+    class_token: bool = True
+    final_norm: bool = True
+    pos_embed: str = "learned"
 
 
 _VIT_SIZES = {
@@ -63,6 +70,9 @@ def create_backbone(cfg: BackboneConfig | str, **overrides: Any) -> nn.Module:
         embed_dim=cfg.embed_dim,
         depth=cfg.depth,
         num_heads=cfg.num_heads,
+        class_token=cfg.class_token,
+        final_norm=cfg.final_norm,
+        pos_embed=cfg.pos_embed,
     )
 
 

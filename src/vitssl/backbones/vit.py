@@ -32,8 +32,34 @@ def interpolate_pos_embed(patch_pos: torch.Tensor, old_grid: tuple[int, int], ne
     return grid.to(patch_pos.dtype).permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim)
 
 
+def sincos_pos_embed(dim: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position embedding (h*w, dim), MAE's layout.
+
+    The first half of the channels encodes the column, the second half the row; each half is
+    [sin(p * w_i), cos(p * w_i)] with w_i = 10000^(-i / (dim/4)), i = 0 .. dim/4 - 1.
+    """
+    if dim % 4:
+        raise ValueError(f"sin-cos position embedding needs a width divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
+    rows, cols = torch.meshgrid(torch.arange(grid[0], dtype=torch.float64),
+                                torch.arange(grid[1], dtype=torch.float64), indexing="ij")
+
+    def encode(pos: torch.Tensor) -> torch.Tensor:
+        angles = pos.reshape(-1, 1) * omega
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(cols), encode(rows)], dim=1).float()
+
+
 class ViT(VisionTransformer):
-    """Pre-norm ViT (LayerNorm eps 1e-6, qkv bias, MLP ratio 4) with CLS and final norm."""
+    """Pre-norm ViT (LayerNorm eps 1e-6, qkv bias, MLP ratio 4).
+
+    Variants the methods need, as options rather than subclasses:
+    - `class_token=False`: patch tokens only (SelfPatch); `Tokens.cls` is then None.
+    - `final_norm=False`: no final LayerNorm (SelfPatch normalises in its head).
+    - `pos_embed="sincos"`: fixed 2-D sin-cos position embedding (MAE), kept in the state dict
+      as a frozen parameter and recomputed exactly, not interpolated, for other grids.
+    """
 
     def __init__(
         self,
@@ -44,31 +70,56 @@ class ViT(VisionTransformer):
         img_size: int = 224,
         drop_path_rate: float = 0.0,
         mlp_ratio: float = 4.0,
+        class_token: bool = True,
+        final_norm: bool = True,
+        pos_embed: str = "learned",
     ) -> None:
+        if pos_embed not in ("learned", "sincos"):
+            raise ValueError(f"unknown pos_embed '{pos_embed}': use 'learned' or 'sincos'")
         super().__init__(
             img_size=img_size,
             patch_size=patch_size,
             num_classes=0,
+            global_pool="token" if class_token else "avg",
             embed_dim=embed_dim,
             depth=depth,
             num_heads=num_heads,
             mlp_ratio=mlp_ratio,
             qkv_bias=True,
+            class_token=class_token,
+            final_norm=final_norm,
             drop_path_rate=drop_path_rate,
             norm_layer=partial(nn.LayerNorm, eps=1e-6),
             dynamic_img_size=True,
         )
         self.patch_size = patch_size
+        self.pos_embed_type = pos_embed
+        if pos_embed == "sincos":
+            fixed = sincos_pos_embed(embed_dim, tuple(self.patch_embed.grid_size))
+            prefix = torch.zeros(self.num_prefix_tokens, embed_dim)  # MAE: the CLS slot is zero
+            self.pos_embed.data.copy_(torch.cat([prefix, fixed])[None])
+            self.pos_embed.requires_grad_(False)
+
+    def _patch_pos(self, grid: tuple[int, int]) -> torch.Tensor:
+        """(1, h*w, D) position embedding of the patch tokens for this grid."""
+        patch_pos = self.pos_embed[:, self.num_prefix_tokens:]
+        native = tuple(self.patch_embed.grid_size)
+        if self.pos_embed_type == "sincos" and grid != native:
+            return sincos_pos_embed(self.embed_dim, grid).to(patch_pos)[None]
+        return interpolate_pos_embed(patch_pos, native, grid)
 
     def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, h, w, D) patch embeddings -> (B, 1+h*w, D) with CLS and position embedding."""
+        """(B, h, w, D) patch embeddings -> (B, P+h*w, D) with P prefix (CLS) tokens and positions."""
         b, h, w, d = x.shape
-        pos = self.pos_embed
-        cls_pos, patch_pos = pos[:, :1], pos[:, 1:]
-        patch_pos = interpolate_pos_embed(patch_pos, tuple(self.patch_embed.grid_size), (h, w))
-        x = x.reshape(b, h * w, d) + patch_pos
-        cls = self.cls_token.expand(b, -1, -1) + cls_pos
-        return self.pos_drop(torch.cat([cls, x], dim=1))
+        x = x.reshape(b, h * w, d) + self._patch_pos((h, w))
+        if self.num_prefix_tokens:
+            cls = self.cls_token.expand(b, -1, -1) + self.pos_embed[:, :1]
+            x = torch.cat([cls, x], dim=1)
+        return self.pos_drop(x)
+
+    def _tokens(self, x: torch.Tensor, grid: tuple[int, int]) -> Tokens:
+        p = self.num_prefix_tokens
+        return Tokens(cls=x[:, 0] if p else None, patches=x[:, p:], grid=grid)
 
     def _grid(self, x: torch.Tensor) -> tuple[int, int]:
         h, w = x.shape[-2:]
@@ -82,8 +133,21 @@ class ViT(VisionTransformer):
     def forward(self, x: torch.Tensor) -> Tokens:
         """(B, 3, H, W) images -> Tokens after the final norm."""
         grid = self._grid(x)
-        out = self.forward_features(x)
-        return Tokens(cls=out[:, 0], patches=out[:, 1:], grid=grid)
+        return self._tokens(self.forward_features(x), grid)
+
+    def forward_masked(self, x: torch.Tensor, ids_keep: torch.Tensor) -> Tokens:
+        """Encode only the patches at `ids_keep` (B, n_keep), MAE's visible-only encoder.
+
+        Positions are added before the gather, so each kept token remembers where it was;
+        `Tokens.patches` holds the n_keep visible tokens in `ids_keep` order.
+        """
+        grid = self._grid(x)
+        tokens = self._pos_embed(self.patch_embed(x))
+        p = self.num_prefix_tokens
+        index = ids_keep.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
+        tokens = torch.cat([tokens[:, :p], torch.gather(tokens[:, p:], 1, index)], dim=1)
+        tokens = self.norm(self.blocks(self.norm_pre(tokens)))
+        return self._tokens(tokens, grid)
 
     def last_blocks(self, x: torch.Tensor, n: int) -> list[Tokens]:
         """Tokens of each of the last n blocks, each passed through the final norm (DINO linear eval)."""
@@ -94,8 +158,7 @@ class ViT(VisionTransformer):
         for i, block in enumerate(self.blocks):
             x = block(x)
             if i >= len(self.blocks) - n:
-                normed = self.norm(x)
-                outputs.append(Tokens(cls=normed[:, 0], patches=normed[:, 1:], grid=grid))
+                outputs.append(self._tokens(self.norm(x), grid))
         return outputs
 
     def no_weight_decay(self) -> set[str]:
