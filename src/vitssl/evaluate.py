@@ -35,7 +35,7 @@ def load_pretrained(checkpoint: str | Path, which: str = "teacher") -> tuple[nn.
     if which == "teacher":
         backbone = method.evaluation_backbone()
     elif which == "student":
-        backbone = method.student.backbone
+        backbone = method.student_backbone()
     else:
         raise ValueError(f"unknown backbone choice '{which}': use teacher or student")
     return backbone.eval(), payload["config"]

@@ -9,9 +9,11 @@ from torch import nn
 
 from vitssl.backbones import BackboneConfig
 from vitssl.methods.dino import DINO, DINOConfig
+from vitssl.methods.selfpatch import SelfPatch, SelfPatchConfig
 
 METHODS: dict[str, type[nn.Module]] = {
     "dino": DINO,
+    "selfpatch": SelfPatch,
 }
 
 
@@ -33,4 +35,4 @@ def build_method(cfg: Any, backbone: BackboneConfig) -> nn.Module:
     return method_class(cfg.name)(cfg, backbone)
 
 
-__all__ = ["METHODS", "DINO", "DINOConfig", "build_method", "method_class", "method_configs"]
+__all__ = ["METHODS", "DINO", "DINOConfig", "SelfPatch", "SelfPatchConfig", "build_method", "method_class", "method_configs"]

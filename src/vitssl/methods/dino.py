@@ -20,6 +20,7 @@ from vitssl.engine.protocol import StepContext, StepOutput
 from vitssl.engine.schedules import cosine_schedule, teacher_temperature
 from vitssl.heads import DINOHead, DINOHeadConfig
 from vitssl.losses import DINOLoss
+from vitssl.methods.views import resolution_groups
 
 
 @dataclass
@@ -48,13 +49,7 @@ class StudentTeacher(nn.Module):
     def forward(self, views: list[torch.Tensor]) -> torch.Tensor:
         """List of V views (B, 3, S_v, S_v), equal sizes consecutive -> (V, B, K) logits."""
         batch = views[0].shape[0]
-        features, start = [], 0
-        while start < len(views):
-            end = start
-            while end < len(views) and views[end].shape[-2:] == views[start].shape[-2:]:
-                end += 1
-            features.append(self.backbone(torch.cat(views[start:end])).pooled)
-            start = end
+        features = [self.backbone(torch.cat(group)).pooled for group in resolution_groups(views)]
         logits = self.head(torch.cat(features))
         return logits.reshape(len(views), batch, -1)
 
@@ -120,3 +115,6 @@ class DINO(nn.Module):
 
     def evaluation_backbone(self) -> nn.Module:
         return self.teacher.backbone
+
+    def student_backbone(self) -> nn.Module:
+        return self.student.backbone

@@ -1,0 +1,201 @@
+"""SelfPatch: DINO plus a patch-level task with neighbour positives (Yun et al., 2022), spec 4.
+
+The backbone has no CLS token and no final norm. One aggregation module A turns patch
+tokens into everything the heads read: the image token `LN(A(q0; X))` replaces DINO's CLS,
+the student's patch tokens are `LN(x_i)`, and the teacher's patch targets aggregate each
+patch's k most similar 3x3-window neighbours, `LN(A(q0; P_i))`.
+`L = L_img + lambda * L_patch`, the image term exactly DINO's over the 2 global teacher views.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitssl.augment import MultiCrop, MultiCropConfig, collate_views
+from vitssl.backbones import BackboneConfig, Tokens, create_backbone
+from vitssl.engine.ema import ema_update
+from vitssl.engine.protocol import StepContext, StepOutput
+from vitssl.engine.schedules import cosine_schedule, teacher_temperature
+from vitssl.heads import DINOHead, DINOHeadConfig
+from vitssl.heads.patch_aggregator import PatchAggregator
+from vitssl.losses.center import Center
+from vitssl.losses.dino import multicrop_cross_entropy
+from vitssl.losses.selfpatch import (
+    BORDER_MODES,
+    PatchLoss,
+    gather_positives,
+    neighbour_indices,
+    select_positives,
+)
+from vitssl.methods.views import resolution_groups
+
+
+@dataclass
+class SelfPatchConfig:
+    """DINO's settings plus SelfPatch's; defaults are the released recipe (spec 4.2-4.4)."""
+
+    name: str = "selfpatch"
+    head: DINOHeadConfig = field(default_factory=DINOHeadConfig)
+    patch_head: DINOHeadConfig = field(default_factory=lambda: DINOHeadConfig(out_dim=4096))
+    crops: MultiCropConfig = field(default_factory=lambda: MultiCropConfig(
+        global_crops_scale=(0.25, 1.0), local_crops_scale=(0.05, 0.25)))
+    patch_loss_weight: float = 0.1
+    num_neighbours: int = 4
+    neighbour_border: str = "inside"
+    aggregator_depth: int = 2
+    teacher_local_views: bool = True
+    image_center_views: str = "all"
+    student_temp: float = 0.1
+    teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: int = 0
+    center_momentum: float = 0.9
+    momentum_teacher: float = 0.996
+    freeze_last_layer: int = 1
+
+    def __post_init__(self) -> None:
+        if self.neighbour_border not in BORDER_MODES:
+            raise ValueError(f"method.neighbour_border must be one of {BORDER_MODES}, got '{self.neighbour_border}'")
+        if self.image_center_views not in ("all", "global"):
+            raise ValueError(f"method.image_center_views must be 'all' or 'global', got '{self.image_center_views}'")
+        if not 1 <= self.num_neighbours <= 8:
+            raise ValueError(f"method.num_neighbours must lie in 1..8 (a 3x3 window), got {self.num_neighbours}")
+
+
+class SelfPatchEncoder(nn.Module):
+    """Backbone + aggregation module as one evaluation backbone: `Tokens.cls` is the image
+    token SelfPatch trains (`LN(A(q0; X))`), `Tokens.patches` the normalised patch tokens."""
+
+    def __init__(self, vit: nn.Module, aggregator: PatchAggregator) -> None:
+        super().__init__()
+        self.vit, self.aggregator = vit, aggregator
+        self.embed_dim, self.patch_size = vit.embed_dim, vit.patch_size
+
+    def _summarise(self, tokens: Tokens) -> Tokens:
+        return Tokens(cls=self.aggregator(tokens.patches), patches=self.aggregator.norm(tokens.patches),
+                      grid=tokens.grid)
+
+    def forward(self, x: torch.Tensor) -> Tokens:
+        return self._summarise(self.vit(x))
+
+    def last_blocks(self, x: torch.Tensor, n: int) -> list[Tokens]:
+        return [self._summarise(t) for t in self.vit.last_blocks(x, n)]
+
+
+class SelfPatchNetwork(nn.Module):
+    """Student or teacher: CLS-free ViT, aggregation module, image head, patch head."""
+
+    def __init__(self, backbone: nn.Module, cfg: SelfPatchConfig) -> None:
+        super().__init__()
+        dim = backbone.embed_dim
+        self.backbone = backbone
+        self.aggregator = PatchAggregator(dim, backbone.blocks[0].attn.num_heads, cfg.aggregator_depth)
+        self.image_head = DINOHead(dim, cfg.head)
+        self.patch_head = DINOHead(dim, cfg.patch_head)
+
+    def encode(self, views: list[torch.Tensor]) -> list[Tokens]:
+        """Backbone tokens per crop resolution, each (V_g * B, N_g, D), views in order."""
+        return [self.backbone(torch.cat(group)) for group in resolution_groups(views)]
+
+    def image_logits(self, groups: list[Tokens], batch: int) -> torch.Tensor:
+        """(V, B, K) image-level logits from the aggregated image token of every view."""
+        tokens = torch.cat([self.aggregator(g.patches) for g in groups])
+        return self.image_head(tokens).reshape(-1, batch, self.image_head.last_layer.out_features)
+
+    def patch_logits(self, tokens: torch.Tensor, batch: int) -> torch.Tensor:
+        """(V_g * B, N, D) per-patch features -> (V_g, B, N, K_p) patch logits."""
+        n, d = tokens.shape[1:]
+        logits = self.patch_head(tokens.reshape(-1, d))
+        return logits.reshape(-1, batch, n, logits.shape[-1])
+
+
+class SelfPatch(nn.Module):
+    """The SelfPatch method: implements `vitssl.engine.protocol.Method`."""
+
+    Config = SelfPatchConfig
+
+    def __init__(self, cfg: SelfPatchConfig, backbone: BackboneConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        backbone = replace(backbone, class_token=False, final_norm=False)
+        self.student = SelfPatchNetwork(create_backbone(backbone), cfg)
+        self.teacher = SelfPatchNetwork(create_backbone(replace(backbone, drop_path_rate=0.0)), cfg)
+        self.teacher.load_state_dict(self.student.state_dict())
+        self.teacher.requires_grad_(False)
+        self.image_center = Center(cfg.head.out_dim, cfg.center_momentum)
+        self.patch_loss = PatchLoss(cfg.patch_head.out_dim, cfg.student_temp, cfg.center_momentum)
+        self.multicrop = MultiCrop(cfg.crops)
+
+    # -- data ----------------------------------------------------------------------------
+    def train_transform(self) -> Callable[[Any, torch.Generator], list[torch.Tensor]]:
+        return self.multicrop
+
+    def collate(self, samples: list[tuple[list[torch.Tensor], int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return collate_views(samples)
+
+    # -- the objective -------------------------------------------------------------------
+    def teacher_patch_targets(self, groups: list[Tokens], batch: int) -> list[torch.Tensor]:
+        """Per resolution (V_g, B, N, K_p): the patch head on each patch's aggregated positives."""
+        out = []
+        for g in groups:
+            index, valid = neighbour_indices(g.grid, self.cfg.neighbour_border)
+            index, valid = index.to(g.patches.device), valid.to(g.patches.device)
+            positives, exists = select_positives(g.patches, index, valid, self.cfg.num_neighbours)
+            members = gather_positives(g.patches, positives)  # (VB, N, k, D)
+            vb, n, k, d = members.shape
+            aggregated = self.teacher.aggregator(members.reshape(vb * n, k, d), exists.reshape(vb * n, k))
+            out.append(self.teacher.patch_logits(aggregated.reshape(vb, n, d), batch))
+        return out
+
+    def training_step(self, batch: tuple[list[torch.Tensor], torch.Tensor], ctx: StepContext) -> StepOutput:
+        views, _ = batch
+        b, cfg = views[0].shape[0], self.cfg
+        temp = teacher_temperature(ctx.epoch, cfg.warmup_teacher_temp, cfg.teacher_temp, cfg.warmup_teacher_temp_epochs)
+        teacher_views = views if cfg.teacher_local_views else views[:2]
+        with torch.no_grad():
+            t_groups = self.teacher.encode(teacher_views)
+            t_image = self.teacher.image_logits(t_groups, b)
+            t_patch = self.teacher_patch_targets(t_groups, b)
+        s_groups = self.student.encode(views)
+        s_image = self.student.image_logits(s_groups, b)
+
+        probs = F.softmax((t_image[:2].float() - self.image_center.center) / temp, dim=-1)
+        image_loss = multicrop_cross_entropy(probs, F.log_softmax(s_image.float() / cfg.student_temp, dim=-1))
+        self.image_center.accumulate(t_image if cfg.image_center_views == "all" else t_image[:2])
+
+        # the student's patch tokens for exactly the views the teacher saw, same grouping
+        s_patch = [self.student.patch_logits(self.student.aggregator.norm(s.patches[: len(t.patches)]), b)
+                   for s, t in zip(s_groups, t_groups)]
+        patch_loss = self.patch_loss(s_patch, t_patch, temp)
+        loss = image_loss + cfg.patch_loss_weight * patch_loss
+        with torch.no_grad():
+            entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean()
+        return StepOutput(loss, {"image_loss": image_loss.detach(), "patch_loss": patch_loss.detach(),
+                                 "teacher_temp": temp, "teacher_entropy": entropy})
+
+    # -- optimisation --------------------------------------------------------------------
+    def trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        return ((n, p) for n, p in self.student.named_parameters() if p.requires_grad)
+
+    def before_optimizer_step(self, ctx: StepContext) -> None:
+        """Both heads' last layers stay frozen during the first `freeze_last_layer` epochs."""
+        if ctx.epoch < self.cfg.freeze_last_layer:
+            for head in (self.student.image_head, self.student.patch_head):
+                for p in head.last_layer.parameters():
+                    p.grad = None
+
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        ema_update(self.teacher, self.student, cosine_schedule(ctx.step, ctx.total_steps, self.cfg.momentum_teacher, 1.0))
+        self.image_center.update()
+        self.patch_loss.center.update()
+
+    def evaluation_backbone(self) -> nn.Module:
+        return SelfPatchEncoder(self.teacher.backbone, self.teacher.aggregator)
+
+    def student_backbone(self) -> nn.Module:
+        return SelfPatchEncoder(self.student.backbone, self.student.aggregator)
