@@ -33,13 +33,18 @@ class DataConfig:
 
 @dataclass
 class RunConfig:
-    """The whole run. `method` holds the chosen method's own config dataclass."""
+    """The whole run. `method` holds the chosen method's own config dataclass.
+
+    `init_from`: a checkpoint whose weights start a fresh run (e.g. EsViT's region task
+    switched on after a view-only run); parts it lacks keep their initialisation.
+    """
 
     method: Any = None
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    init_from: str = ""
 
 
 class ConfigError(ValueError):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vitssl.config import ConfigError, load_config, save_config, to_container, to_objects
 from vitssl.data import build_dataset
-from vitssl.engine.checkpoint import CheckpointError
+from vitssl.engine.checkpoint import CheckpointError, load_checkpoint, load_partial_state
 from vitssl.engine.logging import log
 from vitssl.engine.trainer import Trainer, seed_everything
 from vitssl.methods import build_method, method_configs
@@ -40,6 +41,16 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
+def initialise_from(method: torch.nn.Module, checkpoint: str | Path) -> None:
+    """Start from another run's weights (student, teacher, heads, centers); log what stays fresh."""
+    payload = load_checkpoint(checkpoint)
+    if "method" not in payload:
+        raise CheckpointError(f"'{checkpoint}' is not a vitssl pre-training checkpoint (no method entry)")
+    fresh = load_partial_state(method, payload["method"], "init_from")
+    prefixes = sorted({".".join(k.split(".")[:2]) for k in fresh})
+    log.info("initialised from %s; freshly initialised: %s", checkpoint, ", ".join(prefixes) or "nothing")
+
+
 def pretrain(cfg: DictConfig, run_dir: str | Path, resume: bool = False) -> Trainer:
     """Pre-train as configured; writes config.yaml, checkpoints, metrics and loss_curve.png in `run_dir`."""
     run_dir = Path(run_dir)
@@ -50,6 +61,8 @@ def pretrain(cfg: DictConfig, run_dir: str | Path, resume: bool = False) -> Trai
     seed_everything(objs.train.seed)
     method = build_method(objs.method, objs.backbone)
     prepare_run_dir(run_dir, resume)
+    if objs.init_from and not resume:
+        initialise_from(method, objs.init_from)
     trainer = Trainer(method, dataset, objs.train, objs.optim, run_dir, config=to_container(cfg))
     if resume:
         trainer.resume(run_dir / "checkpoint.pt")

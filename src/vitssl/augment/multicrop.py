@@ -7,6 +7,7 @@ pure function of (image, generator seed); see `vitssl.augment.photometric`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from PIL import Image
@@ -25,12 +26,16 @@ GLOBAL_1, GLOBAL_2, LOCAL = 0, 1, 2  # index into the per-view probability lists
 @dataclass
 class MultiCropConfig:
     """Crop sizes/scales and augmentation strengths; `blur_prob` and `solarization_prob` are
-    per view kind, ordered (global view 1, global view 2, each local view)."""
+    per view kind, ordered (global view 1, global view 2, each local view).
+
+    `local_crops_number` and `local_crops_size` are ints, or equal-length lists for several
+    local resolutions (e.g. [6, 2] crops of [96, 128] px), which EsViT's flags allow.
+    """
 
     global_crops_size: int = 224
     global_crops_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
-    local_crops_number: int = 8
-    local_crops_size: int = 96
+    local_crops_number: Any = 8
+    local_crops_size: Any = 96
     local_crops_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
     flip_prob: float = 0.5
     color_jitter_prob: float = 0.8
@@ -53,16 +58,33 @@ def _check_pair(name: str, values: list[float], low_open: float, high: float) ->
         )
 
 
+def local_crop_groups(cfg: MultiCropConfig) -> list[tuple[int, int]]:
+    """[(number, size)] of the local crops, one entry per local resolution."""
+    numbers, sizes = cfg.local_crops_number, cfg.local_crops_size
+    as_list = [isinstance(v, (list, tuple)) or hasattr(v, "__len__") for v in (numbers, sizes)]
+    if as_list[0] != as_list[1] or (as_list[0] and len(numbers) != len(sizes)):
+        raise ValueError("method.crops.local_crops_number and local_crops_size must both be ints or lists "
+                         f"of the same length, got {numbers} and {sizes}")
+    if not as_list[0]:
+        numbers, sizes = [numbers], [sizes]
+    try:
+        return [(int(n), int(s)) for n, s in zip(numbers, sizes)]
+    except (TypeError, ValueError):
+        raise ValueError(f"method.crops.local_crops_number/size must be integers, got {numbers} and {sizes}") from None
+
+
 def validate_config(cfg: MultiCropConfig) -> None:
     """Raise a one-line ValueError for a config that cannot work (caught at start-up, not mid-run)."""
     _check_pair("global_crops_scale", cfg.global_crops_scale, 0.0, 1.0)
     _check_pair("local_crops_scale", cfg.local_crops_scale, 0.0, 1.0)
     _check_pair("blur_radius", cfg.blur_radius, 0.0, float("inf"))
-    if cfg.local_crops_number < 0:
-        raise ValueError(f"method.crops.local_crops_number must be >= 0, got {cfg.local_crops_number}")
-    for name in ("global_crops_size", "local_crops_size"):
-        if getattr(cfg, name) <= 0:
-            raise ValueError(f"method.crops.{name} must be positive, got {getattr(cfg, name)}")
+    for number, size in local_crop_groups(cfg):
+        if number < 0:
+            raise ValueError(f"method.crops.local_crops_number must be >= 0, got {cfg.local_crops_number}")
+        if size <= 0:
+            raise ValueError(f"method.crops.local_crops_size must be positive, got {cfg.local_crops_size}")
+    if cfg.global_crops_size <= 0:
+        raise ValueError(f"method.crops.global_crops_size must be positive, got {cfg.global_crops_size}")
     for name in ("blur_prob", "solarization_prob"):
         values = getattr(cfg, name)
         if len(values) != 3:
@@ -101,14 +123,14 @@ class MultiCrop:
 
     @property
     def num_views(self) -> int:
-        """2 global + `local_crops_number` local views."""
-        return 2 + self.cfg.local_crops_number
+        """2 global + all local views."""
+        return 2 + sum(n for n, _ in local_crop_groups(self.cfg))
 
     @property
     def view_sizes(self) -> list[int]:
         """Output side length of each view, in view order."""
-        c = self.cfg
-        return [c.global_crops_size] * 2 + [c.local_crops_size] * c.local_crops_number
+        local = [size for number, size in local_crop_groups(self.cfg) for _ in range(number)]
+        return [self.cfg.global_crops_size] * 2 + local
 
     def _sample_view(self, width: int, height: int, kind: int, generator: torch.Generator) -> ViewParams:
         c = self.cfg
@@ -123,7 +145,7 @@ class MultiCrop:
 
     def sample_params(self, width: int, height: int, generator: torch.Generator) -> list[ViewParams]:
         """All random decisions for one width x height image, views in output order."""
-        kinds = [GLOBAL_1, GLOBAL_2] + [LOCAL] * self.cfg.local_crops_number
+        kinds = [GLOBAL_1, GLOBAL_2] + [LOCAL] * (self.num_views - 2)
         return [self._sample_view(width, height, kind, generator) for kind in kinds]
 
     def apply(self, img: Image.Image, params: list[ViewParams]) -> list[torch.Tensor]:

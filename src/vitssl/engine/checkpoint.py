@@ -72,3 +72,22 @@ def load_matching_state(module: nn.Module, state: dict[str, torch.Tensor], what:
             "build the model with the config the checkpoint was trained with"
         )
     module.load_state_dict(state)
+
+
+def load_partial_state(module: nn.Module, state: dict[str, torch.Tensor], what: str = "model") -> list[str]:
+    """Load the entries of `state` the module has; return the module's keys left as they were.
+
+    For starting a run from another run's weights (a view-only model continued with an extra
+    head): keys the module lacks, or of another shape, mean another architecture and are
+    refused, named; keys only the module has are allowed and returned.
+    """
+    own = module.state_dict()
+    unexpected = [k for k in state if k not in own]
+    shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state if k in own and state[k].shape != own[k].shape]
+    if unexpected or shape:
+        parts = ([f"shape mismatch: {', '.join(shape[:3])}"] if shape else []) + \
+                ([f"unexpected: {', '.join(unexpected[:3])}"] if unexpected else [])
+        raise CheckpointError(f"{what} checkpoint does not fit this model ({'; '.join(parts)}): "
+                              "initialise from a checkpoint of the same backbone and heads")
+    module.load_state_dict(state, strict=False)
+    return [k for k in own if k not in state]

@@ -1,0 +1,152 @@
+"""EsViT: DINO's view-level task plus region matching (Li et al., 2022), spec 3.
+
+Works with any backbone: the view feature is `Tokens.pooled` (mean of the last-stage tokens
+for Swin, CLS for ViT) and the regions are `Tokens.patches` after the final norm. A second
+DINO head with its own center predicts, for every student region, the teacher's distribution
+at the most similar teacher region. `L = w_V L_V + w_R L_R` (code's 1/2, 1/2 by default); before
+`region_start_epoch` only `L_V` with weight 1, which is the "view-only, then view + region"
+schedule of the released continued models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from vitssl.augment import MultiCrop, MultiCropConfig, collate_views
+from vitssl.backbones import BackboneConfig, Tokens, create_backbone
+from vitssl.engine.ema import ema_update
+from vitssl.engine.protocol import StepContext, StepOutput
+from vitssl.engine.schedules import cosine_schedule, teacher_temperature
+from vitssl.heads import DINOHead, DINOHeadConfig
+from vitssl.losses import DINOLoss
+from vitssl.losses.esvit import RegionLoss
+from vitssl.methods.views import resolution_groups
+
+
+@dataclass
+class EsViTConfig:
+    """DINO's settings plus the region task; defaults follow the released Swin-T recipe (3.5)."""
+
+    name: str = "esvit"
+    head: DINOHeadConfig = field(default_factory=lambda: DINOHeadConfig(norm_last_layer=False))
+    region_head: DINOHeadConfig = field(default_factory=lambda: DINOHeadConfig(norm_last_layer=False))
+    crops: MultiCropConfig = field(default_factory=MultiCropConfig)
+    view_weight: float = 0.5
+    region_weight: float = 0.5
+    region_start_epoch: int = 0
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: int = 30
+    center_momentum: float = 0.9
+    momentum_teacher: float = 0.996
+    freeze_last_layer: int = 1
+
+
+class EsViTNetwork(nn.Module):
+    """Student or teacher: backbone, view head, region head."""
+
+    def __init__(self, backbone: nn.Module, cfg: EsViTConfig) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = DINOHead(backbone.embed_dim, cfg.head)
+        self.region_head = DINOHead(backbone.embed_dim, cfg.region_head)
+
+    def encode(self, views: list[torch.Tensor]) -> list[Tokens]:
+        """Backbone tokens per crop resolution, (V_g * B, T_g, C) each, views in order."""
+        return [self.backbone(torch.cat(group)) for group in resolution_groups(views)]
+
+    def view_logits(self, groups: list[Tokens], batch: int) -> torch.Tensor:
+        logits = self.head(torch.cat([g.pooled for g in groups]))
+        return logits.reshape(-1, batch, logits.shape[-1])
+
+    def region_logits(self, tokens: torch.Tensor, batch: int) -> torch.Tensor:
+        """(V_g * B, T, C) -> (V_g, B, T, K)."""
+        t, c = tokens.shape[1:]
+        logits = self.region_head(tokens.reshape(-1, c))
+        return logits.reshape(-1, batch, t, logits.shape[-1])
+
+
+def _per_view(tokens: torch.Tensor, batch: int) -> torch.Tensor:
+    """(V_g * B, T, C) -> (V_g, B, T, C)."""
+    return tokens.reshape(-1, batch, *tokens.shape[1:])
+
+
+class EsViT(nn.Module):
+    """The EsViT method: implements `vitssl.engine.protocol.Method`."""
+
+    Config = EsViTConfig
+
+    def __init__(self, cfg: EsViTConfig, backbone: BackboneConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.student = EsViTNetwork(create_backbone(backbone), cfg)
+        self.teacher = EsViTNetwork(create_backbone(replace(backbone, drop_path_rate=0.0)), cfg)
+        self.teacher.load_state_dict(self.student.state_dict())
+        self.teacher.requires_grad_(False)
+        self.loss = DINOLoss(cfg.head.out_dim, cfg.student_temp, cfg.center_momentum)
+        self.region_loss = RegionLoss(cfg.region_head.out_dim, cfg.student_temp, cfg.center_momentum)
+        self.multicrop = MultiCrop(cfg.crops)
+
+    # -- data ----------------------------------------------------------------------------
+    def train_transform(self) -> Callable[[Any, torch.Generator], list[torch.Tensor]]:
+        return self.multicrop
+
+    def collate(self, samples: list[tuple[list[torch.Tensor], int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return collate_views(samples)
+
+    # -- the objective -------------------------------------------------------------------
+    def region_active(self, epoch: int) -> bool:
+        return self.cfg.region_weight > 0 and epoch >= self.cfg.region_start_epoch
+
+    def training_step(self, batch: tuple[list[torch.Tensor], torch.Tensor], ctx: StepContext) -> StepOutput:
+        views, _ = batch
+        b, cfg = views[0].shape[0], self.cfg
+        temp = teacher_temperature(ctx.epoch, cfg.warmup_teacher_temp, cfg.teacher_temp, cfg.warmup_teacher_temp_epochs)
+        with torch.no_grad():
+            t_groups = self.teacher.encode(views[:2])
+            t_view = self.teacher.view_logits(t_groups, b)
+        s_groups = self.student.encode(views)
+        probs = self.loss.teacher_probs(t_view, temp)
+        view_loss = self.loss(self.student.view_logits(s_groups, b), t_view, temp, teacher_probs=probs)
+        metrics: dict[str, Any] = {"view_loss": view_loss.detach(), "teacher_temp": temp}
+        if self.region_active(ctx.epoch):
+            with torch.no_grad():
+                t_tokens = torch.cat([_per_view(g.patches, b) for g in t_groups])
+                t_region = torch.cat([self.teacher.region_logits(g.patches, b) for g in t_groups])
+            region_loss = self.region_loss(
+                [self.student.region_logits(g.patches, b) for g in s_groups],
+                [_per_view(g.patches, b) for g in s_groups], t_region, t_tokens, temp)
+            loss = cfg.view_weight * view_loss + cfg.region_weight * region_loss
+            metrics["region_loss"] = region_loss.detach()
+        else:
+            loss = view_loss
+        with torch.no_grad():
+            metrics["teacher_entropy"] = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean()
+        return StepOutput(loss, metrics)
+
+    # -- optimisation --------------------------------------------------------------------
+    def trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        return ((n, p) for n, p in self.student.named_parameters() if p.requires_grad)
+
+    def before_optimizer_step(self, ctx: StepContext) -> None:
+        """Both heads' last layers stay frozen during the first `freeze_last_layer` epochs."""
+        if ctx.epoch < self.cfg.freeze_last_layer:
+            for head in (self.student.head, self.student.region_head):
+                for p in head.last_layer.parameters():
+                    p.grad = None
+
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        ema_update(self.teacher, self.student, cosine_schedule(ctx.step, ctx.total_steps, self.cfg.momentum_teacher, 1.0))
+        self.loss.center.update()
+        self.region_loss.center.update()
+
+    def evaluation_backbone(self) -> nn.Module:
+        return self.teacher.backbone
+
+    def student_backbone(self) -> nn.Module:
+        return self.student.backbone
