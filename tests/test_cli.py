@@ -126,3 +126,24 @@ def test_every_preset_runs_two_steps_on_cpu(preset, tmp_path):
     cfg = load_config(preset, tiny_overrides("digits"), method_configs())
     trainer = pretrain(cfg, tmp_path / "run")
     assert trainer.step == 2
+
+
+def test_analyze_correspondence_writes_pictures_and_scores(trained_run, tmp_path, capsys):
+    images = image_folder(tmp_path / "imgs", per_class=2, size=24)
+    code, out, _ = run(capsys, "analyze", "correspondence", "--checkpoint", trained_run, "--images", images,
+                       "--out", tmp_path / "corr", "--top", "4")
+    assert code == 0 and "correspondence accuracy" in out
+    result = json.loads((tmp_path / "corr" / "correspondence.json").read_text())
+    assert result["images"] == 4 and result["pairs"] == 16 and len(list((tmp_path / "corr").glob("*.png"))) == 4
+    code, _, err = run(capsys, "analyze", "correspondence", "--checkpoint", trained_run, "--images", tmp_path / "nope")
+    assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+def test_benchmark_throughput_prints_a_table(tmp_path, capsys):
+    code, out, _ = run(capsys, "benchmark", "throughput", "--backbone", "vit_tiny", "--batch-size", "2",
+                       "--image-size", "32", "--iters", "1", "--device", "cpu", "--json", tmp_path / "t.json")
+    assert code == 0 and "| vit_tiny |" in out
+    saved = json.loads((tmp_path / "t.json").read_text())["throughput"]["vit_tiny"]
+    assert saved["images_per_s"] > 0 and saved["precision"] == "fp32" and saved["gmacs_per_image"] > 0
+    code, _, err = run(capsys, "benchmark", "throughput", "--backbone", "vit_smal", "--device", "cpu")
+    assert code == 2 and "did you mean 'vit_small'" in err

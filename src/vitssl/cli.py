@@ -66,6 +66,31 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--lr", type=float, default=None, help="default 0.001 x batch/256")
             p.add_argument("--lrs", type=float, nargs="+", default=None, help="sweep these lrs, keep the best")
 
+    an = sub.add_parser("analyze", help="look inside a pre-trained model")
+    ansub = an.add_subparsers(dest="analysis", required=True)
+    corr = ansub.add_parser("correspondence", help="EsViT region matches between an image and its mirrored, "
+                                                   "recoloured copy: accuracy and pictures")
+    corr.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
+    corr.add_argument("--images", required=True, help="image file, folder, or a built-in set")
+    corr.add_argument("--out", default=None, help="output folder (default: RUN_DIR/correspondence)")
+    corr.add_argument("--image-size", type=int, default=None, help="default: the training crop size")
+    corr.add_argument("--top", type=int, default=10, help="score the N most similar region pairs per image")
+    corr.add_argument("--limit", type=int, default=16, help="use at most this many images")
+    corr.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
+    corr.add_argument("--device", default="auto")
+
+    bench = sub.add_parser("benchmark", help="measure speed on this machine")
+    benchsub = bench.add_subparsers(dest="benchmark", required=True)
+    tp = benchsub.add_parser("throughput", help="inference images/s, parameters and GFLOPs per backbone")
+    tp.add_argument("--backbone", nargs="*", default=[], help="backbone names, e.g. vit_small swin_tiny")
+    tp.add_argument("--checkpoint", default=None, help="also measure this checkpoint's backbone")
+    tp.add_argument("--batch-size", type=int, default=128)
+    tp.add_argument("--image-size", type=int, default=224)
+    tp.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="bf16", help="fp32 on CPU")
+    tp.add_argument("--iters", type=int, default=20)
+    tp.add_argument("--device", default="auto")
+    tp.add_argument("--json", default=None, help="also write the results to this JSON file")
+
     sub.add_parser("presets", help="list the packaged config presets")
     show = sub.add_parser("config", help="print the resolved config of a preset with overrides")
     show.add_argument("--config", default=None)
@@ -134,6 +159,31 @@ def _free_folder(base: Path) -> Path:
     return candidate
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from vitssl.analyze import run_correspondence
+
+    if args.analysis == "correspondence":
+        r = run_correspondence(args.checkpoint, args.images, args.out, args.image_size, args.top, args.limit,
+                               args.backbone, args.device)
+        print(f"correspondence accuracy {r['accuracy']:.3f} over {r['pairs']} top pairs of {r['images']} images; "
+              f"mean distance error {r['distance_error_px']:.1f} px; pictures in {Path(r['pictures'][0]).parent}")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from vitssl.analyze import run_throughput
+    from vitssl.bench.throughput import format_throughput_table
+
+    rows = run_throughput(args.backbone, args.checkpoint, args.batch_size, args.image_size, args.precision,
+                          args.device, args.iters)
+    print(format_throughput_table(rows))
+    if args.json:
+        from vitssl.evaluate import save_results
+
+        save_results({"throughput": {name: r.as_dict() for name, r in rows}}, args.json)
+    return 0
+
+
 def cmd_presets(_: argparse.Namespace) -> int:
     from vitssl.config import preset_names
 
@@ -150,7 +200,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"pretrain": cmd_pretrain, "eval": cmd_eval, "demo": cmd_demo, "presets": cmd_presets,
-            "config": cmd_config}
+            "config": cmd_config, "analyze": cmd_analyze, "benchmark": cmd_benchmark}
 
 
 def main(argv: list[str] | None = None) -> int:

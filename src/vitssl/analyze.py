@@ -1,0 +1,76 @@
+"""`vitssl analyze ...` and `vitssl benchmark ...`: load what the command names, call the library."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from vitssl.data import BUILTIN_DATASETS, build_dataset
+from vitssl.data.datasets import is_image_file, to_rgb
+from vitssl.engine.trainer import resolve_device
+from vitssl.evaluate import default_image_size, load_pretrained, save_results
+
+
+def load_images(source: str, limit: int = 16) -> list[Image.Image]:
+    """Up to `limit` RGB images from an image file, a folder (searched recursively, sorted) or a
+    built-in set's validation split; unreadable files are skipped."""
+    if source in BUILTIN_DATASETS:
+        dataset = build_dataset(source, split="val")
+        return [to_rgb(dataset[i][0]) for i in range(min(limit, len(dataset)))]
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"image path '{source}' does not exist: pass an image file or a folder of images")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p.name))
+    images = []
+    for file in files:
+        if len(images) == limit:
+            break
+        try:
+            with Image.open(file) as im:
+                im.load()
+                images.append(to_rgb(im))
+        except (UnidentifiedImageError, OSError):
+            continue
+    if not images:
+        raise ValueError(f"no readable images under '{source}': pass a folder of JPEG/PNG images")
+    return images
+
+
+def run_correspondence(checkpoint: str, images: str, out: str | None = None, image_size: int | None = None,
+                       top: int = 10, limit: int = 16, which: str = "teacher", device: str = "auto") -> dict[str, Any]:
+    """EsViT correspondence analysis of a checkpoint's backbone; pictures and JSON in `out`."""
+    from vitssl.analysis.correspondence import analyze_correspondence
+
+    backbone, config = load_pretrained(checkpoint, which)
+    size = image_size or default_image_size(config)
+    out_dir = Path(out) if out else _beside(checkpoint) / "correspondence"
+    result = analyze_correspondence(backbone.to(resolve_device(device)), load_images(images, limit), size, out_dir, top)
+    result.update(checkpoint=str(checkpoint), image_source=images, backbone=which)
+    save_results(result, out_dir / "correspondence.json")
+    return result
+
+
+def run_throughput(backbones: list[str], checkpoint: str | None = None, batch_size: int = 128, image_size: int = 224,
+                   precision: str = "bf16", device: str = "auto", iters: int = 20) -> list[tuple[str, Any]]:
+    """Throughput of named backbones (fresh weights: speed does not depend on them) or of a
+    checkpoint's backbone."""
+    from vitssl.backbones import create_backbone
+    from vitssl.bench import measure_throughput
+
+    dev = resolve_device(device)
+    if dev.type == "cpu" and precision == "bf16":
+        precision = "fp32"
+    models = [(name, create_backbone(name, img_size=image_size)) for name in backbones]
+    if checkpoint:
+        models.append((str(checkpoint), load_pretrained(checkpoint)[0]))
+    if not models:
+        raise ValueError("nothing to measure: pass --backbone NAME (e.g. vit_small swin_tiny) or --checkpoint")
+    return [(name, measure_throughput(model, batch_size, image_size, dev, precision, iters=iters))
+            for name, model in models]
+
+
+def _beside(checkpoint: str | Path) -> Path:
+    path = Path(checkpoint)
+    return path if path.is_dir() else path.parent

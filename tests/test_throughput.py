@@ -1,0 +1,37 @@
+"""Throughput benchmark: FLOPs against a hand count, parameters, a CPU run."""
+
+import pytest
+
+from vitssl.backbones import create_backbone
+from vitssl.bench.throughput import (
+    count_flops,
+    count_parameters,
+    format_throughput_table,
+    measure_throughput,
+)
+
+
+def test_vit_flops_match_the_hand_count():
+    d, depth, p, size = 32, 2, 4, 16
+    vit = create_backbone("vit_tiny", patch_size=p, img_size=size, embed_dim=d, depth=depth, num_heads=2)
+    n = (size // p) ** 2 + 1  # tokens incl. CLS
+    per_block = 2 * n * d * 3 * d + 2 * (2 * n * n * d) + 2 * n * d * d + 2 * (2 * n * d * 4 * d)
+    patch_embed = 2 * (n - 1) * (3 * p * p) * d
+    assert count_flops(vit, size) == depth * per_block + patch_embed
+
+
+def test_parameters_and_a_cpu_measurement():
+    vit = create_backbone("vit_small", patch_size=16, img_size=32, depth=1)
+    assert count_parameters(vit) == sum(p.numel() for p in vit.parameters())
+    result = measure_throughput(vit, batch_size=2, image_size=32, warmup=1, iters=2)
+    assert result.images_per_s > 0 and result.device == "cpu" and result.params_m == pytest.approx(
+        count_parameters(vit) / 1e6)
+    assert "| vit_small |" in format_throughput_table([("vit_small", result)])
+    with pytest.raises(ValueError, match="unknown precision"):
+        measure_throughput(vit, precision="int4")
+
+
+def test_counting_leaves_fused_attention_on():
+    vit = create_backbone("vit_tiny", patch_size=4, img_size=16, embed_dim=32, depth=1, num_heads=2)
+    count_flops(vit, 16)
+    assert vit.blocks[0].attn.fused_attn
