@@ -2,6 +2,9 @@
 
 Every backbone maps (B, 3, H, W) images to `Tokens` and exposes `embed_dim`, `patch_size`
 and `last_blocks(x, n)`. Methods never branch on architecture.
+
+Names: `vit_tiny|small|base`; EsViT's Swins `swin_tiny|small|base` (window 7) and
+`swin_tiny|small|base_w14` (window 14).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from vitssl.backbones.swin import Swin
 from vitssl.backbones.tokens import Tokens
 from vitssl.backbones.vit import ViT
 
@@ -22,10 +26,16 @@ class BackboneConfig:
 
     `class_token`, `final_norm` and `pos_embed` ("learned" | "sincos") select ViT variants;
     methods that need one (SelfPatch: no CLS, no final norm; MAE: sin-cos) set them themselves.
+
+    `patch_size` is the patch-embedding size; None takes the model's own (16 for ViT, 4 for
+    Swin, whose `patch_size` attribute is then its total stride, 32). For Swin, `depth` sets
+    every stage's depth, `embed_dim` and `num_heads` the first stage's (doubling per stage);
+    `window_size` overrides the name's window and `mask_padding=False` reproduces the
+    original's unmasked zero padding (both Swin only; None leaves the default).
     """
 
     name: str = "vit_small"
-    patch_size: int = 16
+    patch_size: int | None = None
     img_size: int = 224
     drop_path_rate: float = 0.1
     embed_dim: int | None = None
@@ -34,6 +44,8 @@ class BackboneConfig:
     class_token: bool = True
     final_norm: bool = True
     pos_embed: str = "learned"
+    window_size: int | None = None
+    mask_padding: bool | None = None
 
 
 _VIT_SIZES = {
@@ -44,7 +56,9 @@ _VIT_SIZES = {
 
 
 def _vit_factory(size: dict[str, int]) -> Callable[..., nn.Module]:
-    def build(**kw: Any) -> nn.Module:
+    def build(window_size: int | None = None, mask_padding: bool | None = None, **kw: Any) -> nn.Module:
+        if window_size is not None or mask_padding is not None:
+            raise ValueError("backbone.window_size and backbone.mask_padding are Swin options: remove them for a ViT")
         merged = dict(size)
         merged.update({k: v for k, v in kw.items() if v is not None})
         return ViT(**merged)
@@ -52,7 +66,36 @@ def _vit_factory(size: dict[str, int]) -> Callable[..., nn.Module]:
     return build
 
 
-BACKBONES: dict[str, Callable[..., nn.Module]] = {name: _vit_factory(size) for name, size in _VIT_SIZES.items()}
+_SWIN_SIZES = {  # spec 3.3
+    "swin_tiny": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
+    "swin_small": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
+    "swin_base": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),
+}
+
+
+def _swin_factory(size: dict[str, Any], window_size: int) -> Callable[..., nn.Module]:
+    def build(depth: int | None = None, num_heads: int | None = None, class_token: bool = True,
+              pos_embed: str = "learned", **kw: Any) -> nn.Module:
+        # class_token is a ViT option: Swin has none, and its Tokens.cls is None either way.
+        if pos_embed != "learned":
+            raise ValueError(f"pos_embed='{pos_embed}' is a ViT option: Swin uses relative position bias only")
+        stages = len(size["depths"])
+        merged = dict(size, window_size=window_size)
+        if depth is not None:
+            merged["depths"] = (depth,) * stages
+        if num_heads is not None:
+            merged["num_heads"] = tuple(num_heads * 2**i for i in range(stages))
+        merged.update({k: v for k, v in kw.items() if v is not None})
+        return Swin(**merged)
+
+    return build
+
+
+BACKBONES: dict[str, Callable[..., nn.Module]] = {
+    **{name: _vit_factory(size) for name, size in _VIT_SIZES.items()},
+    **{name: _swin_factory(size, 7) for name, size in _SWIN_SIZES.items()},
+    **{f"{name}_w14": _swin_factory(size, 14) for name, size in _SWIN_SIZES.items()},
+}
 
 
 def create_backbone(cfg: BackboneConfig | str, **overrides: Any) -> nn.Module:
@@ -73,7 +116,9 @@ def create_backbone(cfg: BackboneConfig | str, **overrides: Any) -> nn.Module:
         class_token=cfg.class_token,
         final_norm=cfg.final_norm,
         pos_embed=cfg.pos_embed,
+        window_size=cfg.window_size,
+        mask_padding=cfg.mask_padding,
     )
 
 
-__all__ = ["BACKBONES", "BackboneConfig", "Tokens", "ViT", "create_backbone"]
+__all__ = ["BACKBONES", "BackboneConfig", "Swin", "Tokens", "ViT", "create_backbone"]
