@@ -1,0 +1,51 @@
+"""EsViT end to end through the CLI on a tiny Swin: pre-train, k-NN, linear, correspondence."""
+
+import json
+
+import pytest
+
+from vitssl.cli import main
+
+TINY_SWIN = ["backbone.embed_dim=16", "backbone.depth=1", "backbone.num_heads=1", "backbone.img_size=32",
+             "backbone.drop_path_rate=0.0"]
+SMALL_HEADS = [f"method.{h}.{k}={v}" for h in ("head", "region_head")
+               for k, v in (("out_dim", 64), ("hidden_dim", 32), ("bottleneck_dim", 16))]
+FAST = ["method.crops.global_crops_size=32", "method.crops.local_crops_size=16", "method.crops.local_crops_number=2",
+        "train.batch_size=8", "train.epochs=1", "train.max_steps_per_epoch=2", "train.num_workers=0",
+        "train.progress=false", "train.tensorboard=false", "train.device=cpu", "train.precision=fp32",
+        "optim.warmup_epochs=0"]
+
+
+@pytest.fixture(scope="module")
+def swin_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("esvit") / "run"
+    assert main(["pretrain", "--config", "esvit_swin_tiny_w7", "--data", "digits", "--out", str(run),
+                 *TINY_SWIN, *SMALL_HEADS, *FAST]) == 0
+    return run
+
+
+def test_knn_and_linear_on_a_swin_checkpoint(swin_run, tmp_path, capsys):
+    assert main(["eval", "knn", "--checkpoint", str(swin_run), "--train", "digits", "--val", "digits",
+                 "--num-workers", "0", "--ks", "5", "--out", str(tmp_path / "knn.json")]) == 0
+    knn = json.loads((tmp_path / "knn.json").read_text())
+    assert knn["image_size"] == 32 and 0 <= knn["results"]["5"]["top1"] <= 1
+    assert main(["eval", "linear", "--checkpoint", str(swin_run), "--train", "digits", "--val", "digits",
+                 "--num-workers", "0", "--n-last-blocks", "2", "--epochs", "2", "--out", str(tmp_path / "lin.json")]) == 0
+    assert "linear probe top-1" in capsys.readouterr().out
+
+
+def test_last_blocks_cross_the_stage_boundary(swin_run):
+    import torch
+
+    from vitssl.evaluate import load_pretrained
+
+    backbone, _ = load_pretrained(swin_run)
+    blocks = backbone.last_blocks(torch.randn(1, 3, 32, 32), 2)
+    # depth 1 per stage: the last two blocks are stage 3 (64 wide) and stage 4 (128 wide)
+    assert [b.pooled.shape[-1] for b in blocks] == [64, 128]
+
+
+def test_correspondence_on_a_swin_checkpoint(swin_run, tmp_path, capsys):
+    assert main(["analyze", "correspondence", "--checkpoint", str(swin_run), "--images", "digits",
+                 "--limit", "2", "--top", "1", "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "correspondence.json").read_text())["pairs"] == 2
