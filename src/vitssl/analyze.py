@@ -74,3 +74,20 @@ def run_throughput(backbones: list[str], checkpoint: str | None = None, batch_si
 def _beside(checkpoint: str | Path) -> Path:
     path = Path(checkpoint)
     return path if path.is_dir() else path.parent
+
+
+def run_attention_maps(checkpoint: str, images: str, out: str | None = None, image_size: int | None = None,
+                       limit: int = 8, which: str = "teacher", device: str = "auto") -> list[str]:
+    """Last-layer attention of a checkpoint's ViT per head, as PNG overlays in `out`."""
+    from vitssl.analysis.attention_maps import save_attention_maps
+    from vitssl.backbones import ViT
+
+    backbone, config = load_pretrained(checkpoint, which)
+    vit = getattr(backbone, "vit", backbone)  # SelfPatch's encoder wraps its ViT
+    if not isinstance(vit, ViT):
+        raise ValueError(f"attention maps need a ViT backbone, this checkpoint has {type(vit).__name__} "
+                         "(window attention has no image-wide map)")
+    out_dir = Path(out) if out else _beside(checkpoint) / "attention"
+    paths = save_attention_maps(vit.to(resolve_device(device)), load_images(images, limit), out_dir,
+                                image_size or default_image_size(config))
+    return [str(p) for p in paths]

@@ -66,6 +66,33 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--lr", type=float, default=None, help="default 0.001 x batch/256")
             p.add_argument("--lrs", type=float, nargs="+", default=None, help="sweep these lrs, keep the best")
 
+    seg = evsub.add_parser("segmentation", help="linear (1x1 conv) probe on frozen patch features: mIoU, pixel accuracy")
+    seg.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
+    seg.add_argument("--train", required=True, help="folder with images/ and annotations/ (PNG class maps), or 'shapes'")
+    seg.add_argument("--val", required=True, help="same layout as --train, or 'shapes'")
+    seg.add_argument("--out", default=None, help="results JSON (default: next to the checkpoint)")
+    seg.add_argument("--image-size", type=int, default=None, help="default: the training crop size")
+    seg.add_argument("--epochs", type=int, default=20)
+    seg.add_argument("--lr", type=float, default=None, help="default: the probe's own")
+    seg.add_argument("--batch-size", type=int, default=64)
+    seg.add_argument("--num-workers", type=int, default=0)
+    seg.add_argument("--seed", type=int, default=0)
+    seg.add_argument("--device", default="auto")
+    seg.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
+
+    vos = evsub.add_parser("video-segmentation", help="DAVIS-style label propagation from the first frame's mask")
+    vos.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
+    vos.add_argument("--frames", required=True, help="folder of frames (*.jpg|*.png, sorted by name)")
+    vos.add_argument("--first-mask", required=True, help="indexed PNG with the object ids of the first frame")
+    vos.add_argument("--gt", default=None, help="folder of ground-truth masks for J&F (optional)")
+    vos.add_argument("--out", default=None, help="folder for predicted masks (default: RUN_DIR/video_segmentation)")
+    vos.add_argument("--short-side", type=int, default=480, help="frames are resized to this short side")
+    vos.add_argument("--n-last-frames", type=int, default=7)
+    vos.add_argument("--topk", type=int, default=5)
+    vos.add_argument("--neighborhood", type=int, default=12, help="spatial radius in patches (size_mask_neighborhood)")
+    vos.add_argument("--device", default="auto")
+    vos.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
+
     an = sub.add_parser("analyze", help="look inside a pre-trained model")
     ansub = an.add_subparsers(dest="analysis", required=True)
     corr = ansub.add_parser("correspondence", help="EsViT region matches between an image and its mirrored, "
@@ -79,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     corr.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
     corr.add_argument("--device", default="auto")
 
+    att = ansub.add_parser("attention", help="last-layer attention maps per head as PNG overlays (DINO's picture)")
+    att.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
+    att.add_argument("--images", required=True, help="image file, folder, or a built-in set")
+    att.add_argument("--out", default=None, help="output folder (default: RUN_DIR/attention)")
+    att.add_argument("--image-size", type=int, default=None, help="default: the training crop size")
+    att.add_argument("--limit", type=int, default=8, help="use at most this many images")
+    att.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
+    att.add_argument("--device", default="auto")
+
     bench = sub.add_parser("benchmark", help="measure speed on this machine")
     benchsub = bench.add_subparsers(dest="benchmark", required=True)
     tp = benchsub.add_parser("throughput", help="inference images/s, parameters and GFLOPs per backbone")
@@ -90,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--iters", type=int, default=20)
     tp.add_argument("--device", default="auto")
     tp.add_argument("--json", default=None, help="also write the results to this JSON file")
+
+    ex = sub.add_parser("export", help="write a checkpoint's backbone in timm's key layout (safetensors or .pth)")
+    ex.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
+    ex.add_argument("--out", required=True, help="output folder")
+    ex.add_argument("--format", choices=["safetensors", "timm"], default="safetensors",
+                    help="safetensors, or timm: a torch state dict (.pth)")
+    ex.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
 
     sub.add_parser("presets", help="list the packaged config presets")
     show = sub.add_parser("config", help="print the resolved config of a preset with overrides")
@@ -127,6 +170,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from vitssl.eval import format_knn_table
     from vitssl.evaluate import run_knn, run_linear, save_results
 
+    if args.protocol in ("segmentation", "video-segmentation"):
+        return cmd_dense_eval(args)
     common = dict(image_size=args.image_size, resize_size=args.resize_size, device=args.device, batch_size=args.batch_size,
                   num_workers=args.num_workers, which=args.backbone)
     if args.protocol == "knn":
@@ -139,6 +184,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint)
     default = (ckpt if ckpt.is_dir() else ckpt.parent) / f"eval_{args.protocol}.json"
     print(f"saved {save_results(results, args.out or default)}")
+    return 0
+
+
+def cmd_dense_eval(args: argparse.Namespace) -> int:
+    from vitssl.evaluate import run_segmentation, run_video_segmentation, save_results
+
+    ckpt = Path(args.checkpoint)
+    here = ckpt if ckpt.is_dir() else ckpt.parent
+    if args.protocol == "segmentation":
+        r = run_segmentation(args.checkpoint, args.train, args.val, image_size=args.image_size, epochs=args.epochs,
+                             lr=args.lr, batch_size=args.batch_size, device=args.device, seed=args.seed,
+                             num_workers=args.num_workers, which=args.backbone)
+        print(f"segmentation probe mIoU {r['miou']:.4f}  pixel accuracy {r['pixel_acc']:.4f}")
+        print(f"saved {save_results(r, args.out or here / 'eval_segmentation.json')}")
+        return 0
+    out = Path(args.out) if args.out else here / "video_segmentation"
+    r = run_video_segmentation(args.checkpoint, args.frames, args.first_mask, out, gt_dir=args.gt,
+                               short_side=args.short_side, n_last_frames=args.n_last_frames, topk=args.topk,
+                               size_mask_neighborhood=args.neighborhood, device=args.device, which=args.backbone)
+    scores = "  ".join(f"{k} {r[k]:.4f}" for k in ("J_mean", "F_mean", "JF_mean") if k in r)
+    print(f"propagated masks in {out}" + (f"; {scores}" if scores else ""))
+    print(f"saved {save_results(r, out / 'video_segmentation.json')}")
     return 0
 
 
@@ -162,6 +229,12 @@ def _free_folder(base: Path) -> Path:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from vitssl.analyze import run_correspondence
 
+    if args.analysis == "attention":
+        from vitssl.analyze import run_attention_maps
+
+        paths = run_attention_maps(args.checkpoint, args.images, args.out, args.image_size, args.limit, args.backbone,
+                                   args.device)
+        print(f"saved {len(paths)} attention pictures in {Path(paths[0]).parent}")
     if args.analysis == "correspondence":
         r = run_correspondence(args.checkpoint, args.images, args.out, args.image_size, args.top, args.limit,
                                args.backbone, args.device)
@@ -184,6 +257,19 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from vitssl.export import export_backbone
+
+    r = export_backbone(args.checkpoint, args.out, args.format, args.backbone)
+    spec = r["spec"]
+    print(f"wrote {r['weights']} and timm_model.json; load with timm:")
+    print(f"  timm.create_model('{spec['model_name']}', pretrained=True, num_classes=0, "
+          f"pretrained_cfg_overlay=dict(file='{r['weights']}'), **{spec['kwargs']})")
+    if spec["note"]:
+        print(f"  note: {spec['note']}")
+    return 0
+
+
 def cmd_presets(_: argparse.Namespace) -> int:
     from vitssl.config import preset_names
 
@@ -200,7 +286,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"pretrain": cmd_pretrain, "eval": cmd_eval, "demo": cmd_demo, "presets": cmd_presets,
-            "config": cmd_config, "analyze": cmd_analyze, "benchmark": cmd_benchmark}
+            "config": cmd_config, "analyze": cmd_analyze, "benchmark": cmd_benchmark, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

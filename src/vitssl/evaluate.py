@@ -141,3 +141,34 @@ def save_results(results: dict[str, Any], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2))
     return path
+
+
+def run_segmentation(checkpoint: str | Path, train: str, val: str, image_size: int | None = None, epochs: int = 20,
+                     lr: float | None = None, batch_size: int = 64, device: str = "auto", seed: int = 0,
+                     num_workers: int = 0, which: str = "teacher") -> dict[str, Any]:
+    """Linear segmentation probe on a checkpoint's frozen patch features (spec 4.5, dense probe)."""
+    from vitssl.eval.segmentation import run_segmentation_probe
+
+    backbone, config = load_pretrained(checkpoint, which)
+    kw: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, device=str(resolve_device(device)), seed=seed,
+                              num_workers=num_workers, image_size=image_size or default_image_size(config))
+    if lr is not None:
+        kw["lr"] = lr
+    result = run_segmentation_probe(backbone, train, val, **kw)
+    result.update(protocol="segmentation", checkpoint=str(checkpoint), backbone=which, train=train, val=val)
+    return result
+
+
+def run_video_segmentation(checkpoint: str | Path, frames: str, first_mask: str, out_dir: str | Path,
+                           gt_dir: str | None = None, short_side: int = 480, n_last_frames: int = 7, topk: int = 5,
+                           size_mask_neighborhood: int = 12, device: str = "auto",
+                           which: str = "teacher") -> dict[str, Any]:
+    """DINO's DAVIS label propagation (spec 1.6) with a checkpoint's last-layer patch features."""
+    from vitssl.eval.video_segmentation import run_label_propagation
+
+    backbone, _ = load_pretrained(checkpoint, which)
+    result = run_label_propagation(backbone.to(resolve_device(device)), frames, first_mask, out_dir, gt_dir=gt_dir,
+                                   short_side=short_side, n_last_frames=n_last_frames, topk=topk,
+                                   size_mask_neighborhood=size_mask_neighborhood)
+    result.update(protocol="video-segmentation", checkpoint=str(checkpoint), backbone=which)
+    return result

@@ -1,0 +1,92 @@
+"""`vitssl export`: a checkpoint's backbone as plain weights in timm's key layout.
+
+vitssl's backbones keep timm's parameter names, so exporting is writing the backbone's state
+dict (teacher or student) and saying which `timm.create_model` call rebuilds it. The result is
+loadable without vitssl:
+
+    timm.create_model(NAME, pretrained=True, pretrained_cfg_overlay=dict(file=PATH), num_classes=0, **KWARGS)
+
+with NAME and KWARGS from the `timm_model.json` written next to the weights. Outputs are
+identical at the size the model was built for; elsewhere timm resamples ViT position
+embeddings with its own interpolation, and pads Swin windows after the cyclic shift where the
+original (and vitssl) pad before it, so inputs that need window padding differ slightly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitssl.backbones import Swin, ViT
+from vitssl.evaluate import load_pretrained
+
+FORMATS = ("safetensors", "timm")
+
+
+def timm_model_spec(backbone: nn.Module) -> tuple[str, dict[str, Any]]:
+    """timm model name and `create_model` keyword arguments that rebuild `backbone`."""
+    if isinstance(backbone, ViT):
+        kwargs: dict[str, Any] = dict(
+            img_size=backbone.patch_embed.img_size[0], patch_size=backbone.patch_size, embed_dim=backbone.embed_dim,
+            depth=len(backbone.blocks), num_heads=backbone.blocks[0].attn.num_heads,
+            class_token=backbone.num_prefix_tokens > 0, global_pool="token" if backbone.num_prefix_tokens else "avg",
+            final_norm=not isinstance(backbone.norm, nn.Identity), dynamic_img_size=True)
+        return "vit_small_patch16_224", kwargs
+    if isinstance(backbone, Swin):
+        stages = backbone.layers
+        kwargs = dict(img_size=backbone.patch_embed.img_size[0], patch_size=backbone.embed_stride,
+                      embed_dim=stages[0].dim, depths=[len(s.blocks) for s in stages],
+                      num_heads=[s.blocks[0].attn.num_heads for s in stages],
+                      window_size=max(stages[0].blocks[0].window_size), strict_img_size=False)
+        return "swin_tiny_patch4_window7_224", kwargs
+    raise ValueError(f"cannot export a {type(backbone).__name__}: timm export covers vitssl's ViT and Swin backbones")
+
+
+def export_backbone(checkpoint: str | Path, out_dir: str | Path, fmt: str = "safetensors",
+                    which: str = "teacher") -> dict[str, Any]:
+    """Write the backbone weights and `timm_model.json`; returns what was written."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format '{fmt}': use one of {FORMATS}")
+    backbone, config = load_pretrained(checkpoint, which)
+    backbone = getattr(backbone, "vit", backbone)  # SelfPatch: its ViT (the aggregator is not a timm part)
+    name, kwargs = timm_model_spec(backbone)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        weights = out_dir / "model.safetensors"
+        save_file(state, str(weights), metadata={"source": "vitssl", "method": str(config["method"]["name"])})
+    else:
+        weights = out_dir / "pytorch_model.pth"
+        torch.save(state, weights)
+    spec = {"model_name": name, "kwargs": kwargs, "file": weights.name, "backbone": which,
+            "method": config["method"]["name"], "note": _note(backbone)}
+    (out_dir / "timm_model.json").write_text(json.dumps(spec, indent=2))
+    return {"weights": str(weights), "spec": spec}
+
+
+def _note(backbone: nn.Module) -> str:
+    if isinstance(backbone, Swin):
+        return ("EsViT's Swin uses LayerNorm eps 1e-6: pass norm_layer=functools.partial(torch.nn.LayerNorm, eps=1e-6) "
+                "to timm.create_model for identical outputs")
+    return ""
+
+
+def load_exported(out_dir: str | Path) -> nn.Module:
+    """Rebuild an exported backbone with timm alone (what a user without vitssl would run)."""
+    from functools import partial
+
+    import timm
+
+    spec = json.loads((Path(out_dir) / "timm_model.json").read_text())
+    kwargs = dict(spec["kwargs"])
+    if spec["model_name"].startswith("swin"):
+        kwargs["norm_layer"] = partial(nn.LayerNorm, eps=1e-6)
+    return timm.create_model(spec["model_name"], pretrained=True, num_classes=0,
+                             pretrained_cfg_overlay=dict(file=str(Path(out_dir) / spec["file"])), **kwargs)
