@@ -34,7 +34,7 @@ def timm_model_spec(backbone: nn.Module) -> tuple[str, dict[str, Any]]:
             img_size=backbone.patch_embed.img_size[0], patch_size=backbone.patch_size, embed_dim=backbone.embed_dim,
             depth=len(backbone.blocks), num_heads=backbone.blocks[0].attn.num_heads,
             class_token=backbone.num_prefix_tokens > 0, global_pool="token" if backbone.num_prefix_tokens else "avg",
-            final_norm=not isinstance(backbone.norm, nn.Identity), dynamic_img_size=True)
+            final_norm=not isinstance(backbone.norm, nn.Identity), fc_norm=False, dynamic_img_size=True)
         return "vit_small_patch16_224", kwargs
     if isinstance(backbone, Swin):
         stages = backbone.layers

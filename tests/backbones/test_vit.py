@@ -109,3 +109,10 @@ def test_forward_masked_equals_full_forward_on_the_kept_tokens_when_nothing_is_d
     assert torch.allclose(masked.cls, full.cls, atol=1e-5)
     # with fewer tokens kept, only those are encoded
     assert model.forward_masked(x, perm[:, :4]).patches.shape == (2, 4, 32)
+
+
+def test_cls_free_variant_keeps_its_final_norm_on_every_token():
+    model = tiny(class_token=False).eval()
+    out = model(torch.randn(2, 3, 16, 16))
+    assert isinstance(model.fc_norm, torch.nn.Identity) and not isinstance(model.norm, torch.nn.Identity)
+    assert torch.allclose(out.patches.mean(-1), torch.zeros(2, 16), atol=1e-5)  # LayerNorm output

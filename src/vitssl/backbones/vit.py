@@ -88,6 +88,7 @@ class ViT(VisionTransformer):
             qkv_bias=True,
             class_token=class_token,
             final_norm=final_norm,
+            fc_norm=False,  # the final norm acts on every token, with or without CLS
             drop_path_rate=drop_path_rate,
             norm_layer=partial(nn.LayerNorm, eps=1e-6),
             dynamic_img_size=True,
