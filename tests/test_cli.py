@@ -147,3 +147,18 @@ def test_benchmark_throughput_prints_a_table(tmp_path, capsys):
     assert saved["images_per_s"] > 0 and saved["precision"] == "fp32" and saved["gmacs_per_image"] > 0
     code, _, err = run(capsys, "benchmark", "throughput", "--backbone", "vit_smal", "--device", "cpu")
     assert code == 2 and "did you mean 'vit_small'" in err
+
+
+def test_analysis_commands_on_a_run(trained_run, tmp_path, capsys):
+    code, out, _ = run(capsys, "analyze", "attention", "--checkpoint", trained_run, "--images", "digits",
+                       "--limit", "2", "--out", tmp_path / "att")
+    assert code == 0 and len(list((tmp_path / "att").glob("*.png"))) == 2
+    code, out, _ = run(capsys, "analyze", "layers", "--a", trained_run, "--b", trained_run, "--data", "digits",
+                       "--limit", "16", "--batch-size", "8", "--out", tmp_path / "cka")
+    cka = json.loads((tmp_path / "cka" / "cka.json").read_text())["cka"]
+    assert code == 0 and len(cka) == 3 and all(abs(cka[i][i] - 1) < 1e-4 for i in range(3))  # a model vs itself
+    code, out, _ = run(capsys, "analyze", "attention-stats", "--checkpoint", trained_run, "--data", "digits",
+                       "--limit", "8", "--out", tmp_path / "st")
+    stats = json.loads((tmp_path / "st" / "attention_stats.json").read_text())
+    assert code == 0 and len(stats["distance"]) == 2 and len(stats["distance"][0]) == 2  # depth 2, 2 heads
+    assert (tmp_path / "st" / "attention_stats.png").exists()

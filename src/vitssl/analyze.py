@@ -91,3 +91,64 @@ def run_attention_maps(checkpoint: str, images: str, out: str | None = None, ima
     paths = save_attention_maps(vit.to(resolve_device(device)), load_images(images, limit), out_dir,
                                 image_size or default_image_size(config))
     return [str(p) for p in paths]
+
+
+def _image_batches(source: str, image_size: int, limit: int, batch_size: int) -> list:
+    """Normalised (B, 3, S, S) batches of up to `limit` images (labels not needed)."""
+    import torch
+
+    from vitssl.augment import EvalTransform
+
+    transform = EvalTransform(image_size, image_size if source in BUILTIN_DATASETS else None)
+    tensors = torch.stack([transform(im) for im in load_images(source, limit)])
+    return list(tensors.split(batch_size))
+
+
+def _unwrap_vit(backbone: Any, what: str) -> Any:
+    from vitssl.backbones import ViT
+
+    vit = getattr(backbone, "vit", backbone)
+    if not isinstance(vit, ViT):
+        raise ValueError(f"{what} needs a ViT backbone, this checkpoint has {type(vit).__name__}")
+    return vit
+
+
+def run_layer_similarity(checkpoint_a: str, checkpoint_b: str, data: str, out: str | None = None,
+                         image_size: int | None = None, limit: int = 512, batch_size: int = 64,
+                         device: str = "auto") -> dict[str, Any]:
+    """MAE-Lite's layer-representation similarity: linear CKA between every layer of two ViTs."""
+    from vitssl.analysis.cka import cka_heatmap, cka_matrix
+
+    a, config = load_pretrained(checkpoint_a)
+    b, _ = load_pretrained(checkpoint_b)
+    a, b = _unwrap_vit(a, "layer similarity"), _unwrap_vit(b, "layer similarity")
+    dev = resolve_device(device)
+    batches = _image_batches(data, image_size or default_image_size(config), limit, batch_size)
+    if len(batches[-1]) < 4:  # the unbiased estimator needs 4 examples per batch
+        batches = batches[:-1] or batches
+    matrix = cka_matrix(a.to(dev), b.to(dev), batches, dev)
+    out_dir = Path(out) if out else _beside(checkpoint_a) / "layer_similarity"
+    names = (Path(checkpoint_a).name or "A", Path(checkpoint_b).name or "B")
+    picture = cka_heatmap(matrix, out_dir / "cka.png", labels=names)
+    result = {"cka": matrix.tolist(), "a": str(checkpoint_a), "b": str(checkpoint_b), "data": data,
+              "images": sum(len(x) for x in batches), "picture": str(picture)}
+    save_results(result, out_dir / "cka.json")
+    return result
+
+
+def run_attention_stats(checkpoint: str, data: str, out: str | None = None, image_size: int | None = None,
+                        limit: int = 256, batch_size: int = 32, distance_unit: str = "pixel",
+                        device: str = "auto") -> dict[str, Any]:
+    """Mean attention distance and entropy per layer and head (MAE-Lite's attention analysis)."""
+    from vitssl.analysis.attention_stats import attention_statistics, plot_attention_stats
+
+    backbone, config = load_pretrained(checkpoint)
+    vit = _unwrap_vit(backbone, "attention statistics")
+    dev = resolve_device(device)
+    batches = _image_batches(data, image_size or default_image_size(config), limit, batch_size)
+    stats = attention_statistics(vit.to(dev), [x.to(dev) for x in batches], distance_unit=distance_unit)
+    out_dir = Path(out) if out else _beside(checkpoint) / "attention_stats"
+    picture = plot_attention_stats(stats, out_dir / "attention_stats.png")
+    result = {**stats, "checkpoint": str(checkpoint), "data": data, "picture": str(picture)}
+    save_results(result, out_dir / "attention_stats.json")
+    return result

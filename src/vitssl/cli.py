@@ -115,6 +115,27 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
     att.add_argument("--device", default="auto")
 
+    lay = ansub.add_parser("layers", help="layer-by-layer linear CKA between two models (heat map and JSON)")
+    lay.add_argument("--a", required=True, help="first run folder or checkpoint")
+    lay.add_argument("--b", required=True, help="second run folder or checkpoint")
+    lay.add_argument("--data", required=True, help="image folder or a built-in set")
+    lay.add_argument("--out", default=None, help="output folder (default: A/layer_similarity)")
+    lay.add_argument("--image-size", type=int, default=None)
+    lay.add_argument("--limit", type=int, default=512, help="use at most this many images")
+    lay.add_argument("--batch-size", type=int, default=64)
+    lay.add_argument("--device", default="auto")
+
+    ast = ansub.add_parser("attention-stats", help="mean attention distance and entropy per layer and head")
+    ast.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
+    ast.add_argument("--data", required=True, help="image folder or a built-in set")
+    ast.add_argument("--out", default=None, help="output folder (default: RUN_DIR/attention_stats)")
+    ast.add_argument("--image-size", type=int, default=None)
+    ast.add_argument("--limit", type=int, default=256)
+    ast.add_argument("--batch-size", type=int, default=32)
+    ast.add_argument("--distance-unit", choices=["pixel", "grid", "compat_x14"], default="pixel",
+                     help="compat_x14 reproduces the original code's grid x 14 scale")
+    ast.add_argument("--device", default="auto")
+
     bench = sub.add_parser("benchmark", help="measure speed on this machine")
     benchsub = bench.add_subparsers(dest="benchmark", required=True)
     tp = benchsub.add_parser("throughput", help="inference images/s, parameters and GFLOPs per backbone")
@@ -235,6 +256,20 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         paths = run_attention_maps(args.checkpoint, args.images, args.out, args.image_size, args.limit, args.backbone,
                                    args.device)
         print(f"saved {len(paths)} attention pictures in {Path(paths[0]).parent}")
+    if args.analysis == "layers":
+        from vitssl.analyze import run_layer_similarity
+
+        r = run_layer_similarity(args.a, args.b, args.data, args.out, args.image_size, args.limit, args.batch_size,
+                                 args.device)
+        diagonal = [row[i] for i, row in enumerate(r["cka"]) if i < len(row)]
+        print("CKA of matching layers: " + " ".join(f"{v:.2f}" for v in diagonal))
+        print(f"heat map {r['picture']}")
+    if args.analysis == "attention-stats":
+        from vitssl.analyze import run_attention_stats
+
+        r = run_attention_stats(args.checkpoint, args.data, args.out, args.image_size, args.limit, args.batch_size,
+                                args.distance_unit, args.device)
+        print(f"attention statistics of {len(r['distance'])} layers; plot {r['picture']}")
     if args.analysis == "correspondence":
         r = run_correspondence(args.checkpoint, args.images, args.out, args.image_size, args.top, args.limit,
                                args.backbone, args.device)
