@@ -1,0 +1,436 @@
+"""Linear semantic-segmentation probe on frozen patch features (dense evaluation, spec 4.5).
+
+SelfPatch claims better features *per patch*. A 1x1 convolution on the frozen last-layer patch
+tokens measures exactly that, without the capacity of a Semantic-FPN decoder that could hide the
+difference. As with the linear probe (eval/linear.py), the backbone runs once per image and the
+probe trains on the cached features, so trying several learning rates is cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from vitssl.augment.photometric import to_normalized_tensor
+from vitssl.data import build_dataset
+from vitssl.data.builtin import SHAPE_CLASSES
+from vitssl.data.datasets import to_rgb
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+MASK_MODES = ("P", "L", "I", "I;16")  # single-channel class-id images
+SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "validation")}  # ADE20K: training/validation
+_HALF_ABOVE_BYTES = 2 << 30  # cache features as float16 when float32 would exceed 2 GiB
+_DEFAULT_LR = {"adamw": 1e-3, "sgd": 1e-2}
+
+
+# --------------------------------------------------------------------------------------- data
+
+def _split_folders(root: Path, split: str | None) -> tuple[Path, Path]:
+    """(images, annotations) folders: ROOT/<split>/{images,annotations}, then
+    ROOT/{images,annotations}/<split> (ADE20K's own layout), then ROOT/{images,annotations}."""
+    candidates = []
+    for name in (SPLIT_NAMES.get(split, (split,)) if split else ()):
+        candidates += [(root / name / "images", root / name / "annotations"),
+                       (root / "images" / name, root / "annotations" / name)]
+    candidates.append((root / "images", root / "annotations"))
+    for images, masks in candidates:
+        if images.is_dir() and masks.is_dir():
+            return images, masks
+    raise FileNotFoundError(
+        f"segmentation folder '{root}' has no images/ and annotations/ folders: expected "
+        f"ROOT/images/*.jpg with ROOT/annotations/*.png (or ROOT/{split or '<split>'}/images ...)")
+
+
+def read_label_map(path: str | os.PathLike[str]) -> np.ndarray:
+    """(H, W) int64 class ids of a palette (P) or greyscale PNG; colour-coded RGB is refused
+    because its colours are not class ids."""
+    with Image.open(path) as img:
+        if img.mode not in MASK_MODES:
+            raise ValueError(f"mask '{path}' has mode {img.mode}: masks must be palette (P) or "
+                             "greyscale (L) PNGs of class ids, not colour-coded images")
+        return np.asarray(img).astype(np.int64)
+
+
+def reduce_zero(mask: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+    """mmseg's `reduce_zero_label`: ADE20K's 0 ("other") becomes ignore, every class id k -> k-1."""
+    out = mask - 1
+    out[(mask == 0) | (mask == ignore_index)] = ignore_index
+    return out
+
+
+class SegmentationDataset(Dataset):
+    """Images and per-pixel class-id masks in the ADE20K / VOC layout.
+
+    `ROOT/images/<stem>.{jpg,jpeg,png}` with `ROOT/annotations/<stem>.png`; with a split, also
+    `ROOT/<split>/images` or `ROOT/images/<split>` (train also as 'training', val as
+    'validation'). Items are (PIL RGB image, (H, W) int64 mask); `ignore_index` pixels are not
+    scored. Whether ADE20K's 0 = "other" counts is the caller's choice: `reduce_zero_label`.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], split: str | None = None,
+                 ignore_index: int = 255, reduce_zero_label: bool = False) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"segmentation folder '{self.root}' does not exist: pass a folder "
+                                    "with images/ and annotations/")
+        self.image_dir, self.mask_dir = _split_folders(self.root, split)
+        self.images = sorted(p for p in self.image_dir.iterdir()
+                             if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        if not self.images:
+            raise ValueError(f"no .jpg/.png images in '{self.image_dir}': add images or pass another folder")
+        for image in self.images:
+            if not (self.mask_dir / f"{image.stem}.png").is_file():
+                raise FileNotFoundError(f"image '{image.name}' has no mask '{self.mask_dir / image.stem}.png': "
+                                        "add the mask or remove the image")
+        self.ignore_index = ignore_index
+        self.reduce_zero_label = reduce_zero_label
+        self.class_names: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, np.ndarray]:
+        path = self.images[index]
+        mask_path = self.mask_dir / f"{path.stem}.png"
+        with Image.open(path) as img:
+            image = to_rgb(img)
+            image.load()
+        mask = read_label_map(mask_path)
+        if mask.shape != (image.height, image.width):
+            raise ValueError(f"mask '{mask_path.name}' is {mask.shape[1]}x{mask.shape[0]} but image "
+                             f"'{path.name}' is {image.width}x{image.height}: masks must match their image")
+        return image, reduce_zero(mask, self.ignore_index) if self.reduce_zero_label else mask
+
+
+class _ShapesPairs(Dataset):
+    def __init__(self, split: str, seed: int) -> None:
+        self.base = build_dataset("shapes", split=split, seed=seed)
+        self.class_names = ["background", *SHAPE_CLASSES]
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, np.ndarray]:
+        return self.base[index][0], self.base.mask(index).astype(np.int64)
+
+
+def shapes_segmentation(split: str = "train", seed: int = 0) -> Dataset:
+    """(image, mask) pairs of the built-in 'shapes' set: 6 classes, 0 = background, k+1 = shape k."""
+    return _ShapesPairs(split, seed)
+
+
+def build_segmentation_dataset(source: str | os.PathLike[str] | Dataset, split: str,
+                               ignore_index: int = 255, reduce_zero_label: bool = False) -> Dataset:
+    """'shapes', a segmentation folder, or an already built dataset of (image, mask) pairs."""
+    if isinstance(source, Dataset):
+        return source
+    if isinstance(source, str) and source == "shapes":
+        return shapes_segmentation(split)
+    return SegmentationDataset(source, split, ignore_index, reduce_zero_label)
+
+
+# ------------------------------------------------------------------------------------ metrics
+
+def confusion_matrix(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray,
+                     num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """(C, C) int64 pixel counts, rows = ground truth, columns = prediction.
+
+    Pixels whose target is `ignore_index` are not counted; any other label outside [0, C) is an
+    error rather than silently dropped.
+    """
+    pred, target = torch.as_tensor(pred).long(), torch.as_tensor(target).long()
+    if pred.shape != target.shape:
+        raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+    keep = target != ignore_index
+    p, t = pred[keep], target[keep]
+    for name, v in (("target", t), ("prediction", p)):
+        if v.numel() and (int(v.min()) < 0 or int(v.max()) >= num_classes):
+            raise ValueError(f"{name} labels must lie in [0, {num_classes}) or be {ignore_index} (ignored), "
+                             f"got [{int(v.min())}, {int(v.max())}]: check num_classes and ignore_index")
+    return torch.bincount(t * num_classes + p, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def segmentation_metrics(confusion: torch.Tensor) -> dict[str, Any]:
+    """mIoU, pixel accuracy, mean class accuracy and per-class IoU from a confusion matrix.
+
+    IoU_c = TP / (GT_c + Pred_c - TP). mIoU averages over the classes present in the ground
+    truth or the prediction; a class absent from both has no IoU (None) and is left out, as
+    mmseg's nanmean does. A class only predicted counts with IoU 0.
+    """
+    conf = torch.as_tensor(confusion).double()
+    total = conf.sum()
+    if total == 0:
+        raise ValueError("the confusion matrix is empty: no labelled pixels were scored (all ignore_index?)")
+    tp, gt, pred = conf.diag(), conf.sum(1), conf.sum(0)
+    union = gt + pred - tp
+    present = union > 0
+    iou = tp / union.clamp(min=1)
+    return {
+        "miou": float(iou[present].mean()),
+        "pixel_acc": float(tp.sum() / total),
+        "mean_acc": float((tp / gt.clamp(min=1))[gt > 0].mean()),
+        "per_class_iou": [float(v) if ok else None for v, ok in zip(iou.tolist(), present.tolist())],
+    }
+
+
+# ----------------------------------------------------------------------------------- features
+
+@dataclass
+class PatchFeatures:
+    """Frozen patch features (N, D, h, w) on CPU and their masks: one (N, S, S) tensor when
+    resized to the image size (training), else a list of (H, W) masks at full size (scoring)."""
+
+    features: torch.Tensor
+    masks: torch.Tensor | list[torch.Tensor]
+
+
+def _resize_labels(mask: torch.Tensor, size: int) -> torch.Tensor:
+    """Nearest-neighbour (pixel-centre) resize of an (H, W) label map to (size, size)."""
+    if mask.shape == (size, size):
+        return mask
+    return F.interpolate(mask[None, None].double(), size=(size, size), mode="nearest-exact")[0, 0].long()
+
+
+def _compact(mask: torch.Tensor) -> torch.Tensor:
+    """uint8 when every label fits (ADE20K, VOC, shapes), so cached masks stay small."""
+    return mask.to(torch.uint8) if int(mask.min()) >= 0 and int(mask.max()) <= 255 else mask.int()
+
+
+class _ProbeInputs(Dataset):
+    def __init__(self, pairs: Dataset, image_size: int, label_size: int | None) -> None:
+        self.pairs, self.image_size, self.label_size = pairs, image_size, label_size
+
+    def __len__(self) -> int:
+        return len(self.pairs)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.pairs[index]
+        size = (self.image_size, self.image_size)
+        x = to_normalized_tensor(image.convert("RGB").resize(size, Image.Resampling.BICUBIC))
+        m = torch.as_tensor(np.asarray(mask)).long()
+        return x, _compact(_resize_labels(m, self.label_size) if self.label_size else m)
+
+
+def _collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    return torch.stack([x for x, _ in batch]), [m for _, m in batch]
+
+
+def patch_feature_maps(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> (B, D, h, w): the backbone's final `Tokens.patches` laid out on their grid."""
+    tokens = backbone(images)
+    (h, w), (b, n, d) = tokens.grid, tokens.patches.shape
+    if n != h * w:
+        raise ValueError(f"backbone returned {n} patch tokens for a {h}x{w} grid: dense probes need every patch")
+    return tokens.patches.reshape(b, h, w, d).permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def extract_patch_features(backbone: nn.Module, pairs: Dataset, image_size: int,
+                           device: torch.device | str = "cpu", batch_size: int = 64, num_workers: int = 0,
+                           label_size: int | None = None, progress: bool = False) -> PatchFeatures:
+    """Run the frozen backbone (eval mode, already on `device`) once over (image, mask) pairs.
+
+    Images are resized to image_size x image_size (bicubic) and ImageNet-normalised; masks are
+    resized (nearest) to label_size, or kept at full size when it is None.
+    """
+    loader = DataLoader(_ProbeInputs(pairs, image_size, label_size), batch_size=batch_size,
+                        num_workers=num_workers, shuffle=False, collate_fn=_collate)
+    n, feats, masks, start = len(pairs), None, [], 0  # type: ignore[arg-type]
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        for images, batch_masks in tqdm(loader, desc="patch features", disable=not progress, leave=False):
+            out = patch_feature_maps(backbone, images.to(device)).float().cpu()
+            if feats is None:  # allocate once: a second copy from torch.cat could not fit at ADE20K scale
+                half = n * out[0].numel() * 4 > _HALF_ABOVE_BYTES
+                feats = torch.empty((n, *out.shape[1:]), dtype=torch.float16 if half else torch.float32)
+            feats[start:start + len(out)] = out
+            start += len(out)
+            masks.extend(batch_masks)
+    finally:
+        backbone.train(was_training)
+    if feats is None:
+        raise ValueError("the segmentation set is empty: nothing to extract features from")
+    return PatchFeatures(feats, torch.stack(masks) if label_size else masks)
+
+
+# -------------------------------------------------------------------------------------- probe
+
+@dataclass
+class SegmentationProbeResult:
+    """Val metrics of the kept probe (see `segmentation_metrics`), its lr and its weights."""
+
+    metrics: dict[str, Any]
+    lr: float
+    state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def _new_probe(dim: int, num_classes: int, generator: torch.Generator) -> nn.Conv2d:
+    """1x1 conv = one linear classifier shared by every patch; init N(0, 0.01), bias 0 (DINO's)."""
+    probe = nn.Conv2d(dim, num_classes, kernel_size=1)
+    with torch.no_grad():
+        probe.weight.copy_(torch.randn(probe.weight.shape, generator=generator) * 0.01)
+        probe.bias.zero_()
+    return probe
+
+
+def _fit(train: PatchFeatures, num_classes: int, epochs: int, lr: float, optimizer: str,
+         weight_decay: float, batch_size: int, device: torch.device | str, seed: int,
+         ignore_index: int) -> nn.Conv2d:
+    """One probe at one lr; every random draw comes from a generator seeded with `seed`."""
+    g = torch.Generator().manual_seed(seed)
+    probe = _new_probe(train.features.shape[1], num_classes, g).to(device)
+    if optimizer == "adamw":
+        opt: torch.optim.Optimizer = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    else:
+        opt = torch.optim.SGD(probe.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+    labels = train.masks
+    assert isinstance(labels, torch.Tensor)  # checked by train_segmentation_probe
+    for epoch in range(epochs):
+        for group in opt.param_groups:  # cosine to 0, once per epoch as eval/linear.py
+            group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+        for idx in torch.randperm(len(labels), generator=g).split(batch_size):
+            y = labels[idx].to(device).long()
+            if not (y != ignore_index).any():
+                continue  # nothing labelled: cross-entropy would be NaN
+            logits = probe(train.features[idx].to(device).float())
+            logits = F.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
+            loss = F.cross_entropy(logits, y, ignore_index=ignore_index)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return probe
+
+
+@torch.no_grad()
+def probe_confusion(probe: nn.Module, data: PatchFeatures, num_classes: int, ignore_index: int = 255,
+                    device: torch.device | str = "cpu", batch_size: int = 64) -> torch.Tensor:
+    """Confusion matrix of a probe whose logits are bilinearly upsampled to each mask's size."""
+    conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    for start in range(0, len(data.features), batch_size):
+        logits = probe(data.features[start:start + batch_size].to(device).float())
+        for i, mask in enumerate(data.masks[start:start + batch_size]):
+            up = F.interpolate(logits[i:i + 1], size=mask.shape[-2:], mode="bilinear", align_corners=False)
+            conf += confusion_matrix(up[0].argmax(0).cpu(), mask.long(), num_classes, ignore_index)
+    return conf
+
+
+def train_segmentation_probe(train: PatchFeatures, val: PatchFeatures, num_classes: int, epochs: int = 20,
+                             lr: float | None = None, lrs: Sequence[float] | None = None,
+                             optimizer: str = "adamw", weight_decay: float = 1e-4, batch_size: int = 64,
+                             device: torch.device | str = "cpu", seed: int = 0,
+                             ignore_index: int = 255) -> SegmentationProbeResult:
+    """Train a 1x1-conv probe with cross-entropy (ignore_index skipped) and score it on `val`.
+
+    Logits at patch resolution are bilinearly upsampled to the label resolution; cosine lr over
+    `epochs`. `lrs` trains one probe per lr (same seed) and keeps the best val mIoU (ties: the
+    earlier lr), as DINO selects its probe lr on the validation split. Same seed, same probe on
+    CPU (GPU upsampling backward uses atomic adds, so it may differ in the last bits).
+    """
+    if optimizer not in _DEFAULT_LR:
+        raise ValueError(f"unknown optimizer '{optimizer}': use adamw or sgd")
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    if lr is not None and lrs is not None:
+        raise ValueError("pass either lr or lrs (a sweep), not both")
+    candidates = list(lrs) if lrs is not None else [lr if lr is not None else _DEFAULT_LR[optimizer]]
+    if not candidates or min(candidates) <= 0:
+        raise ValueError(f"learning rates must be > 0 and at least one, got {candidates}")
+    if not isinstance(train.masks, torch.Tensor):
+        raise ValueError("train masks are at full size: extract train features with label_size=image_size")
+    best: SegmentationProbeResult | None = None
+    for candidate in candidates:
+        probe = _fit(train, num_classes, epochs, float(candidate), optimizer, weight_decay, batch_size,
+                     device, seed, ignore_index)
+        metrics = segmentation_metrics(probe_confusion(probe, val, num_classes, ignore_index, device, batch_size))
+        if best is None or metrics["miou"] > best.metrics["miou"]:
+            state = {k: v.detach().cpu().clone() for k, v in probe.state_dict().items()}
+            best = SegmentationProbeResult(metrics, float(candidate), state)
+    assert best is not None
+    return best
+
+
+# --------------------------------------------------------------------------------- top level
+
+def _image_size(image_size: int | None, patch: int, source: Any) -> int:
+    """The given size (checked), else 32 for 'shapes' (its native size) or 224, rounded up to patches."""
+    if image_size is None:
+        base = 32 if isinstance(source, str) and source == "shapes" else 224
+        return math.ceil(base / patch) * patch
+    if image_size < patch or image_size % patch:
+        raise ValueError(f"image_size {image_size} is not a positive multiple of the patch size {patch}: "
+                         f"pass e.g. {max(1, round(image_size / patch)) * patch}")
+    return image_size
+
+
+def _largest_label(data: Sequence[PatchFeatures], ignore_index: int) -> int:
+    largest = -1
+    for d in data:
+        for mask in [d.masks] if isinstance(d.masks, torch.Tensor) else d.masks:
+            labelled = mask.long()[mask.long() != ignore_index]
+            if labelled.numel():
+                largest = max(largest, int(labelled.max()))
+    return largest
+
+
+def _num_classes(given: int | None, pairs: Dataset, data: Sequence[PatchFeatures], ignore_index: int) -> int:
+    """Given, else the data set's class count, else the largest label seen + 1."""
+    seen = _largest_label(data, ignore_index)
+    names = getattr(pairs, "class_names", None)
+    n = given or (len(names) if names else seen + 1)
+    if seen >= n:
+        raise ValueError(f"masks hold label {seen} but num_classes is {n}: raise num_classes or set ignore_index")
+    if n < 2:
+        raise ValueError(f"need at least 2 classes, found {n}: are the masks all background or ignore_index?")
+    return n
+
+
+def run_segmentation_probe(
+    backbone: nn.Module, train_source: str | os.PathLike[str] | Dataset,
+    val_source: str | os.PathLike[str] | Dataset, image_size: int | None = None, epochs: int = 20,
+    lr: float | None = None, batch_size: int = 64, device: torch.device | str = "cpu", seed: int = 0,
+    num_workers: int = 0, lrs: Sequence[float] | None = None, optimizer: str = "adamw",
+    weight_decay: float = 1e-4, num_classes: int | None = None, ignore_index: int = 255,
+    reduce_zero_label: bool = False, progress: bool = False,
+) -> dict[str, Any]:
+    """Linear segmentation probe on frozen last-layer patch features; a JSON-able result.
+
+    Sources: 'shapes', a segmentation folder (see `SegmentationDataset`) or a dataset of
+    (image, mask) pairs. The backbone is moved to `device` and run once per image at
+    image_size x image_size (a multiple of `backbone.patch_size`); the probe trains on masks
+    resized to that size and is scored on full-size val masks.
+    """
+    patch = int(getattr(backbone, "patch_size", 1))
+    size = _image_size(image_size, patch, train_source)
+    train_pairs = build_segmentation_dataset(train_source, "train", ignore_index, reduce_zero_label)
+    val_pairs = build_segmentation_dataset(val_source, "val", ignore_index, reduce_zero_label)
+    backbone.to(device)
+    kw = dict(device=device, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    train = extract_patch_features(backbone, train_pairs, size, label_size=size, **kw)  # type: ignore[arg-type]
+    val = extract_patch_features(backbone, val_pairs, size, **kw)  # type: ignore[arg-type]
+    n_cls = _num_classes(num_classes, train_pairs, [train, val], ignore_index)
+    result = train_segmentation_probe(train, val, n_cls, epochs=epochs, lr=lr, lrs=lrs, optimizer=optimizer,
+                                      weight_decay=weight_decay, batch_size=batch_size, device=device,
+                                      seed=seed, ignore_index=ignore_index)
+    return {
+        **result.metrics,
+        "num_classes": n_cls,
+        "class_names": getattr(train_pairs, "class_names", None),
+        "settings": {"image_size": size, "feature_grid": list(train.features.shape[-2:]), "epochs": epochs,
+                     "lr": result.lr, "lrs": list(lrs) if lrs is not None else None, "optimizer": optimizer,
+                     "weight_decay": weight_decay, "batch_size": batch_size, "seed": seed,
+                     "ignore_index": ignore_index, "reduce_zero_label": reduce_zero_label,
+                     "train_images": len(train.features), "val_images": len(val.features)},
+    }
