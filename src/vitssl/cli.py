@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     seg = evsub.add_parser("segmentation", help="linear (1x1 conv) probe on frozen patch features: mIoU, pixel accuracy")
     seg.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
-    seg.add_argument("--train", required=True, help="folder with images/ and annotations/ (PNG class maps), or 'shapes'")
+    seg.add_argument("--train", required=True, help="folder with images/ and annotations/ (PNG class maps), or shapes | shapes-fg (built-in)")
     seg.add_argument("--val", required=True, help="same layout as --train, or 'shapes'")
     seg.add_argument("--out", default=None, help="results JSON (default: next to the checkpoint)")
     seg.add_argument("--image-size", type=int, default=None, help="default: the training crop size")

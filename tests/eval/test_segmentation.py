@@ -18,7 +18,7 @@ from vitssl.eval import (
     shapes_segmentation,
     train_segmentation_probe,
 )
-from vitssl.eval.segmentation import probe_confusion
+from vitssl.eval.segmentation import build_segmentation_dataset, probe_confusion
 
 # ---------------------------------------------------------------------------------- metrics
 
@@ -137,6 +137,9 @@ def test_shapes_pairs():
     assert image.size == (32, 32) and mask.shape == (32, 32) and mask.dtype == np.int64
     assert ds.class_names[0] == "background" and len(ds.class_names) == 6
     assert set(np.unique(mask)) <= set(range(6)) and mask.max() > 0
+    fg = build_segmentation_dataset("shapes-fg", "val")
+    assert fg.class_names == ["background", "shape"]
+    assert np.array_equal(fg[0][1], (mask > 0).astype(np.int64))
 
 
 # ------------------------------------------------------------------------------ planted probe

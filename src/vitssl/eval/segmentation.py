@@ -115,29 +115,36 @@ class SegmentationDataset(Dataset):
 
 
 class _ShapesPairs(Dataset):
-    def __init__(self, split: str, seed: int) -> None:
+    def __init__(self, split: str, seed: int, foreground: bool = False) -> None:
         self.base = build_dataset("shapes", split=split, seed=seed)
-        self.class_names = ["background", *SHAPE_CLASSES]
+        self.foreground = foreground
+        self.class_names = ["background", "shape"] if foreground else ["background", *SHAPE_CLASSES]
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, np.ndarray]:
-        return self.base[index][0], self.base.mask(index).astype(np.int64)
+        mask = self.base.mask(index).astype(np.int64)
+        return self.base[index][0], (mask > 0).astype(np.int64) if self.foreground else mask
 
 
-def shapes_segmentation(split: str = "train", seed: int = 0) -> Dataset:
-    """(image, mask) pairs of the built-in 'shapes' set: 6 classes, 0 = background, k+1 = shape k."""
-    return _ShapesPairs(split, seed)
+def shapes_segmentation(split: str = "train", seed: int = 0, foreground: bool = False) -> Dataset:
+    """(image, mask) pairs of the built-in 'shapes' set: 6 classes, 0 = background, k+1 = shape k.
+
+    `foreground=True` ('shapes-fg'): 2 classes, shape vs background. Which shape a 4-px patch
+    belongs to is mostly not visible in the patch, so the 6-class probe mostly measures the
+    background; figure-ground separation is what local features can show on this set.
+    """
+    return _ShapesPairs(split, seed, foreground)
 
 
 def build_segmentation_dataset(source: str | os.PathLike[str] | Dataset, split: str,
                                ignore_index: int = 255, reduce_zero_label: bool = False) -> Dataset:
-    """'shapes', a segmentation folder, or an already built dataset of (image, mask) pairs."""
+    """'shapes' / 'shapes-fg', a segmentation folder, or an already built dataset of (image, mask) pairs."""
     if isinstance(source, Dataset):
         return source
-    if isinstance(source, str) and source == "shapes":
-        return shapes_segmentation(split)
+    if isinstance(source, str) and source in ("shapes", "shapes-fg"):
+        return shapes_segmentation(split, foreground=source == "shapes-fg")
     return SegmentationDataset(source, split, ignore_index, reduce_zero_label)
 
 
@@ -367,7 +374,7 @@ def train_segmentation_probe(train: PatchFeatures, val: PatchFeatures, num_class
 def _image_size(image_size: int | None, patch: int, source: Any) -> int:
     """The given size (checked), else 32 for 'shapes' (its native size) or 224, rounded up to patches."""
     if image_size is None:
-        base = 32 if isinstance(source, str) and source == "shapes" else 224
+        base = 32 if isinstance(source, str) and source in ("shapes", "shapes-fg") else 224
         return math.ceil(base / patch) * patch
     if image_size < patch or image_size % patch:
         raise ValueError(f"image_size {image_size} is not a positive multiple of the patch size {patch}: "
