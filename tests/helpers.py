@@ -12,13 +12,38 @@ TINY_BACKBONE = dict(name="vit_tiny", patch_size=4, img_size=16, embed_dim=32, d
                      drop_path_rate=0.0)
 
 
-def tiny_overrides(data: str = "mnist") -> list[str]:
-    """Overrides that shrink any preset to seconds on CPU (2 steps of 8 images)."""
+# Method-specific shrinking, keyed by method name; the DINO family (dino, esvit, selfpatch)
+# shares DINO's head and multi-crop keys.
+_TINY_DINO_FAMILY = [
+    "method.head.out_dim=64", "method.head.hidden_dim=32", "method.head.bottleneck_dim=16",
+    "method.crops.global_crops_size=16", "method.crops.local_crops_size=8", "method.crops.local_crops_number=2",
+]
+_TINY_SECOND_HEAD = ["out_dim=64", "hidden_dim=32", "bottleneck_dim=16"]
+TINY_METHOD_OVERRIDES = {
+    "esvit": [*_TINY_DINO_FAMILY, *[f"method.region_head.{kv}" for kv in _TINY_SECOND_HEAD]],
+    "selfpatch": [*_TINY_DINO_FAMILY, *[f"method.patch_head.{kv}" for kv in _TINY_SECOND_HEAD]],
+    "mae": ["method.decoder.depth=1", "method.decoder.embed_dim=16", "method.decoder.num_heads=2",
+            "method.crop.size=16"],
+}
+
+
+def preset_method(preset: str) -> str:
+    """The method a packaged preset (or YAML path) selects."""
+    return str(load_config(preset, [], method_configs()).method.name)
+
+
+def tiny_overrides(data: str = "mnist", method: str | None = None, preset: str | None = None) -> list[str]:
+    """Overrides that shrink any preset to seconds on CPU (2 steps of 8 images).
+
+    The method's own keys depend on the method: name it, or the preset that selects it
+    (default: the DINO family's keys).
+    """
+    if method is None:
+        method = preset_method(preset) if preset else "dino"
     return [
         f"data.path={data}",
         *[f"backbone.{k}={v}" for k, v in TINY_BACKBONE.items() if k != "name"],
-        "method.head.out_dim=64", "method.head.hidden_dim=32", "method.head.bottleneck_dim=16",
-        "method.crops.global_crops_size=16", "method.crops.local_crops_size=8", "method.crops.local_crops_number=2",
+        *TINY_METHOD_OVERRIDES.get(method, _TINY_DINO_FAMILY),
         "train.batch_size=8", "train.epochs=1", "train.max_steps_per_epoch=2", "train.num_workers=0",
         "train.progress=false", "train.tensorboard=false", "train.log_every=1", "train.device=cpu",
         "train.precision=fp32", "optim.warmup_epochs=0",
@@ -26,7 +51,7 @@ def tiny_overrides(data: str = "mnist") -> list[str]:
 
 
 def tiny_method(name: str):
-    cfg = to_objects(load_config(None, [f"method.name={name}", *tiny_overrides()], method_configs()))
+    cfg = to_objects(load_config(None, [f"method.name={name}", *tiny_overrides(method=name)], method_configs()))
     return build_method(cfg.method, cfg.backbone)
 
 

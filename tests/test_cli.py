@@ -123,7 +123,7 @@ def test_presets_and_config_commands(capsys):
 
 @pytest.mark.parametrize("preset", preset_names())
 def test_every_preset_runs_two_steps_on_cpu(preset, tmp_path):
-    cfg = load_config(preset, tiny_overrides("digits"), method_configs())
+    cfg = load_config(preset, tiny_overrides("digits", preset=preset), method_configs())
     trainer = pretrain(cfg, tmp_path / "run")
     assert trainer.step == 2
 

@@ -59,3 +59,7 @@ class Method(Protocol):
     def evaluation_backbone(self) -> nn.Module:
         """The backbone whose features evaluation uses (DINO: the teacher's)."""
         ...
+
+    def student_backbone(self) -> nn.Module:
+        """The trained (not averaged) backbone, for `--backbone student` evaluation and export."""
+        ...

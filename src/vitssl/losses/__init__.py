@@ -2,5 +2,23 @@
 
 from vitssl.losses.center import Center
 from vitssl.losses.dino import DINOLoss, multicrop_cross_entropy
+from vitssl.losses.mae import (
+    MAELoss,
+    masked_mse,
+    normalized_pixel_target,
+    patchify,
+    random_masking,
+    unpatchify,
+)
 
-__all__ = ["Center", "DINOLoss", "multicrop_cross_entropy"]
+__all__ = [
+    "Center",
+    "DINOLoss",
+    "MAELoss",
+    "masked_mse",
+    "multicrop_cross_entropy",
+    "normalized_pixel_target",
+    "patchify",
+    "random_masking",
+    "unpatchify",
+]

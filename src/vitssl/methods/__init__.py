@@ -10,11 +10,13 @@ from torch import nn
 from vitssl.backbones import BackboneConfig
 from vitssl.methods.dino import DINO, DINOConfig
 from vitssl.methods.esvit import EsViT, EsViTConfig
+from vitssl.methods.mae import MAE, MAEConfig
 from vitssl.methods.selfpatch import SelfPatch, SelfPatchConfig
 
 METHODS: dict[str, type[nn.Module]] = {
     "dino": DINO,
     "esvit": EsViT,
+    "mae": MAE,
     "selfpatch": SelfPatch,
 }
 
@@ -37,4 +39,4 @@ def build_method(cfg: Any, backbone: BackboneConfig) -> nn.Module:
     return method_class(cfg.name)(cfg, backbone)
 
 
-__all__ = ["METHODS", "DINO", "DINOConfig", "EsViT", "EsViTConfig", "SelfPatch", "SelfPatchConfig", "build_method", "method_class", "method_configs"]
+__all__ = ["METHODS", "DINO", "DINOConfig", "EsViT", "EsViTConfig", "MAE", "MAEConfig", "SelfPatch", "SelfPatchConfig", "build_method", "method_class", "method_configs"]
