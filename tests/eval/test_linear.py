@@ -72,3 +72,27 @@ def test_errors(kwargs, message):
     args = dict(train_features=xt, train_labels=yt, val_features=xv, val_labels=yv, num_classes=4, epochs=1)
     with pytest.raises(ValueError, match=message):
         train_linear_probe(**{**args, **kwargs})
+
+
+def test_mae_batchnorm_probe_has_no_affine_and_normalises_features():
+    from vitssl.eval.linear import BatchNormLinear
+
+    head = BatchNormLinear(10, 4)
+    assert head.bn.weight is None and head.bn.bias is None and not head.bn.affine and head.bn.eps == 1e-6
+    assert [n for n, _ in head.named_parameters()] == ["linear.weight", "linear.bias"]
+    x = torch.randn(256, 10) * 50 + 7  # far from unit scale
+    normed = head.bn(x)
+    assert torch.allclose(normed.mean(0), torch.zeros(10), atol=1e-4)
+    assert torch.allclose(normed.std(0, unbiased=False), torch.ones(10), atol=1e-3)
+
+
+def test_batchnorm_probe_trains_on_badly_scaled_features():
+    (xt, yt), (xv, yv) = blobs(400, 0), blobs(200, 1)
+    scale = torch.logspace(-3, 3, 10)  # per-feature scales over six orders of magnitude
+    res = train_linear_probe(xt * scale, yt, xv * scale, yv, 4, epochs=10, lr=0.1, batch_size=33, batchnorm=True)
+    assert res.top1 > 0.95  # a last batch of one row is skipped, not an error
+    assert set(res.state_dict) == {"bn.running_mean", "bn.running_var", "bn.num_batches_tracked",
+                                   "linear.weight", "linear.bias"}
+    assert res.state_dict["bn.running_var"][-1] > 1e4  # the running stats saw the raw scale
+    plain = train_linear_probe(xt, yt, xv, yv, 4, epochs=2, lr=0.1)
+    assert set(plain.state_dict) == {"weight", "bias"}  # DINO default unchanged

@@ -1,9 +1,18 @@
-"""Evaluation of frozen backbones with DINO's protocols (spec 1.6): feature extraction, weighted
-k-NN and a linear probe on cached features."""
+"""Evaluation of pre-trained backbones: DINO's frozen-feature protocols (spec 1.6: feature
+extraction, weighted k-NN, a linear probe on cached features, optionally with MAE's BatchNorm),
+dense probes, and end-to-end fine-tuning with layer-wise lr decay (spec 2.3, 5.4)."""
 
 from vitssl.eval.features import extract_features
+from vitssl.eval.finetune import (
+    RECIPES,
+    Classifier,
+    FinetuneRecipe,
+    FinetuneResult,
+    finetune_backbone,
+    resolve_recipe,
+)
 from vitssl.eval.knn import format_knn_table, knn_classify
-from vitssl.eval.linear import LinearProbeResult, train_linear_probe
+from vitssl.eval.linear import BatchNormLinear, LinearProbeResult, train_linear_probe
 from vitssl.eval.segmentation import (
     SegmentationDataset,
     confusion_matrix,
@@ -19,7 +28,8 @@ from vitssl.eval.video_segmentation import (
     run_label_propagation,
 )
 
-__all__ = ["LinearProbeResult", "extract_features", "format_knn_table", "knn_classify", "train_linear_probe",
+__all__ = ["BatchNormLinear", "Classifier", "FinetuneRecipe", "FinetuneResult", "RECIPES", "finetune_backbone",
+           "resolve_recipe", "LinearProbeResult", "extract_features", "format_knn_table", "knn_classify", "train_linear_probe",
            "SegmentationDataset", "confusion_matrix", "extract_patch_features", "run_segmentation_probe",
            "segmentation_metrics", "shapes_segmentation", "train_segmentation_probe",
            "neighbourhood_mask", "propagate_labels", "run_label_propagation"]

@@ -9,6 +9,7 @@ come from one fixed view per image), which the caller chooses when extracting.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -39,28 +40,48 @@ class LinearProbeResult:
         return max(self.history, default=self.top1)
 
 
-def _accuracy(model: nn.Linear, feats: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """Top-1 and top-5 (top-min(5, C)) accuracy as fractions."""
+class BatchNormLinear(nn.Sequential):
+    """MAE's linear-probe head (spec 2.3): BatchNorm1d without affine parameters (eps 1e-6), then
+    Linear. The normalisation only rescales each feature, which a linear layer could absorb,
+    but it makes one lr fit features of any scale (MAE's MoCo-v3-style probe, MAE issue #5)."""
+
+    def __init__(self, in_features: int, num_classes: int) -> None:
+        super().__init__(OrderedDict(bn=nn.BatchNorm1d(in_features, affine=False, eps=1e-6),
+                                     linear=nn.Linear(in_features, num_classes)))
+
+    @property
+    def out_features(self) -> int:
+        return self.linear.out_features
+
+
+def _accuracy(model: nn.Module, feats: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Top-1 and top-5 (top-min(5, C)) accuracy as fractions, in eval mode (BatchNorm: running stats)."""
     k = min(5, model.out_features)
     hits1 = hits5 = 0
+    was_training = model.training
+    model.eval()
     with torch.no_grad():
         for start in range(0, len(feats), _EVAL_CHUNK):
             top = model(feats[start:start + _EVAL_CHUNK]).topk(k, dim=1).indices
             match = top == labels[start:start + _EVAL_CHUNK, None]
             hits1 += int(match[:, 0].sum())
             hits5 += int(match.any(dim=1).sum())
+    model.train(was_training)
     return hits1 / len(feats), hits5 / len(feats)
 
 
 def _train_one(train_f: torch.Tensor, train_y: torch.Tensor, val_f: torch.Tensor, val_y: torch.Tensor,
                num_classes: int, epochs: int, lr: float, batch_size: int, momentum: float,
-               weight_decay: float, seed: int) -> LinearProbeResult:
+               weight_decay: float, seed: int, batchnorm: bool = False) -> LinearProbeResult:
     """One probe at one lr; every random draw comes from a generator seeded with `seed`."""
     g = torch.Generator().manual_seed(seed)
-    model = nn.Linear(train_f.shape[1], num_classes).to(train_f.device)
-    with torch.no_grad():  # DINO: weight N(0, 0.01), bias 0
-        model.weight.copy_(torch.randn(model.weight.shape, generator=g) * 0.01)
-        model.bias.zero_()
+    dim = train_f.shape[1]
+    model: nn.Module = BatchNormLinear(dim, num_classes) if batchnorm else nn.Linear(dim, num_classes)
+    model.to(train_f.device)
+    linear = model.linear if batchnorm else model
+    with torch.no_grad():  # DINO: weight N(0, 0.01), bias 0 (MAE: truncated N(0, 0.01))
+        linear.weight.copy_(torch.randn(linear.weight.shape, generator=g) * 0.01)
+        linear.bias.zero_()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     history: list[float] = []
     for epoch in range(epochs):
@@ -70,6 +91,8 @@ def _train_one(train_f: torch.Tensor, train_y: torch.Tensor, val_f: torch.Tensor
         order = torch.randperm(len(train_f), generator=g).to(train_f.device)
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
+            if batchnorm and len(idx) < 2:  # batch statistics need two rows (MAE drops the last batch)
+                continue
             loss = F.cross_entropy(model(train_f[idx]), train_y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -105,6 +128,7 @@ def train_linear_probe(
     lrs: Sequence[float] | None = None,
     device: torch.device | str = "cpu",
     seed: int = 0,
+    batchnorm: bool = False,
 ) -> LinearProbeResult:
     """Train DINO's linear probe on frozen features and report val top-1/top-5 (fractions).
 
@@ -115,6 +139,11 @@ def train_linear_probe(
     0.001 x batch_size / 256. DINO's paper sweeps the lr and reports the best on the validation
     split; `lrs` does the same: one probe per lr (same seed), and the probe with the highest
     final val top-1 is returned (ties: the earlier lr). Pass `lr` or `lrs`, not both.
+
+    `batchnorm=True` is MAE's probe (spec 2.3): BatchNorm1d(affine=False, eps 1e-6) before the
+    Linear layer (`BatchNormLinear`; state-dict keys `bn.*` and `linear.*`), trained on batch
+    statistics and evaluated with the running ones. MAE feeds it the CLS token
+    (n_last_blocks=1) and trains it with LARS at a large lr; here the optimizer stays SGD.
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
@@ -136,7 +165,8 @@ def train_linear_probe(
                                    val_features.float(), val_labels.long())]
     best: LinearProbeResult | None = None
     for candidate in candidates:
-        result = _train_one(*data, num_classes, epochs, float(candidate), batch_size, momentum, weight_decay, seed)
+        result = _train_one(*data, num_classes, epochs, float(candidate), batch_size, momentum, weight_decay, seed,
+                            batchnorm)
         if best is None or result.top1 > best.top1:
             best = result
     assert best is not None

@@ -11,12 +11,14 @@ from vitssl.backbones import BackboneConfig
 from vitssl.methods.dino import DINO, DINOConfig
 from vitssl.methods.esvit import EsViT, EsViTConfig
 from vitssl.methods.mae import MAE, MAEConfig
+from vitssl.methods.mae_distill import MAEDistill
 from vitssl.methods.selfpatch import SelfPatch, SelfPatchConfig
 
 METHODS: dict[str, type[nn.Module]] = {
     "dino": DINO,
     "esvit": EsViT,
     "mae": MAE,
+    "mae-distill": MAEDistill,
     "selfpatch": SelfPatch,
 }
 
