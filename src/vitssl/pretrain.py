@@ -7,9 +7,16 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vitssl.config import ConfigError, load_config, save_config, to_container, to_objects
-from vitssl.data import build_dataset
-from vitssl.engine.checkpoint import CheckpointError, load_checkpoint, load_partial_state
+from vitssl.config import ConfigError, RunConfig, load_config, save_config, to_container, to_objects
+from vitssl.data import build_dataset, report_skips
+from vitssl.distributed import is_main_process
+from vitssl.engine.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_partial_state,
+    resume_candidates,
+)
+from vitssl.engine.launch import init_distributed, teardown_distributed
 from vitssl.engine.logging import log
 from vitssl.engine.trainer import Trainer, seed_everything
 from vitssl.methods import build_method, method_configs
@@ -31,12 +38,12 @@ def resolve_pretrain_config(preset: str | None, overrides: list[str], resume_dir
 
 def prepare_run_dir(run_dir: Path, resume: bool) -> None:
     """Refuse to overwrite another run; refuse to resume nothing."""
-    checkpoint = run_dir / "checkpoint.pt"
     if resume:
-        if not checkpoint.exists():
+        if not resume_candidates(run_dir):
             raise CheckpointError(f"'{run_dir}' has no checkpoint.pt to resume from: start the run without --resume")
         return
-    if checkpoint.exists():
+    # rolling and epoch checkpoints count too: a new run would prune or mix with them
+    if resume_candidates(run_dir) and is_main_process():
         raise ConfigError(f"run folder '{run_dir}' already holds a run: continue it with --resume {run_dir} or choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -52,12 +59,25 @@ def initialise_from(method: torch.nn.Module, checkpoint: str | Path) -> None:
 
 
 def pretrain(cfg: DictConfig, run_dir: str | Path, resume: bool = False) -> Trainer:
-    """Pre-train as configured; writes config.yaml, checkpoints, metrics and loss_curve.png in `run_dir`."""
-    run_dir = Path(run_dir)
+    """Pre-train as configured; writes config.yaml, checkpoints, metrics and loss_curve.png in `run_dir`.
+
+    Under torchrun every process runs this: it joins the process group, trains its shard of
+    each batch, and only rank 0 writes files.
+    """
     objs = to_objects(cfg)
+    objs.train.device, owns_group = init_distributed(objs.train.device)
+    try:
+        return _pretrain(cfg, objs, Path(run_dir), resume)
+    finally:
+        if owns_group:
+            teardown_distributed()
+
+
+def _pretrain(cfg: DictConfig, objs: RunConfig, run_dir: Path, resume: bool) -> Trainer:
     if not objs.data.path:
         raise ConfigError("no training data: pass --data PATH (an image folder) or a built-in set (mnist, digits, shapes)")
-    dataset = build_dataset(objs.data.path, split="train", seed=objs.train.seed)
+    dataset = build_dataset(objs.data.path, split="train", seed=objs.train.seed,
+                            max_image_pixels=objs.data.max_image_pixels)
     seed_everything(objs.train.seed)
     method = build_method(objs.method, objs.backbone)
     prepare_run_dir(run_dir, resume)
@@ -65,10 +85,16 @@ def pretrain(cfg: DictConfig, run_dir: str | Path, resume: bool = False) -> Trai
         initialise_from(method, objs.init_from)
     trainer = Trainer(method, dataset, objs.train, objs.optim, run_dir, config=to_container(cfg))
     if resume:
-        trainer.resume(run_dir / "checkpoint.pt")
-    save_config(cfg, run_dir / "config.yaml")
+        trainer.resume(run_dir)  # the newest readable checkpoint: a corrupt latest one falls back to an older one
+    if is_main_process():
+        save_config(cfg, run_dir / "config.yaml")
     log.info("pre-training %s on %s (%d images), %d steps of %d images -> %s", objs.method.name,
              objs.data.path, len(dataset), trainer.total_steps, trainer.global_batch, run_dir)
-    trainer.fit()
-    plot_loss_curve(run_dir)
+    try:
+        trainer.fit()
+    finally:
+        if is_main_process():
+            report_skips(dataset, run_dir)  # what the data folder could not give, also when stopped early
+    if is_main_process():
+        plot_loss_curve(run_dir)
     return trainer

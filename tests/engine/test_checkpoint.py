@@ -6,8 +6,11 @@ from torch import nn
 
 from vitssl.engine.checkpoint import (
     CheckpointError,
+    keep_rolling_copy,
     load_checkpoint,
     load_matching_state,
+    load_newest_readable,
+    resume_candidates,
     save_checkpoint,
 )
 
@@ -63,3 +66,38 @@ def test_other_architecture_is_named():
         load_matching_state(nn.Linear(4, 2), nn.Linear(4, 3).state_dict())
     with pytest.raises(CheckpointError, match="missing: bias"):
         load_matching_state(nn.Linear(4, 2), {"weight": torch.zeros(2, 4)})
+
+
+def test_rolling_copies_are_pruned_to_k_and_snapshots_are_kept(tmp_path):
+    save_checkpoint({"step": 0}, tmp_path / "checkpoint_epoch0001.pt")
+    (tmp_path / "notes.pt").write_text("not ours")
+    for step in (3, 10, 7, 12):
+        latest = save_checkpoint({"step": step}, tmp_path / "checkpoint.pt")
+        keep_rolling_copy(latest, step, keep=2)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-step0000010.pt", "checkpoint-step0000012.pt",
+                                            "checkpoint.pt", "checkpoint_epoch0001.pt", "notes.pt"]
+    assert [p.name for p in resume_candidates(tmp_path)] == [
+        "checkpoint.pt", "checkpoint-step0000012.pt", "checkpoint-step0000010.pt", "checkpoint_epoch0001.pt"]
+    assert load_checkpoint(tmp_path / "checkpoint-step0000012.pt") == {"step": 12}
+
+
+def test_rolling_copy_without_hard_links(tmp_path, monkeypatch):
+    def no_links(*args):
+        raise OSError("no hard links here")
+
+    monkeypatch.setattr(os, "link", no_links)
+    latest = save_checkpoint({"step": 4}, tmp_path / "checkpoint.pt")
+    keep_rolling_copy(latest, 4, keep=1)
+    assert load_checkpoint(tmp_path / "checkpoint-step0000004.pt") == {"step": 4}
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-step0000004.pt", "checkpoint.pt"]
+
+
+def test_fallback_past_a_corrupt_latest(tmp_path):
+    save_checkpoint({"step": 1}, tmp_path / "checkpoint_epoch0001.pt")
+    latest = save_checkpoint({"step": 2}, tmp_path / "checkpoint.pt")
+    latest.write_bytes(b"")  # a zero-length file, as a lost write can leave
+    path, payload = load_newest_readable(tmp_path)
+    assert path.name == "checkpoint_epoch0001.pt" and payload == {"step": 1}
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint.pt.corrupt", "checkpoint_epoch0001.pt"]
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        load_newest_readable(tmp_path / "empty")

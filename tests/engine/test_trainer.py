@@ -71,7 +71,7 @@ def test_schedules_follow_the_global_batch(tmp_path):
     assert trainer.weight_decay_at(0) == pytest.approx(0.04)
 
 
-def test_nan_loss_stops_with_a_clear_error_and_a_checkpoint(tmp_path):
+def test_nan_loss_step_is_skipped_and_dino_state_stays_finite(tmp_path):
     trainer = make_trainer(tmp_path)
     real = trainer.method.training_step
 
@@ -80,10 +80,26 @@ def test_nan_loss_stops_with_a_clear_error_and_a_checkpoint(tmp_path):
         return StepOutput(out.loss * float("nan") if ctx.step == 2 else out.loss, out.metrics)
 
     trainer.method.training_step = poisoned
-    with pytest.raises(TrainingDiverged, match="loss is nan at step 2.*--resume"):
+    trainer.fit()
+    assert trainer.step == 6 and trainer.skipped_steps == 1
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ckpt["skipped_steps"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["method"].values() if v.is_floating_point())
+
+
+def test_nan_loss_in_a_row_stops_with_a_clear_error_and_a_checkpoint(tmp_path):
+    trainer = make_trainer(tmp_path, ("train.max_nonfinite_steps=2",))
+    real = trainer.method.training_step
+
+    def poisoned(batch, ctx):
+        out = real(batch, ctx)
+        return StepOutput(out.loss * float("nan") if ctx.step >= 2 else out.loss, out.metrics)
+
+    trainer.method.training_step = poisoned
+    with pytest.raises(TrainingDiverged, match="loss was nan at 2 steps in a row.*--resume"):
         trainer.fit()
     ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert ckpt["step"] == 2
+    assert ckpt["step"] == 4 and ckpt["skipped_steps"] == 2
     assert all(torch.isfinite(v).all() for v in ckpt["method"].values() if v.is_floating_point())
 
 
@@ -92,7 +108,8 @@ def test_metrics_are_logged_per_step(tmp_path):
     trainer.fit()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
-    assert {"loss", "lr", "weight_decay", "teacher_temp", "teacher_entropy", "images_per_s"} <= rows[0].keys()
+    assert {"loss", "lr", "weight_decay", "teacher_temp", "teacher_entropy", "teacher_kl_uniform",
+            "teacher_mutual_info", "skipped_steps", "images_per_s"} <= rows[0].keys()
 
 
 def test_bf16_autocast_gives_the_fp32_loss_within_tolerance(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vitssl.losses import DINOLoss, multicrop_cross_entropy
+from vitssl.losses import DINOLoss, multicrop_cross_entropy, teacher_statistics
 
 
 def test_two_crop_loss_by_hand():
@@ -69,3 +69,17 @@ def test_no_gradient_to_teacher_logits():
 def test_single_view_is_refused():
     with pytest.raises(ValueError, match="at least 2 student views"):
         DINOLoss(5)(torch.randn(1, 2, 5), torch.randn(1, 2, 5), 0.04)
+
+
+def test_teacher_statistics_by_hand():
+    # two images, one-hot on different prototypes of K = 4: sharp but informative
+    probs = torch.tensor([[[1.0, 0, 0, 0], [0, 1.0, 0, 0]]])
+    s = {k: float(v) for k, v in teacher_statistics(probs).items()}
+    assert s["teacher_entropy"] == pytest.approx(0.0, abs=1e-6)
+    assert s["teacher_kl_uniform"] == pytest.approx(math.log(2))  # log 4 - H([.5, .5, 0, 0])
+    assert s["teacher_mutual_info"] == pytest.approx(math.log(2))
+    # every image uniform: entropy log K, nothing said about the image
+    s = {k: float(v) for k, v in teacher_statistics(torch.full((2, 3, 4), 0.25)).items()}
+    assert s["teacher_entropy"] == pytest.approx(math.log(4))
+    assert s["teacher_kl_uniform"] == pytest.approx(0.0, abs=1e-6)
+    assert s["teacher_mutual_info"] == pytest.approx(0.0, abs=1e-6)

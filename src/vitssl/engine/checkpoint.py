@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -10,13 +12,33 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitssl.engine.logging import log
+
+LATEST = "checkpoint.pt"
+ROLLING_PATTERN = re.compile(r"checkpoint-step(\d+)\.pt")
+EPOCH_PATTERN = re.compile(r"checkpoint_epoch(\d+)\.pt")
+
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used; the message names the file and the fix."""
 
 
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (POSIX); a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
-    """Write `payload` to `path` atomically: temp file in the same folder, fsync, rename.
+    """Write `payload` to `path` atomically: temp file in the same folder, fsync, rename, fsync folder.
 
     A crash mid-write leaves the previous checkpoint intact.
     """
@@ -33,7 +55,78 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    fsync_dir(path.parent)
     return path
+
+
+def rolling_name(step: int) -> str:
+    return f"checkpoint-step{step:07d}.pt"
+
+
+def keep_rolling_copy(latest: Path, step: int, keep: int) -> Path | None:
+    """Give `latest` a second name `checkpoint-stepNNNNNNN.pt`, then delete all but the `keep` newest.
+
+    The second name is a hard link (no second write); where the file system has none it is an
+    atomic copy. Epoch snapshots (`checkpoint_epochNNNN.pt`) are never touched. `keep=0` keeps none.
+    """
+    if keep <= 0:
+        return None
+    target = latest.parent / rolling_name(step)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        if tmp.exists():
+            tmp.unlink()
+        try:
+            os.link(latest, tmp)
+        except OSError:  # no hard links here (some network and FAT file systems)
+            shutil.copyfile(latest, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    for old in rolling_checkpoints(latest.parent)[keep:]:
+        old.unlink()
+    fsync_dir(latest.parent)
+    return target
+
+
+def _numbered(folder: Path, pattern: re.Pattern[str]) -> list[Path]:
+    """Files of `folder` whose whole name matches `pattern`, highest number first."""
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := pattern.fullmatch(p.name))]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def rolling_checkpoints(folder: Path) -> list[Path]:
+    """`checkpoint-stepNNNNNNN.pt` files of a run folder, newest first."""
+    return _numbered(folder, ROLLING_PATTERN)
+
+
+def resume_candidates(run_dir: str | Path) -> list[Path]:
+    """Checkpoints of a run folder to resume from, newest first.
+
+    `checkpoint.pt`, then the rolling step checkpoints, then the epoch snapshots: each
+    save writes `checkpoint.pt` before its rolling name, and every epoch end writes a rolling
+    checkpoint at least as new as its snapshot, so this order is newest first.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    latest = [run_dir / LATEST] if (run_dir / LATEST).exists() else []
+    return latest + rolling_checkpoints(run_dir) + _numbered(run_dir, EPOCH_PATTERN)
+
+
+def set_aside_corrupt(path: Path) -> Path:
+    """Rename an unreadable checkpoint to `<name>.corrupt` (or `.corrupt-2`, ...): kept, never resumed."""
+    target, n = path.with_name(path.name + ".corrupt"), 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt-{n}")
+    os.replace(path, target)
+    fsync_dir(path.parent)
+    return target
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -51,6 +144,36 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(payload, dict):
         raise CheckpointError(f"checkpoint '{path}' holds a {type(payload).__name__}, not a vitssl checkpoint dict")
     return payload
+
+
+def load_newest_readable(run_dir: str | Path, map_location: str | torch.device = "cpu",
+                         set_aside: bool = True) -> tuple[Path, dict[str, Any]]:
+    """Load the newest readable checkpoint of a run folder, falling back past unreadable ones.
+
+    Each unreadable file (truncated, corrupt, not a dict) is named with its reason in one
+    warning and, with `set_aside`, renamed to `<name>.corrupt` so it is kept for inspection but
+    never picked again (nor pruned as a rolling checkpoint). Nothing is renamed when no file
+    is readable: then a one-line `CheckpointError` lists what was tried.
+    """
+    run_dir = Path(run_dir)
+    candidates = resume_candidates(run_dir)
+    if not candidates:
+        raise CheckpointError(f"'{run_dir}' holds no checkpoint to resume from: start the run without --resume")
+    bad: list[tuple[Path, CheckpointError]] = []
+    for path in candidates:
+        try:
+            payload = load_checkpoint(path, map_location)
+        except CheckpointError as e:
+            bad.append((path, e))
+            continue
+        if bad:
+            kept = [set_aside_corrupt(p).name if set_aside else p.name for p, _ in bad]
+            log.warning("skipping unreadable checkpoint%s: %s; kept as %s; resuming from the older '%s' instead",
+                        "s" if len(bad) > 1 else "", "; ".join(str(e) for _, e in bad), ", ".join(kept), path)
+        return path, payload
+    tried = ", ".join(p.name for p, _ in bad)
+    raise CheckpointError(f"no readable checkpoint in '{run_dir}' (tried {tried}; first error: {bad[0][1]}): "
+                          "the files are left as they are; start the run again without --resume")
 
 
 def load_matching_state(module: nn.Module, state: dict[str, torch.Tensor], what: str = "model") -> None:

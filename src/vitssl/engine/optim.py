@@ -8,6 +8,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from vitssl.distributed import all_reduce_sum
+
 
 @dataclass
 class OptimConfig:
@@ -66,21 +68,34 @@ def build_optimizer(groups: list[dict], cfg: OptimConfig, device: torch.device) 
 
 
 @torch.no_grad()
-def clip_gradients(params: list[nn.Parameter], max_norm: float, mode: str) -> torch.Tensor | None:
+def clip_gradients(params: list[nn.Parameter], max_norm: float, mode: str,
+                   sharded: bool = False) -> torch.Tensor | None:
     """Clip gradients in place and return the per-tensor (or global) norms before clipping.
 
     `per_tensor` (DINO): every tensor's gradient is scaled by min(1, max_norm / (norm + 1e-6))
-    on its own; norms are computed with one multi-tensor kernel and never leave the device.
-    `global`: torch's clip_grad_norm_ over all tensors.
+    on its own; norms are computed with one multi-tensor kernel and never leave the device
+    (no `.item()` per tensor, unlike DINO's loop).
+    `global`: one norm over all tensors, the same rule as torch's clip_grad_norm_.
+    `sharded` (FSDP): each rank holds a slice of every gradient (a DTensor); the squared norms
+    of the local slices are summed over ranks, so every rank clips with the full tensors' norms.
     """
     grads = [p.grad for p in params if p.grad is not None]
     if not grads or mode == "none" or max_norm <= 0:
         return None
-    if mode == "global":
-        return torch.nn.utils.clip_grad_norm_(params, max_norm)
-    if mode != "per_tensor":
+    if mode not in ("per_tensor", "global"):
         raise ValueError(f"unknown clip_mode '{mode}': choose one of {CLIP_MODES}")
-    norms = torch._foreach_norm(grads, 2.0)
+    if mode == "global" and not sharded:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    if sharded:
+        grads = [g.to_local() if hasattr(g, "to_local") else g for g in grads]
+        squares = torch.stack(torch._foreach_norm(grads, 2.0)).square()
+        norms = list(all_reduce_sum(squares).sqrt().unbind())
+    else:
+        norms = list(torch._foreach_norm(grads, 2.0))
+    if mode == "global":
+        total = torch.stack(norms).square().sum().sqrt()
+        torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+        return total
     coefs = [torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms]
     torch._foreach_mul_(grads, coefs)
     return torch.stack(norms)

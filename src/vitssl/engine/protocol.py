@@ -30,7 +30,12 @@ class StepOutput:
 
 @runtime_checkable
 class Method(Protocol):
-    """A self-supervised method as the trainer sees it (an `nn.Module` holding all its state)."""
+    """A self-supervised method as the trainer sees it (an `nn.Module` holding all its state).
+
+    A step whose loss is not finite is skipped: no `before/after_optimizer_step`. A submodule that
+    accumulates statistics during `training_step` for use after the step (DINO's `Center`)
+    defines `discard_pending()`, which the trainer calls on every submodule of a skipped step.
+    """
 
     def train_transform(self) -> Callable[[Any, torch.Generator], Any]:
         """Per-sample augmentation: (PIL image, generator) -> views."""

@@ -17,13 +17,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from vitssl.data.loaders import AugmentedDataset, EpochBatchSampler, build_train_loader
-from vitssl.distributed import is_main_process, world_size
+from vitssl.distributed import all_reduce_sum, is_main_process, mean_over_ranks, world_size
 from vitssl.engine.checkpoint import (
+    LATEST,
     CheckpointError,
+    keep_rolling_copy,
     load_checkpoint,
-    load_matching_state,
+    load_newest_readable,
     save_checkpoint,
 )
+from vitssl.engine.health import CollapseMonitor
 from vitssl.engine.logging import MetricWriter, log, to_float
 from vitssl.engine.optim import (
     CLIP_MODES,
@@ -32,6 +35,7 @@ from vitssl.engine.optim import (
     clip_gradients,
     decay_groups,
 )
+from vitssl.engine.parallel import ParallelStep
 from vitssl.engine.protocol import Method, StepContext
 from vitssl.engine.schedules import cosine_schedule, scaled_lr
 
@@ -54,15 +58,24 @@ class TrainConfig:
     checkpoint_every_steps: int = 0
     checkpoint_every_minutes: float = 15.0
     save_every_epochs: int = 20
+    keep_checkpoints: int = 2  # rolling checkpoint-stepNNNNNNN.pt files kept beside checkpoint.pt
+    max_nonfinite_steps: int = 5  # consecutive NaN/Inf-loss steps skipped before stopping
+    collapse_min_entropy: float = 0.05  # nats: teacher entropy below this warns of one-prototype collapse
+    collapse_max_kl: float = 0.05  # nats: KL(mean||uniform) and mutual info below this warn of uniform collapse
+    collapse_patience: int = 2  # consecutive log steps a collapse condition must hold before the warning
     tensorboard: bool = True
     progress: bool = True
+    # under torchrun: "ddp" (replicated) or "fsdp" (fully sharded, for large backbones); see docs/distributed.md
+    strategy: str = "ddp"
+    find_unused_parameters: bool = False
+    compile: bool = False
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good state was saved."""
+    """The loss stayed NaN or infinite for `max_nonfinite_steps` steps; the last good state was saved."""
 
 
 class TrainingInterrupted(RuntimeError):
@@ -141,6 +154,8 @@ class Trainer:
         self.device = resolve_device(train.device)
         self.precision = resolve_precision(train.precision, self.device)
         self.method = method.to(self.device)
+        self.parallel = ParallelStep(method, self.device, train.strategy, train.find_unused_parameters,
+                                     train.compile, self.precision)
         self.dataset = AugmentedDataset(dataset, method.train_transform(), train.seed)
         groups = decay_groups(method.trainable_parameters(), optim.no_weight_decay_names)
         self.params = [p for g in groups for p in g["params"]]
@@ -161,6 +176,9 @@ class Trainer:
         self._last_save = time.monotonic()
         self._stop_signal: int | None = None
         self._loader: DataLoader | None = None
+        self.skipped_steps = 0  # non-finite-loss steps skipped over the whole run (kept in checkpoints)
+        self._nonfinite_streak = 0
+        self.collapse = CollapseMonitor(train.collapse_min_entropy, train.collapse_max_kl, train.collapse_patience)
 
     # -- schedules -------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -183,24 +201,39 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "config": self.config,
-            "method": self.method.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "method": self.parallel.method_state_dict(),
+            "optimizer": self.parallel.optimizer_state_dict(self.optimizer),
             "scaler": self.scaler.state_dict(),
             "step": self.step,
             "epoch": self.step // self.steps_per_epoch,
             "steps_per_epoch": self.steps_per_epoch,
+            "skipped_steps": self.skipped_steps,
             "rng": rng_state(),
         }
 
-    def save(self, name: str = "checkpoint.pt") -> Path | None:
+    def save(self, name: str = LATEST) -> Path | None:
+        """Write a checkpoint atomically; saving the latest also keeps `train.keep_checkpoints` rolling ones."""
         self._last_save = time.monotonic()
+        if not (is_main_process() or self.parallel.sharded):
+            return None
+        state = self.state_dict()  # with FSDP a collective: every rank gathers, rank 0 writes
         if not is_main_process():
             return None
-        return save_checkpoint(self.state_dict(), self.run_dir / name)
+        path = save_checkpoint(state, self.run_dir / name)
+        if name == LATEST:
+            keep_rolling_copy(path, self.step, self.cfg.keep_checkpoints)
+        return path
 
     def resume(self, path: str | Path) -> None:
-        """Restore everything a checkpoint holds, so the run continues on the same path."""
-        ckpt = load_checkpoint(path, map_location=self.device)
+        """Restore everything a checkpoint holds, so the run continues on the same path.
+
+        `path` is a checkpoint file (loaded as is) or a run folder: then the newest readable of
+        `checkpoint.pt`, the rolling and the epoch checkpoints, unreadable ones renamed `*.corrupt`.
+        """
+        if Path(path).is_dir():
+            path, ckpt = load_newest_readable(path, map_location=self.device, set_aside=is_main_process())
+        else:
+            ckpt = load_checkpoint(path, map_location=self.device)
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"'{path}' is not a vitssl training checkpoint (format {ckpt.get('format')!r})")
         if ckpt["steps_per_epoch"] != self.steps_per_epoch:
@@ -208,10 +241,11 @@ class Trainer:
                 f"'{path}' was written with {ckpt['steps_per_epoch']} steps per epoch, this run has "
                 f"{self.steps_per_epoch}: resume with the same data, batch size and accum_steps"
             )
-        load_matching_state(self.method, ckpt["method"], "method")
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.parallel.load_method_state(ckpt["method"])
+        self.parallel.load_optimizer_state(self.optimizer, ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
+        self.skipped_steps = int(ckpt.get("skipped_steps", 0))
         set_rng_state(ckpt["rng"])
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.step // self.steps_per_epoch)
 
@@ -249,29 +283,75 @@ class Trainer:
         lr, wd = self._apply_schedules()
         self.method.train()
         sums: dict[str, torch.Tensor | float] = {}
-        for batch in micro_batches:
-            with self._autocast():
-                out = self.method.training_step(self._to_device(batch), ctx)
-            if not torch.isfinite(out.loss.detach()).item():
-                self.save()
-                raise TrainingDiverged(
-                    f"loss is {to_float(out.loss)} at step {self.step}: the state before this step is saved in "
-                    f"{self.run_dir / 'checkpoint.pt'}; lower optim.lr, use train.precision=fp32 or bf16, or lower "
-                    "the teacher temperature, then continue with --resume"
-                )
-            self.scaler.scale(out.loss / len(micro_batches)).backward()
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
+        for i, batch in enumerate(micro_batches):
+            sync = i == len(micro_batches) - 1  # DDP/FSDP reduce gradients on the last micro-batch only
+            with self.parallel.gradient_sync(sync), self._autocast():
+                out = self.parallel.training_step(self._to_device(batch), ctx)
+            finite &= torch.isfinite(out.loss.detach())
+            with self.parallel.gradient_sync(sync):
+                self.scaler.scale(out.loss / len(micro_batches)).backward()
             for key, value in {"loss": out.loss, **out.metrics}.items():
                 value = value.detach() if isinstance(value, torch.Tensor) else value
                 sums[key] = sums.get(key, 0.0) + value / len(micro_batches)
+        if not self._all_finite(finite):
+            return {**sums, "lr": lr, "weight_decay": wd, **self._skip_nonfinite_step(sums["loss"])}
+        self._nonfinite_streak = 0
         self.scaler.unscale_(self.optimizer)
-        clip_gradients(self.params, self.optim_cfg.clip_grad, self.optim_cfg.clip_mode)
+        clip_gradients(self.params, self.optim_cfg.clip_grad, self.optim_cfg.clip_mode, self.parallel.sharded)
         self.method.before_optimizer_step(ctx)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.method.after_optimizer_step(ctx)
         self.step += 1
-        return {**sums, "lr": lr, "weight_decay": wd}
+        return {**sums, "lr": lr, "weight_decay": wd, "skipped_steps": self.skipped_steps}
+
+    # -- non-finite losses -----------------------------------------------------------------
+    def _all_finite(self, finite: torch.Tensor) -> bool:
+        """Did every micro-batch on every rank give a finite loss? The step's one host-device sync.
+
+        Checked once, after all backward passes (under DDP a rank must not skip a backward the
+        others run); the `.item()` makes the host wait for the backward to finish before it
+        queues the optimizer step: some lost launch overlap, no extra compute.
+        """
+        return not bool(all_reduce_sum((~finite).float()).item())
+
+    def _skip_nonfinite_step(self, loss: torch.Tensor | float) -> dict[str, float]:
+        """Skip a step whose loss is NaN/Inf: no optimizer step, EMA or center update; count it.
+
+        Gradients are zeroed and statistics a module accumulated during the forward pass are
+        dropped (any submodule with `discard_pending()`, e.g. DINO's `Center`). The step counter
+        still advances, so data order and schedules stay those of an uninterrupted run.
+        After `train.max_nonfinite_steps` in a row, save and raise `TrainingDiverged`.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        for module in self.method.modules():
+            discard = getattr(module, "discard_pending", None)
+            if callable(discard):
+                discard()
+        self.skipped_steps += 1
+        self._nonfinite_streak += 1
+        limit = max(1, self.cfg.max_nonfinite_steps)
+        value = to_float(loss)
+        log.warning("step %d: loss is %s, step skipped (%d in a row, %d in total; stopping after %d in a row)",
+                    self.step, value, self._nonfinite_streak, self.skipped_steps, limit)
+        self.step += 1
+        if self._nonfinite_streak >= limit:
+            self._diverged(value)
+        return {"skipped_steps": self.skipped_steps}
+
+    def _diverged(self, value: float) -> None:
+        """Save the last good state (skipped steps change no weights) and stop, naming the fixes."""
+        first = self.step - self._nonfinite_streak
+        self.save()
+        raise TrainingDiverged(
+            f"loss was {value} at {self._nonfinite_streak} steps in a row ({first} to {self.step - 1}; "
+            f"train.max_nonfinite_steps={self.cfg.max_nonfinite_steps}): the weights of the last good step are "
+            f"saved in {self.run_dir / LATEST}; lower optim.lr, use train.precision=fp32 (or bf16 rather than "
+            "fp16) so the head runs in float32, or lower the teacher temperature (method.teacher_temp), "
+            "then continue with --resume"
+        )
 
     def _handle_signal(self, signum: int, _frame: Any) -> None:
         """First Ctrl-C / SIGTERM: finish the current step, save, stop. A second Ctrl-C aborts."""
@@ -315,8 +395,10 @@ class Trainer:
                 metrics["epoch"] = epoch
                 bar.update(1)
                 if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
-                    metrics = {k: to_float(v) for k, v in metrics.items()}  # the only reads of step tensors
+                    metrics = mean_over_ranks(metrics)  # the only reads of step tensors
                     writer.write(self.step, metrics)
+                    if is_main_process():
+                        self.collapse.check(self.step, metrics)
                     bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
                                     img_s=f"{metrics['images_per_s']:.0f}")
                 self._maybe_checkpoint()
@@ -334,5 +416,6 @@ class Trainer:
     def _maybe_checkpoint(self) -> None:
         every = self.cfg.checkpoint_every_steps
         minutes = self.cfg.checkpoint_every_minutes
-        if (every and self.step % every == 0) or (minutes and time.monotonic() - self._last_save > 60 * minutes):
+        due_by_time = bool(minutes) and time.monotonic() - self._last_save > 60 * minutes
+        if (every and self.step % every == 0) or self.parallel.agree(due_by_time):
             self.save()

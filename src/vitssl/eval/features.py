@@ -13,7 +13,10 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
+
+from vitssl.distributed import gather_rank_shards, rank, world_size
 
 
 def _block_features(backbone: nn.Module, images: torch.Tensor, n_last_blocks: int,
@@ -71,3 +74,19 @@ def extract_features(
     if not feats:
         raise ValueError("the loader yielded no batches: nothing to extract features from")
     return torch.cat(feats), torch.cat(labels)
+
+
+def rank_shard(dataset: Dataset) -> Dataset:
+    """This rank's share of `dataset` for feature extraction: items rank, rank + W, ...
+
+    Every item is read by exactly one rank (no padding, unlike DistributedSampler, so nothing
+    is counted twice); `gather_features` puts the rows back in dataset order.
+    """
+    if world_size() == 1:
+        return dataset
+    return Subset(dataset, range(rank(), len(dataset), world_size()))  # type: ignore[arg-type]
+
+
+def gather_features(feats: torch.Tensor, labels: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every rank's `rank_shard` features and labels, gathered on every rank in dataset order."""
+    return gather_rank_shards(feats, total), gather_rank_shards(labels, total)

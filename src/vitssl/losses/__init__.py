@@ -1,7 +1,7 @@
 """Objectives, one per module."""
 
 from vitssl.losses.center import Center
-from vitssl.losses.dino import DINOLoss, multicrop_cross_entropy
+from vitssl.losses.dino import DINOLoss, multicrop_cross_entropy, teacher_statistics
 from vitssl.losses.mae import (
     MAELoss,
     masked_mse,
@@ -20,5 +20,6 @@ __all__ = [
     "normalized_pixel_target",
     "patchify",
     "random_masking",
+    "teacher_statistics",
     "unpatchify",
 ]

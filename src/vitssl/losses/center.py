@@ -39,3 +39,7 @@ class Center(nn.Module):
         batch_center = all_reduce_mean(self._sum / self._count)
         self.center.mul_(self.momentum).add_(batch_center, alpha=1 - self.momentum)
         self._sum, self._count = None, 0
+
+    def discard_pending(self) -> None:
+        """Forget the statistics accumulated this step (the trainer skipped it: non-finite loss)."""
+        self._sum, self._count = None, 0

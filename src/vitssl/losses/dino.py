@@ -29,6 +29,26 @@ def multicrop_cross_entropy(teacher_probs: torch.Tensor, student_logprobs: torch
     return ce[keep].mean()
 
 
+@torch.no_grad()
+def teacher_statistics(teacher_probs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Collapse diagnostics of teacher distributions (..., K), in nats (DINO section 5.3).
+
+    - `teacher_entropy`: mean per-sample entropy, 0 when each output is one-hot, log K when uniform;
+    - `teacher_kl_uniform`: KL(batch-mean distribution || uniform) = log K - H(mean), log K when
+      every sample picks the same prototype, 0 when the batch spreads evenly over prototypes;
+    - `teacher_mutual_info`: H(mean) - mean per-sample entropy, what the output says about which
+      image was seen; 0 in both collapses (every image gets the same distribution).
+    Tensors, so reading them costs no host-device sync until the trainer logs.
+    """
+    probs = teacher_probs.float().reshape(-1, teacher_probs.shape[-1])
+    entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean()
+    mean = probs.mean(0)
+    mean_entropy = -(mean * torch.log(mean.clamp_min(1e-12))).sum()
+    log_k = torch.log(torch.tensor(float(probs.shape[-1]), device=probs.device))
+    return {"teacher_entropy": entropy, "teacher_kl_uniform": log_k - mean_entropy,
+            "teacher_mutual_info": mean_entropy - entropy}
+
+
 class DINOLoss(nn.Module):
     """Cross-entropy between centred, sharpened teacher and student distributions.
 

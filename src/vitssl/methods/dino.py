@@ -19,7 +19,7 @@ from vitssl.engine.ema import ema_update
 from vitssl.engine.protocol import StepContext, StepOutput
 from vitssl.engine.schedules import cosine_schedule, teacher_temperature
 from vitssl.heads import DINOHead, DINOHeadConfig
-from vitssl.losses import DINOLoss
+from vitssl.losses import DINOLoss, teacher_statistics
 from vitssl.methods.views import resolution_groups
 
 
@@ -98,9 +98,7 @@ class DINO(nn.Module):
         student_logits = self.student(views)
         probs = self.loss.teacher_probs(teacher_logits, temp)
         loss = self.loss(student_logits, teacher_logits, temp, teacher_probs=probs)
-        with torch.no_grad():
-            entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean()
-        return StepOutput(loss, {"teacher_temp": temp, "teacher_entropy": entropy,
+        return StepOutput(loss, {"teacher_temp": temp, **teacher_statistics(probs),
                                  "center_norm": self.loss.center.center.norm()})
 
     def before_optimizer_step(self, ctx: StepContext) -> None:

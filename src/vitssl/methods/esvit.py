@@ -22,7 +22,7 @@ from vitssl.engine.ema import ema_update
 from vitssl.engine.protocol import StepContext, StepOutput
 from vitssl.engine.schedules import cosine_schedule, teacher_temperature
 from vitssl.heads import DINOHead, DINOHeadConfig
-from vitssl.losses import DINOLoss
+from vitssl.losses import DINOLoss, teacher_statistics
 from vitssl.losses.esvit import RegionLoss
 from vitssl.methods.views import resolution_groups
 
@@ -84,6 +84,8 @@ class EsViT(nn.Module):
     def __init__(self, cfg: EsViTConfig, backbone: BackboneConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        # the region head gets no gradient before region_start_epoch: DDP must look for unused parameters
+        self.find_unused_parameters = not (cfg.region_weight > 0 and cfg.region_start_epoch == 0)
         self.student = EsViTNetwork(create_backbone(backbone), cfg)
         self.teacher = EsViTNetwork(create_backbone(replace(backbone, drop_path_rate=0.0)), cfg)
         self.teacher.load_state_dict(self.student.state_dict())
@@ -125,8 +127,7 @@ class EsViT(nn.Module):
             metrics["region_loss"] = region_loss.detach()
         else:
             loss = view_loss
-        with torch.no_grad():
-            metrics["teacher_entropy"] = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean()
+        metrics.update(teacher_statistics(probs))
         return StepOutput(loss, metrics)
 
     # -- optimisation --------------------------------------------------------------------

@@ -24,7 +24,7 @@ from vitssl.engine.schedules import cosine_schedule, teacher_temperature
 from vitssl.heads import DINOHead, DINOHeadConfig
 from vitssl.heads.patch_aggregator import PatchAggregator
 from vitssl.losses.center import Center
-from vitssl.losses.dino import multicrop_cross_entropy
+from vitssl.losses.dino import multicrop_cross_entropy, teacher_statistics
 from vitssl.losses.selfpatch import (
     BORDER_MODES,
     PatchLoss,
@@ -173,10 +173,8 @@ class SelfPatch(nn.Module):
                    for s, t in zip(s_groups, t_groups)]
         patch_loss = self.patch_loss(s_patch, t_patch, temp)
         loss = image_loss + cfg.patch_loss_weight * patch_loss
-        with torch.no_grad():
-            entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean()
         return StepOutput(loss, {"image_loss": image_loss.detach(), "patch_loss": patch_loss.detach(),
-                                 "teacher_temp": temp, "teacher_entropy": entropy})
+                                 "teacher_temp": temp, **teacher_statistics(probs)})
 
     # -- optimisation --------------------------------------------------------------------
     def trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
