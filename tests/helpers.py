@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
 import torch
 from PIL import Image
 
-from vitssl.config import load_config, to_objects
+from vitssl.config import load_config, to_container, to_objects
+from vitssl.engine.checkpoint import save_checkpoint
+from vitssl.engine.trainer import CHECKPOINT_FORMAT
 from vitssl.methods import build_method, method_configs
 
 TINY_BACKBONE = dict(name="vit_tiny", patch_size=4, img_size=16, embed_dim=32, depth=2, num_heads=2,
@@ -25,6 +33,24 @@ TINY_METHOD_OVERRIDES = {
     "mae": ["method.decoder.depth=1", "method.decoder.embed_dim=16", "method.decoder.num_heads=2",
             "method.crop.size=16"],
 }
+TINY_METHOD_OVERRIDES["mae-distill"] = TINY_METHOD_OVERRIDES["mae"]  # plus the teacher: tiny_mae_teacher()
+
+
+@lru_cache(maxsize=None)
+def tiny_mae_teacher(embed_dim: int = 48, num_heads: int = 3) -> Path:
+    """An untrained tiny MAE run's checkpoint.pt (patch 4, 16 px, depth 2; by default wider and
+    with more heads than TINY_BACKBONE), written once per session, for mae-distill's teacher."""
+    overrides = [*tiny_overrides(method="mae"), "method.name=mae", f"backbone.embed_dim={embed_dim}",
+                 f"backbone.num_heads={num_heads}"]
+    cfg = load_config(None, overrides, method_configs())
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        objs = to_objects(cfg)
+        method = build_method(objs.method, objs.backbone)
+    folder = Path(tempfile.mkdtemp(prefix="vitssl-teacher-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    payload = {"format": CHECKPOINT_FORMAT, "config": to_container(cfg), "method": method.state_dict()}
+    return save_checkpoint(payload, folder / "checkpoint.pt")
 
 
 def preset_method(preset: str) -> str:
@@ -44,6 +70,7 @@ def tiny_overrides(data: str = "mnist", method: str | None = None, preset: str |
         f"data.path={data}",
         *[f"backbone.{k}={v}" for k, v in TINY_BACKBONE.items() if k != "name"],
         *TINY_METHOD_OVERRIDES.get(method, _TINY_DINO_FAMILY),
+        *([f"method.teacher={tiny_mae_teacher()}"] if method == "mae-distill" else []),
         "train.batch_size=8", "train.epochs=1", "train.max_steps_per_epoch=2", "train.num_workers=0",
         "train.progress=false", "train.tensorboard=false", "train.log_every=1", "train.device=cpu",
         "train.precision=fp32", "optim.warmup_epochs=0",

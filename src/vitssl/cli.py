@@ -23,8 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitssl", description="Self-supervised pre-training of vision transformers.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="short DINO pre-training of a tiny ViT on built-in data, then k-NN")
-    demo.add_argument("--out", default=None, help="run folder (default: ./demo_run, or demo_run-N if taken)")
+    demo = sub.add_parser("demo", help="short pre-training of a tiny ViT on built-in data: DINO then k-NN, "
+                                        "or MAE then held-out reconstructions")
+    demo.add_argument("--method", default="dino", choices=["dino", "mae"],
+                      help="dino: 20-NN before/after; mae: masked-patch loss before/after and a reconstruction grid")
+    demo.add_argument("--out", default=None, help="run folder (default: ./demo_run or ./demo_mae_run, -N if taken)")
     demo.add_argument("--dataset", default="mnist", choices=["mnist", "digits", "shapes"])
     demo.add_argument("--epochs", type=int, default=None, help="override the demo's epoch count")
     demo.add_argument("--seed", type=int, default=0)
@@ -36,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--method", default=None, help="method name (sets method.name)")
     pre.add_argument("--backbone", default=None, help="backbone name, e.g. vit_small (sets backbone.name)")
     pre.add_argument("--data", default=None, help="image folder, or a built-in set: mnist, digits, shapes")
+    pre.add_argument("--teacher", default=None, metavar="CHECKPOINT",
+                     help="mae-distill: the frozen MAE teacher, a run folder or .pt (sets method.teacher)")
     pre.add_argument("--out", default=None, help="run folder for config, checkpoints and logs")
     pre.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
     pre.add_argument("overrides", nargs="*", help="key=value config overrides")
@@ -65,6 +70,32 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--epochs", type=int, default=100)
             p.add_argument("--lr", type=float, default=None, help="default 0.001 x batch/256")
             p.add_argument("--lrs", type=float, nargs="+", default=None, help="sweep these lrs, keep the best")
+            p.add_argument("--batchnorm", action="store_true",
+                           help="MAE linear probe: BatchNorm1d(affine=False) before the Linear layer "
+                                "(MAE probes the CLS token: add --n-last-blocks 1)")
+
+    ft = evsub.add_parser("finetune", help="end-to-end fine-tuning with layer-wise lr decay (MAE / MAE-Lite recipes)",
+                          epilog="Recipe fields can be overridden as key=value, e.g. layer_decay=0.75 hflip=0 "
+                                 "mixup=0. Recipes: mae_lite_impr, mae, transfer.")
+    ft.add_argument("--checkpoint", default=None, help="run folder or checkpoint .pt (with --scratch: only its architecture)")
+    ft.add_argument("--train", required=True, help="labelled train images (ImageFolder) or a built-in set")
+    ft.add_argument("--val", required=True, help="labelled validation images or a built-in set")
+    ft.add_argument("--recipe", default="mae_lite_impr", help="mae_lite_impr | mae | transfer")
+    ft.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
+    ft.add_argument("--lr", type=float, default=None, help="peak lr (default: recipe blr x batch/256)")
+    ft.add_argument("--batch-size", type=int, default=None, help="default: the recipe's, capped at the train size")
+    ft.add_argument("--scratch", action="store_true", help="random initialisation instead of pre-trained weights")
+    ft.add_argument("--backbone-config", default=None, help="with --scratch: preset, YAML or checkpoint giving the architecture")
+    ft.add_argument("--train-fraction", type=float, default=None, help="fine-tune on this fraction of each class")
+    ft.add_argument("--samples-per-class", type=int, default=None, help="fine-tune on N images per class")
+    ft.add_argument("--out", default=None, help="results JSON (default: next to the checkpoint)")
+    ft.add_argument("--image-size", type=int, default=None, help="crop size (default: the training crop size)")
+    ft.add_argument("--resize-size", type=int, default=None, help="val: short side before the centre crop")
+    ft.add_argument("--seed", type=int, default=0, help="labelled subset, initialisation and data order")
+    ft.add_argument("--num-workers", type=int, default=4)
+    ft.add_argument("--device", default="auto")
+    ft.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
+    ft.add_argument("overrides", nargs="*", help="recipe key=value overrides")
 
     seg = evsub.add_parser("segmentation", help="linear (1x1 conv) probe on frozen patch features: mIoU, pixel accuracy")
     seg.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
@@ -155,7 +186,24 @@ def build_parser() -> argparse.ArgumentParser:
                     help="safetensors, or timm: a torch state dict (.pth)")
     ex.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
 
+    imp = sub.add_parser("import", help="convert an original DINO / EsViT / SelfPatch / MAE-Lite checkpoint",
+                         epilog="Sizes are read off the weights; overrides (key=value) fix what is not in them, "
+                                "e.g. backbone.num_heads=6. See docs/checkpoints.md.")
+    imp.add_argument("--from", dest="source", required=True, choices=["dino", "esvit", "selfpatch", "mae-lite"])
+    imp.add_argument("--checkpoint", required=True, help="the original .pth file")
+    imp.add_argument("--out", required=True, help="run folder (gets checkpoint.pt + config.yaml) or a .pt file")
+    imp.add_argument("overrides", nargs="*", help="key=value config overrides")
+
     sub.add_parser("presets", help="list the packaged config presets")
+    rec = sub.add_parser("recipes", help="every preset with its method, backbone, paper, target numbers and compute")
+    rec.add_argument("names", nargs="*", help="only these presets (default: all)")
+    rep = sub.add_parser("report", help="one self-contained HTML page about a run: config, curves, results, pictures")
+    rep.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by vitssl pretrain")
+    rep.add_argument("--images", default=None, help="images for the attention maps (default: the run's data)")
+    rep.add_argument("--limit", type=int, default=4, help="attention maps / correspondences for this many images")
+    rep.add_argument("--image-size", type=int, default=None, help="for the pictures (default: the training crop size)")
+    rep.add_argument("--no-pictures", action="store_true", help="skip attention maps and correspondences")
+    rep.add_argument("--out", default=None, help="HTML file (default: RUN_DIR/report/report.html)")
     show = sub.add_parser("config", help="print the resolved config of a preset with overrides")
     show.add_argument("--config", default=None)
     show.add_argument("overrides", nargs="*")
@@ -170,6 +218,8 @@ def _pretrain_overrides(args: argparse.Namespace) -> list[str]:
         extra.append(f"backbone.name={args.backbone}")
     if args.data:
         extra.append(f"data.path={args.data}")
+    if getattr(args, "teacher", None):
+        extra.append(f"method.teacher={args.teacher}")
     return extra + list(args.overrides)
 
 
@@ -193,6 +243,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.protocol in ("segmentation", "video-segmentation"):
         return cmd_dense_eval(args)
+    if args.protocol == "finetune":
+        return cmd_finetune(args)
     common = dict(image_size=args.image_size, resize_size=args.resize_size, device=args.device, batch_size=args.batch_size,
                   num_workers=args.num_workers, which=args.backbone)
     if args.protocol == "knn":
@@ -200,11 +252,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(format_knn_table({int(k): v for k, v in results["results"].items()}))
     else:
         results = run_linear(args.checkpoint, args.train, args.val, n_last_blocks=args.n_last_blocks,
-                             avgpool_patchtokens=args.avgpool, epochs=args.epochs, lr=args.lr, lrs=args.lrs, **common)
+                             avgpool_patchtokens=args.avgpool, epochs=args.epochs, lr=args.lr, lrs=args.lrs,
+                             batchnorm=args.batchnorm, **common)
         print(f"linear probe top-1 {results['top1']:.4f}  top-5 {results['top5']:.4f}  (lr {results['best_lr']:.2e})")
     ckpt = Path(args.checkpoint)
     default = (ckpt if ckpt.is_dir() else ckpt.parent) / f"eval_{args.protocol}.json"
     print(f"saved {save_results(results, args.out or default)}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from vitssl.evaluate import run_finetune, save_results
+
+    if args.checkpoint is None and args.out is None:
+        raise ValueError("without --checkpoint there is no run folder to write into: pass --out RESULTS.json")
+    r = run_finetune(args.checkpoint, args.train, args.val, recipe=args.recipe, overrides=list(args.overrides),
+                     epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, scratch=args.scratch,
+                     backbone_config=args.backbone_config, train_fraction=args.train_fraction,
+                     samples_per_class=args.samples_per_class, image_size=args.image_size,
+                     resize_size=args.resize_size, device=args.device, seed=args.seed,
+                     num_workers=args.num_workers, which=args.backbone)
+    print(f"fine-tuning ({r['recipe']}{', from scratch' if r['scratch'] else ''}) on {r['train_images']} images: "
+          f"val top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  (best top-1 {r['best_top1']:.4f}, lr {r['lr']:.2e})")
+    if args.out is None:
+        ckpt = Path(args.checkpoint)
+        name = "eval_finetune_scratch.json" if args.scratch else "eval_finetune.json"
+        args.out = (ckpt if ckpt.is_dir() else ckpt.parent) / name
+    print(f"saved {save_results(r, args.out)}")
     return 0
 
 
@@ -231,6 +305,12 @@ def cmd_dense_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.method == "mae":
+        from vitssl.demo_mae import run_mae_demo
+
+        out = Path(args.out) if args.out else _free_folder(Path("demo_mae_run"))
+        run_mae_demo(out=out, dataset=args.dataset, epochs=args.epochs, seed=args.seed)
+        return 0
     from vitssl.demo import run_demo
 
     out = Path(args.out) if args.out else _free_folder(Path("demo_run"))
@@ -305,6 +385,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from vitssl.convert import import_checkpoint
+
+    r = import_checkpoint(args.source, args.checkpoint, args.out, list(args.overrides))
+    print(f"imported {args.source} weights into {r.path} ({r.config.method.name}, {r.config.backbone.name})")
+    if r.fresh:
+        parts = sorted({".".join(k.split(".")[:2]) for k in r.fresh})
+        print(f"  not in the original, freshly initialised: {', '.join(parts)}")
+    print(f"  evaluate: vitssl eval knn --checkpoint {r.path} ...; continue: vitssl pretrain ... init_from={r.path}")
+    return 0
+
+
 def cmd_presets(_: argparse.Namespace) -> int:
     from vitssl.config import preset_names
 
@@ -320,8 +412,25 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recipes(args: argparse.Namespace) -> int:
+    from vitssl.recipes import format_recipes
+
+    print(format_recipes(args.names or None))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from vitssl.report import build_report
+
+    path = build_report(args.run_dir, images=args.images, limit=args.limit, pictures=not args.no_pictures,
+                        out=args.out, image_size=args.image_size)
+    print(f"report written to {path} (figures as PNG in {Path(args.run_dir) / 'report'})")
+    return 0
+
+
 COMMANDS = {"pretrain": cmd_pretrain, "eval": cmd_eval, "demo": cmd_demo, "presets": cmd_presets,
-            "config": cmd_config, "analyze": cmd_analyze, "benchmark": cmd_benchmark, "export": cmd_export}
+            "config": cmd_config, "analyze": cmd_analyze, "benchmark": cmd_benchmark, "export": cmd_export,
+            "recipes": cmd_recipes, "report": cmd_report, "import": cmd_import}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,9 +26,14 @@ DEFAULT_METHOD = "dino"
 
 @dataclass
 class DataConfig:
-    """Training images: a built-in data set name (mnist, digits, shapes) or an image folder."""
+    """Training images: a built-in data set name (mnist, digits, shapes) or an image folder.
+
+    `max_image_pixels`: larger images are skipped and reported (None: PIL's decompression-bomb
+    limit, about 89.5M pixels; 0: no limit).
+    """
 
     path: str = ""
+    max_image_pixels: int | None = None
 
 
 @dataclass

@@ -136,8 +136,19 @@ def test_bad_files_are_skipped_with_one_warning_each(tmp_path):
     assert all("\n" not in str(w.message) for w in bad)
     assert len(first) == len(second) == 5
     assert all(img.mode == "RGB" and img.size == SIZE for img, _ in first + second)
-    # a bad sample is replaced by the next readable one
-    assert [pixel(img) for img, _ in second] == [(255, 0, 0), (0, 255, 0), (0, 255, 0), (0, 0, 255), (0, 0, 255)]
+    # good samples are themselves; a bad one is replaced by a readable one drawn with a generator
+    # seeded by its index: the same in every pass and in a fresh data set
+    good = set(colours.values())
+    assert [pixel(img) for img, _ in second][0::2] == [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    assert all(pixel(img) in good for img, _ in second)
+    assert [pixel(img) for img, _ in first] == [pixel(img) for img, _ in second]
+    fresh = ImageFolderDataset(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnreadableImageWarning)
+        assert [pixel(fresh[i][0]) for i in (3, 1)] == [pixel(second[i][0]) for i in (3, 1)]
+    report = ds.skip_report()
+    assert report.count == 2 and report.by_reason() == {"truncated": 1, "not an image": 1}
+    assert report.substitutions == 4  # two passes over two bad files
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
@@ -145,7 +156,7 @@ def test_bad_last_image_wraps_around(tmp_path):
     save(tmp_path / "a.png", (1, 2, 3))
     (tmp_path / "z.png").write_bytes(b"\x89PNG broken")
     ds = ImageFolderDataset(tmp_path)
-    with pytest.warns(UnreadableImageWarning):
+    with pytest.warns(UnreadableImageWarning, match="not an image"):
         assert pixel(ds[1][0]) == (1, 2, 3)
     assert pixel(ds[-1][0]) == (1, 2, 3)
 

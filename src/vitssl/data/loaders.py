@@ -8,11 +8,13 @@ travels with the key, one loader with persistent workers serves the whole run.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from vitssl.data import folder_dataset
 from vitssl.distributed import rank, world_size
 
 _MIX = 0x9E3779B97F4A7C15
@@ -49,8 +51,9 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
     """
 
     def __init__(self, num_samples: int, batch_size: int, seed: int, epoch: int = 0, start_batch: int = 0,
-                 max_batches: int = 0) -> None:
+                 max_batches: int = 0, on_epoch: Callable[[int], None] | None = None) -> None:
         self.num_samples, self.batch_size, self.seed, self.max_batches = num_samples, batch_size, seed, max_batches
+        self.on_epoch = on_epoch
         self.set_epoch(epoch, start_batch)
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
@@ -65,10 +68,28 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         return max(self.num_batches() - self.start_batch, 0)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        if self.on_epoch is not None:
+            self.on_epoch(self.epoch)
         g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, -1))
         order = torch.randperm(self.num_samples, generator=g)[rank() :: world_size()].tolist()
         for b in range(self.start_batch, self.num_batches()):
             yield [(self.epoch, i) for i in order[b * self.batch_size : (b + 1) * self.batch_size]]
+
+
+class SkipMonitor:
+    """Logs, at the start of each epoch (main process), images skipped since the last report."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.folder = folder_dataset(dataset)
+        self.reported = 0
+
+    def __call__(self, epoch: int) -> None:
+        if self.folder is None or not self.folder._status.any():
+            return
+        report = self.folder.skip_report()
+        if report.count > self.reported:
+            logging.getLogger("vitssl").warning("before epoch %d: %s", epoch + 1, report.message())
+            self.reported = report.count
 
 
 def build_train_loader(
@@ -83,8 +104,10 @@ def build_train_loader(
     """The run's loader; set the epoch with `loader.batch_sampler.set_epoch(...)` before `iter`.
 
     Its own generator keeps worker seeding off the global RNG; workers persist across epochs.
+    Images an image folder skipped (in any worker) are logged once, at the next epoch's start.
     """
-    sampler = EpochBatchSampler(len(dataset), batch_size, seed, max_batches=max_batches)
+    sampler = EpochBatchSampler(len(dataset), batch_size, seed, max_batches=max_batches,
+                                on_epoch=SkipMonitor(dataset))
     return DataLoader(
         dataset,
         batch_sampler=sampler,
