@@ -1,0 +1,54 @@
+"""benchmarks/pretrain_step.py in its tiny CPU mode: every method runs, the table and JSON are complete."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pretrain_step.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("pretrain_step", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def check_rows(bench, rows, expected):
+    assert [(r["method"].removesuffix(" (tiny)"), r["input"], r["aug"]) for r in rows] == expected
+    for r in rows:
+        assert set(r) == set(bench.FIELDS)
+        assert r["images_per_s"] > 0 and r["step_ms"] > 0 and r["data_ms"] >= 0
+        assert r["gflop_per_image"] > 0 and r["mfu"] > 0 and math.isfinite(r["mfu"])
+        assert r["peak_gib"] is None and r["device"] == "cpu" and r["precision"] == "fp32" and r["batch"] == 4
+
+
+def test_tiny_cpu_run_of_every_method_writes_table_and_json(bench, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    result = bench.main(["--device", "cpu", "--steps", "2", "--tiny", "--json", str(out)])
+    labels = [s.label for s in bench.SETUPS.values()]
+    check_rows(bench, result["rows"], [(label, source, aug) for label in labels
+                                       for source, aug in (("synthetic", "-"), ("jpeg", "gpu"))])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["matmul_tflops"] > 0 and result["tiny"] and result["steps"] == 2
+    table = capsys.readouterr().out
+    assert table.startswith("| method | input | aug | batch | images_per_s | step_ms | data_ms | peak_gib |")
+    assert table.count("(tiny) |") == 8
+
+
+def test_cpu_loader_path(bench):
+    result = bench.main(["--device", "cpu", "--steps", "2", "--tiny", "--methods", "dino", "--input", "jpeg",
+                         "--aug", "cpu", "--workers", "0"])
+    check_rows(bench, result["rows"], [("DINO ViT-S/16", "jpeg", "cpu")])
+
+
+def test_bad_method_name_fails_with_the_choices(bench):
+    with pytest.raises(SystemExit):
+        bench.main(["--methods", "dino,moco", "--tiny"])
