@@ -1,0 +1,387 @@
+"""`vitssl report RUN_DIR`: one self-contained HTML page about a run.
+
+The page shows the resolved config, the curves logged in `metrics.jsonl` (loss, schedules,
+other metrics, throughput and memory), the evaluation results saved as JSON in the run folder
+(`eval_knn.json`, `eval_linear.json`, `eval_segmentation.json`,
+`video_segmentation/video_segmentation.json`, the demo's `results.json`), last-layer attention
+maps of a few images (ViT backbones) and, for EsViT, region correspondences. Figures are PNG
+files in `RUN_DIR/report/` and are also embedded in the page as base64, so the page needs no
+other file. Parts that do not apply (no checkpoint, a Swin without image-wide attention,
+images that cannot be read) are skipped with a note on the page, never an error.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from vitssl.engine.logging import read_metrics
+
+SKIP_KEYS = {"step", "epoch"}
+SCHEDULE_KEYS = ("lr", "weight_decay", "teacher_temp", "momentum")
+RESULT_FILES = ("eval_knn.json", "eval_linear.json", "eval_segmentation.json", "results.json",
+                "video_segmentation/video_segmentation.json", "correspondence/correspondence.json")
+
+
+@dataclass
+class Figure:
+    """A PNG written to the report folder, with its caption; `data` is its base64 encoding."""
+
+    title: str
+    path: Path
+    caption: str = ""
+
+    @property
+    def data(self) -> str:
+        return base64.b64encode(self.path.read_bytes()).decode("ascii")
+
+
+@dataclass
+class Report:
+    """Everything the page shows; `notes` explain the parts that were skipped."""
+
+    run_dir: Path
+    config_text: str = ""
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, str] = field(default_factory=dict)
+    curves: list[Figure] = field(default_factory=list)
+    results: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
+    attention: list[Figure] = field(default_factory=list)
+    correspondence: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- metric curves
+
+def group_metric_keys(rows: list[dict[str, float]]) -> dict[str, list[str]]:
+    """Split the logged keys into loss terms, schedules, throughput/memory and the rest."""
+    keys: list[str] = []
+    for row in rows:
+        keys.extend(k for k in row if k not in keys and k not in SKIP_KEYS)
+    groups: dict[str, list[str]] = {"loss": [], "schedules": [], "throughput": [], "other": []}
+    for key in keys:
+        if key == "loss" or key.endswith("_loss") or key.startswith("loss"):
+            groups["loss"].append(key)
+        elif any(s in key for s in SCHEDULE_KEYS):
+            groups["schedules"].append(key)
+        elif key == "images_per_s" or "mem" in key:
+            groups["throughput"].append(key)
+        else:
+            groups["other"].append(key)
+    return groups
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_series(rows: list[dict[str, float]], keys: list[str], path: Path, title: str,
+                shared_axes: bool = False, reference: tuple[float, str] | None = None) -> Path:
+    """Each key against the optimizer step: on one axes (`shared_axes`) or one panel per key;
+    `reference` (value, label) draws a dashed horizontal line on the first panel."""
+    plt = _pyplot()
+    panels = 1 if shared_axes else len(keys)
+    cols = min(panels, 3)
+    rows_n = -(-panels // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 2.8 * rows_n), dpi=100, squeeze=False)
+    for i, key in enumerate(keys):
+        ax = axes.flat[0 if shared_axes else i]
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 30 else None,
+                label=key)
+        ax.set_xlabel("optimizer step")
+        if not shared_axes:
+            ax.set_title(key, fontsize=10)
+    if reference is not None:
+        axes.flat[0].axhline(reference[0], color="grey", linestyle="--", linewidth=1, label=reference[1])
+    if (shared_axes and len(keys) > 1) or reference is not None:
+        axes.flat[0].legend(fontsize=8)
+    for ax in list(axes.flat)[len(keys) if not shared_axes else 1:]:
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def metric_figures(rows: list[dict[str, float]], out_dir: Path, config: dict[str, Any] | None = None) -> list[Figure]:
+    """One figure per non-empty group of logged metrics. For DINO the loss plot marks ln K, the
+    loss of a flat teacher: a loss that stays there means nothing is being distilled."""
+    groups = group_metric_keys(rows)
+    specs = [("loss", "Training loss", True, "loss terms per optimizer step"),
+             ("schedules", "Schedules", False, "learning rate, weight decay and other scheduled values"),
+             ("other", "Other metrics", False, "method diagnostics logged during training"),
+             ("throughput", "Throughput and memory", False, "training images per second (wall clock, "
+                                                            "per logged step) and memory when logged")]
+    method = (config or {}).get("method", {})
+    out_dim = method.get("head", {}).get("out_dim") if method.get("name") == "dino" else None
+    flat = (math.log(out_dim), f"ln K = {math.log(out_dim):.2f} (flat teacher)") if out_dim else None
+    figures = []
+    for group, title, shared, caption in specs:
+        if groups[group]:
+            path = plot_series(rows, groups[group], out_dir / f"{group}.png", title, shared,
+                               flat if group == "loss" else None)
+            figures.append(Figure(title, path, caption))
+    return figures
+
+
+def summarise_metrics(rows: list[dict[str, float]]) -> dict[str, str]:
+    """Steps, final loss, median throughput (first step excluded: it includes start-up) and peak memory."""
+    if not rows:
+        return {}
+    out = {"optimizer steps": str(int(rows[-1]["step"]))}
+    if "loss" in rows[-1]:
+        out["final loss"] = f"{rows[-1]['loss']:.4f}"
+    speeds = [r["images_per_s"] for r in rows[1:] or rows if "images_per_s" in r]
+    if speeds:
+        out["median images/s"] = f"{statistics.median(speeds):.1f}"
+    for key in sorted({k for r in rows for k in r if "mem" in k}):
+        out[f"peak {key}"] = f"{max(r[key] for r in rows if key in r):.2f}"
+    return out
+
+
+# --------------------------------------------------------------------------- evaluation results
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def result_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """A results JSON as (name, value) rows: k-NN per k, then every scalar entry."""
+    rows = []
+    for k, scores in (result.get("results") or {}).items():
+        if isinstance(scores, dict):
+            rows.append((f"{k}-NN top-1 / top-5", " / ".join(_fmt(scores.get(s, "-")) for s in ("top1", "top5"))))
+    for key, value in result.items():
+        if isinstance(value, (int, float, str, bool)) and key not in ("checkpoint",):
+            rows.append((key, _fmt(value)))
+    return rows
+
+
+def collect_results(run_dir: Path) -> list[tuple[str, list[tuple[str, str]]]]:
+    """The evaluation and analysis results saved as JSON in the run folder."""
+    found = []
+    for name in RESULT_FILES:
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        try:
+            result = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(result, dict):
+            found.append((name, result_rows(result)))
+    return found
+
+
+# --------------------------------------------------------------------------- pictures of the model
+
+def _load_model_images(run_dir: Path, images: str | None, limit: int, image_size: int | None,
+                       report: Report) -> tuple[Any, Any, int] | None:
+    """(backbone, images, image size) for the pictures, or None with a note saying why not."""
+    from vitssl.analyze import load_images
+    from vitssl.evaluate import default_image_size, load_pretrained
+
+    checkpoint = run_dir / "checkpoint.pt"
+    if not checkpoint.is_file():
+        report.notes.append("no checkpoint.pt: attention maps and correspondences skipped")
+        return None
+    source = images or str(report.config.get("data", {}).get("path", ""))
+    try:
+        pictures = load_images(source, limit)
+    except (FileNotFoundError, ValueError) as e:
+        report.notes.append(f"no images for the model pictures ({e}): pass --images PATH")
+        return None
+    backbone, config = load_pretrained(checkpoint)
+    return backbone, pictures, image_size or default_image_size(config)
+
+
+def attention_figures(backbone: Any, images: list[Any], size: int, out_dir: Path, report: Report) -> list[Figure]:
+    """Last-layer attention per head (analysis/attention_maps.py); skipped for non-ViT backbones."""
+    from vitssl.analysis.attention_maps import save_attention_maps
+    from vitssl.backbones import ViT
+
+    vit = getattr(backbone, "vit", backbone)  # SelfPatch's encoder wraps its ViT
+    if not isinstance(vit, ViT):
+        report.notes.append(f"attention maps skipped: the backbone is a {type(vit).__name__}, whose window "
+                            "attention has no image-wide map")
+        return []
+    paths = save_attention_maps(vit, images, out_dir, size)
+    return [Figure(f"Attention, image {i}", p, "the image, each head's last-layer attention, their mean")
+            for i, p in enumerate(paths)]
+
+
+def correspondence_figures(backbone: Any, images: list[Any], size: int, out_dir: Path,
+                           report: Report) -> list[Figure]:
+    """EsViT's region matches between each image and its mirrored, recoloured copy."""
+    from vitssl.analysis.correspondence import analyze_correspondence
+
+    result = analyze_correspondence(backbone, images, size, out_dir)
+    report.results.append(("region correspondence (this report)",
+                           [(k, _fmt(v)) for k, v in result.items() if k != "pictures"]))
+    return [Figure(f"Correspondence, image {i}", Path(p), "green: matched at the mirrored position")
+            for i, p in enumerate(result["pictures"])]
+
+
+# --------------------------------------------------------------------------- assembly
+
+def collect_report(run_dir: str | Path, images: str | None = None, limit: int = 4,
+                   pictures: bool = True, image_size: int | None = None) -> Report:
+    """Gather the run's config, metrics, results and pictures; figures go to `RUN_DIR/report/`."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder '{run_dir}' does not exist: pass a folder written by vitssl pretrain")
+    out_dir = run_dir / "report"
+    out_dir.mkdir(exist_ok=True)
+    for stale in [*out_dir.glob("attention_*.png"), *out_dir.glob("correspondence_*.png"),
+                  *(out_dir / f"{group}.png" for group in ("loss", "schedules", "other", "throughput"))]:
+        stale.unlink(missing_ok=True)  # the folder shows this report's figures only
+    report = Report(run_dir.resolve())
+    config_path = run_dir / "config.yaml"
+    if config_path.is_file():
+        report.config_text = config_path.read_text()
+        loaded = OmegaConf.to_container(OmegaConf.load(config_path), resolve=False)
+        report.config = loaded if isinstance(loaded, dict) else {}
+    else:
+        report.notes.append("no config.yaml in the run folder")
+    rows = read_metrics(run_dir)
+    if not rows:
+        report.notes.append("no metrics.jsonl: no training curves")
+    report.summary = {**_config_summary(report.config), **summarise_metrics(rows)}
+    report.curves = metric_figures(rows, out_dir, report.config)
+    report.results = collect_results(run_dir)
+    if pictures:
+        add_model_pictures(report, run_dir, out_dir, images, limit, image_size)
+    return report
+
+
+def add_model_pictures(report: Report, run_dir: Path, out_dir: Path, images: str | None, limit: int,
+                       image_size: int | None) -> None:
+    """Attention maps, and correspondences for EsViT; a picture that cannot be made becomes a note."""
+    loaded = _load_model_images(run_dir, images, limit, image_size, report)
+    if loaded is None:
+        return
+    backbone, imgs, size = loaded
+    try:
+        report.attention = attention_figures(backbone, imgs, size, out_dir, report)
+    except ValueError as e:
+        report.notes.append(f"attention maps skipped: {e}")
+    if report.config.get("method", {}).get("name") != "esvit":
+        return
+    try:
+        report.correspondence = correspondence_figures(backbone, imgs, size, out_dir, report)
+    except ValueError as e:
+        report.notes.append(f"correspondences skipped: {e}")
+
+
+def _config_summary(config: dict[str, Any]) -> dict[str, str]:
+    get = lambda section, key: str(config.get(section, {}).get(key, "?"))
+    if not config:
+        return {}
+    return {"method": get("method", "name"), "backbone": get("backbone", "name"), "data": get("data", "path"),
+            "epochs": get("train", "epochs"), "batch per process": get("train", "batch_size")}
+
+
+def render_html(report: Report) -> str:
+    """The page as one HTML string (images inline as base64 PNG, styles inline)."""
+    from jinja2 import Environment
+
+    env = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(TEMPLATE).render(
+        r=report, title=report.run_dir.name,
+        generated=dt.datetime.now().isoformat(timespec="seconds"))
+
+
+def build_report(run_dir: str | Path, images: str | None = None, limit: int = 4, pictures: bool = True,
+                 out: str | Path | None = None, image_size: int | None = None) -> Path:
+    """Write `RUN_DIR/report/report.html` (or `out`) and the PNGs in `RUN_DIR/report/`; return the page's path.
+
+    `images` (file, folder or built-in set; default: the run's training data) feed the attention
+    maps and correspondences, at `image_size` (default: the training crop size).
+    """
+    report = collect_report(run_dir, images, limit, pictures, image_size)
+    path = Path(out) if out else Path(run_dir) / "report" / "report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(report), encoding="utf-8")
+    return path
+
+
+TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>vitssl report: {{ title }}</title>
+<style>
+ body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+ h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.6em; }
+ table { border-collapse: collapse; margin: .5em 0 1em; }
+ td, th { border: 1px solid #ddd; padding: .25em .7em; text-align: left; font-size: .92em; }
+ figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+ figcaption { color: #555; font-size: .9em; }
+ pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: .85em; }
+ .note { color: #8a5a00; }
+</style>
+</head>
+<body>
+<h1>vitssl report: {{ title }}</h1>
+<p>{{ r.run_dir }} &middot; generated {{ generated }}</p>
+{% if r.summary %}
+<h2>Summary</h2>
+<table>
+{% for k, v in r.summary.items() %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>
+{% endfor %}
+</table>
+{% endif %}
+{% if r.notes %}
+<ul>{% for n in r.notes %}<li class="note">{{ n }}</li>{% endfor %}</ul>
+{% endif %}
+{% if r.curves %}
+<h2>Training curves</h2>
+{% for f in r.curves %}
+<figure><img class="figure" alt="{{ f.title }}" src="data:image/png;base64,{{ f.data }}">
+<figcaption>{{ f.title }}: {{ f.caption }}</figcaption></figure>
+{% endfor %}
+{% endif %}
+{% if r.results %}
+<h2>Evaluation results</h2>
+{% for name, rows in r.results %}
+<h3>{{ name }}</h3>
+<table>{% for k, v in rows %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>
+{% endfor %}
+{% endif %}
+{% if r.attention %}
+<h2>Attention maps</h2>
+{% for f in r.attention %}
+<figure><img class="figure" alt="{{ f.title }}" src="data:image/png;base64,{{ f.data }}">
+<figcaption>{{ f.title }}: {{ f.caption }}</figcaption></figure>
+{% endfor %}
+{% endif %}
+{% if r.correspondence %}
+<h2>Region correspondence</h2>
+{% for f in r.correspondence %}
+<figure><img class="figure" alt="{{ f.title }}" src="data:image/png;base64,{{ f.data }}">
+<figcaption>{{ f.title }}: {{ f.caption }}</figcaption></figure>
+{% endfor %}
+{% endif %}
+<h2>Resolved config</h2>
+<pre>{{ r.config_text or "(no config.yaml)" }}</pre>
+</body>
+</html>
+"""
