@@ -80,10 +80,17 @@ def _pretrain(cfg: DictConfig, objs: RunConfig, run_dir: Path, resume: bool) -> 
                             max_image_pixels=objs.data.max_image_pixels)
     seed_everything(objs.train.seed)
     method = build_method(objs.method, objs.backbone)
+    online_knn = None
+    if objs.train.knn_every_epochs:  # checked before the run folder is touched
+        from vitssl.online_knn import OnlineKNN  # evaluation imports stay out of plain runs
+
+        online_knn = OnlineKNN(objs.train.knn_data, objs.train.knn_every_epochs, objs.train.knn_k)
     prepare_run_dir(run_dir, resume)
     if objs.init_from and not resume:
         initialise_from(method, objs.init_from)
     trainer = Trainer(method, dataset, objs.train, objs.optim, run_dir, config=to_container(cfg))
+    if online_knn is not None:
+        trainer.epoch_end_callbacks.append(online_knn)
     if resume:
         trainer.resume(run_dir)  # the newest readable checkpoint: a corrupt latest one falls back to an older one
     if is_main_process():

@@ -26,12 +26,23 @@ def to_float(value: torch.Tensor | float | int) -> float:
 
 
 class MetricWriter:
-    """Appends `{"step": s, ...}` lines to `metrics.jsonl` and mirrors scalars to TensorBoard."""
+    """Appends `{"step": s, ...}` lines to `metrics.jsonl` and mirrors scalars to TensorBoard and,
+    with `wandb_project`, to Weights & Biases (its own library; offline mode via WANDB_MODE)."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True) -> None:
+    def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True,
+                 wandb_project: str | None = None, config: dict[str, Any] | None = None) -> None:
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
         self._tb: Any = None
+        self._wandb: Any = None
+        if enabled and wandb_project:
+            try:
+                import wandb
+            except ImportError as e:
+                raise RuntimeError("train.wandb=true needs the wandb package: pip install wandb "
+                                   "(or set train.wandb=false)") from e
+            self._wandb = wandb.init(project=wandb_project, dir=str(run_dir), name=Path(run_dir).name,
+                                     config=config or {}, resume="allow")
         if enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -48,10 +59,14 @@ class MetricWriter:
         if self._tb is not None:
             for key, value in metrics.items():
                 self._tb.add_scalar(key, value, step)
+        if self._wandb is not None:
+            self._wandb.log(dict(metrics), step=step)
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float]]:

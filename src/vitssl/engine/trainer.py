@@ -8,7 +8,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -64,7 +64,14 @@ class TrainConfig:
     collapse_max_kl: float = 0.05  # nats: KL(mean||uniform) and mutual info below this warn of uniform collapse
     collapse_patience: int = 2  # consecutive log steps a collapse condition must hold before the warning
     tensorboard: bool = True
+    wandb: bool = False  # also log to Weights & Biases (pip install wandb); project below
+    wandb_project: str = "vitssl"
     progress: bool = True
+    # online k-NN: every N epochs (0: off), a labelled set (built-in name or ImageFolder with
+    # train/ and val/): train split as memory, val split as queries; logged as knn_top1
+    knn_every_epochs: int = 0
+    knn_data: str = ""
+    knn_k: int = 20
     # under torchrun: "ddp" (replicated) or "fsdp" (fully sharded, for large backbones); see docs/distributed.md
     strategy: str = "ddp"
     find_unused_parameters: bool = False
@@ -149,6 +156,8 @@ class Trainer:
             raise TypeError("a method must be an nn.Module holding its networks and state")
         self.cfg, self.optim_cfg, self.run_dir = train, optim, Path(run_dir)
         self.config = config or {}
+        # called as f(trainer, epoch) after each epoch's checkpoint; returned scalars are logged
+        self.epoch_end_callbacks: list[Callable[[Trainer, int], dict[str, float] | None]] = []
         if optim.clip_mode not in CLIP_MODES:
             raise ValueError(f"unknown optim.clip_mode '{optim.clip_mode}': choose one of {CLIP_MODES}")
         self.device = resolve_device(train.device)
@@ -364,7 +373,8 @@ class Trainer:
         """Train from `self.step` to the end; Ctrl-C / SIGTERM save a resumable checkpoint."""
         if is_main_process():
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        writer = MetricWriter(self.run_dir, self.cfg.tensorboard, enabled=is_main_process())
+        writer = MetricWriter(self.run_dir, self.cfg.tensorboard, enabled=is_main_process(),
+                              wandb_project=self.cfg.wandb_project if self.cfg.wandb else None, config=self.config)
         handlers = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -399,8 +409,11 @@ class Trainer:
                     writer.write(self.step, metrics)
                     if is_main_process():
                         self.collapse.check(self.step, metrics)
-                    bar.set_postfix(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
-                                    img_s=f"{metrics['images_per_s']:.0f}")
+                    shown = dict(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
+                                 img_s=f"{metrics['images_per_s']:.0f}")
+                    if "teacher_temp" in metrics:
+                        shown["t_temp"] = f"{metrics['teacher_temp']:.3f}"
+                    bar.set_postfix(**shown)
                 self._maybe_checkpoint()
                 if self._stop_signal is not None:
                     self.save()
@@ -412,6 +425,10 @@ class Trainer:
             if self.cfg.save_every_epochs and (epoch + 1) % self.cfg.save_every_epochs == 0:
                 self.save(f"checkpoint_epoch{epoch + 1:04d}.pt")
             log.info("epoch %d/%d done (step %d)", epoch + 1, self.cfg.epochs, self.step)
+            for callback in self.epoch_end_callbacks:
+                extra = callback(self, epoch)
+                if extra:
+                    writer.write(self.step, {**extra, "epoch": epoch})
 
     def _maybe_checkpoint(self) -> None:
         every = self.cfg.checkpoint_every_steps
