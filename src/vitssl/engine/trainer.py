@@ -16,8 +16,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from vitssl.data.loaders import AugmentedDataset, EpochBatchSampler, build_train_loader
-from vitssl.distributed import all_reduce_sum, is_main_process, mean_over_ranks, world_size
+from vitssl.augment.device_input import collate_decoded, decoded_uint8
+from vitssl.data.loaders import AugmentedDataset, EpochBatchSampler, build_train_loader, sample_seed
+from vitssl.distributed import all_reduce_sum, is_main_process, mean_over_ranks, rank, world_size
 from vitssl.engine.checkpoint import (
     LATEST,
     CheckpointError,
@@ -63,6 +64,9 @@ class TrainConfig:
     collapse_min_entropy: float = 0.05  # nats: teacher entropy below this warns of one-prototype collapse
     collapse_max_kl: float = 0.05  # nats: KL(mean||uniform) and mutual info below this warn of uniform collapse
     collapse_patience: int = 2  # consecutive log steps a collapse condition must hold before the warning
+    # "cpu": workers run the method's augmentation; "device": workers only decode and the
+    # method's device_transform() augments the batch on the accelerator (DINO family)
+    augment_on: str = "cpu"
     tensorboard: bool = True
     wandb: bool = False  # also log to Weights & Biases (pip install wandb); project below
     wandb_project: str = "vitssl"
@@ -165,7 +169,8 @@ class Trainer:
         self.method = method.to(self.device)
         self.parallel = ParallelStep(method, self.device, train.strategy, train.find_unused_parameters,
                                      train.compile, self.precision)
-        self.dataset = AugmentedDataset(dataset, method.train_transform(), train.seed)
+        transform, self.collate, self.device_augment = self._input_pipeline(method, train.augment_on)
+        self.dataset = AugmentedDataset(dataset, transform, train.seed)
         groups = decay_groups(method.trainable_parameters(), optim.no_weight_decay_names)
         self.params = [p for g in groups for p in g["params"]]
         self.optimizer = build_optimizer(groups, optim, self.device)
@@ -188,6 +193,18 @@ class Trainer:
         self.skipped_steps = 0  # non-finite-loss steps skipped over the whole run (kept in checkpoints)
         self._nonfinite_streak = 0
         self.collapse = CollapseMonitor(train.collapse_min_entropy, train.collapse_max_kl, train.collapse_patience)
+
+    @staticmethod
+    def _input_pipeline(method: Method, augment_on: str) -> tuple[Callable, Callable, Callable | None]:
+        """(per-sample transform, collate, batch augmentation on the device or None)."""
+        if augment_on == "cpu":
+            return method.train_transform(), method.collate, None
+        if augment_on != "device":
+            raise ValueError(f"unknown train.augment_on '{augment_on}': choose cpu or device")
+        make = getattr(method, "device_transform", None)
+        if make is None:
+            raise ValueError(f"{type(method).__name__} has no device-side augmentation: use train.augment_on=cpu")
+        return decoded_uint8, collate_decoded, make()
 
     # -- schedules -------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -268,7 +285,7 @@ class Trainer:
     def _batches(self, epoch: int, start_step: int) -> Iterator[Any]:
         if self._loader is None:
             self._loader = build_train_loader(
-                self.dataset, self.method.collate, self.cfg.batch_size, self.cfg.num_workers, self.cfg.seed,
+                self.dataset, self.collate, self.cfg.batch_size, self.cfg.num_workers, self.cfg.seed,
                 max_batches=self.steps_per_epoch * self.cfg.accum_steps, pin_memory=self.device.type == "cuda",
             )
         self._loader.batch_sampler.set_epoch(epoch, start_step * self.cfg.accum_steps)
@@ -283,6 +300,21 @@ class Trainer:
             return {k: self._to_device(v) for k, v in batch.items()}
         return batch
 
+    def _prepare(self, batch: Any, micro: int) -> Any:
+        """Move a micro-batch to the device; with device-side augmentation, augment it there.
+
+        The augmentation generator is seeded by (seed, step, rank, micro-batch), so a resumed
+        run draws the same views.
+        """
+        batch = self._to_device(batch)
+        if self.device_augment is None:
+            return batch
+        images, labels = batch
+        seed = sample_seed(self.cfg.seed, self.step, rank() * self.cfg.accum_steps + micro)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        with torch.no_grad():
+            return self.device_augment(images, generator), labels
+
     def _context(self) -> StepContext:
         return StepContext(self.step, self.step // self.steps_per_epoch, self.steps_per_epoch,
                            self.total_steps, self.cfg.epochs)
@@ -296,7 +328,7 @@ class Trainer:
         for i, batch in enumerate(micro_batches):
             sync = i == len(micro_batches) - 1  # DDP/FSDP reduce gradients on the last micro-batch only
             with self.parallel.gradient_sync(sync), self._autocast():
-                out = self.parallel.training_step(self._to_device(batch), ctx)
+                out = self.parallel.training_step(self._prepare(batch, i), ctx)
             finite &= torch.isfinite(out.loss.detach())
             with self.parallel.gradient_sync(sync):
                 self.scaler.scale(out.loss / len(micro_batches)).backward()

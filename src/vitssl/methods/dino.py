@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from vitssl.augment import MultiCrop, MultiCropConfig, collate_views
+from vitssl.augment.gpu_multicrop import GPUMultiCrop
 from vitssl.backbones import BackboneConfig, create_backbone
 from vitssl.engine.ema import ema_update
 from vitssl.engine.protocol import StepContext, StepOutput
@@ -75,6 +76,10 @@ class DINO(nn.Module):
     # -- data ----------------------------------------------------------------------------
     def train_transform(self) -> Callable[[Any, torch.Generator], list[torch.Tensor]]:
         return self.multicrop
+
+    def device_transform(self) -> GPUMultiCrop:
+        """The same multi-crop, batched on the accelerator (`train.augment_on=device`)."""
+        return GPUMultiCrop(self.cfg.crops)
 
     def collate(self, samples: list[tuple[list[torch.Tensor], int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
         return collate_views(samples)

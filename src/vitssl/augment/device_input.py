@@ -1,0 +1,28 @@
+"""Loader side of device-side augmentation (`train.augment_on=device`).
+
+The CPU workers only decode: each sample becomes a uint8 (3, H, W) tensor at its own size, and
+a batch is the list of them. The method's `device_transform()` (e.g. `GPUMultiCrop`) then crops
+and recolours the whole batch on the accelerator inside the training step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+
+
+def decoded_uint8(img: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
+    """PIL image -> uint8 (3, H, W); no random draws (the device step makes them)."""
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return TF.pil_to_tensor(img)
+
+
+def collate_decoded(samples: list[tuple[torch.Tensor, Any]]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """[(uint8 image, label)] -> (list of images, sizes may differ; labels (B,))."""
+    if not samples:
+        raise ValueError("collate_decoded got an empty batch")
+    return [image for image, _ in samples], torch.tensor([int(label) for _, label in samples], dtype=torch.long)
