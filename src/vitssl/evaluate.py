@@ -104,7 +104,8 @@ def untrained_backbone(source: str | Path, seed: int = 0) -> tuple[nn.Module, di
         cfg = load_config(str(source), [], method_configs())
     objs = to_objects(cfg)
     torch.manual_seed(seed)
-    return build_method(objs.method, objs.backbone).evaluation_backbone(), to_container(cfg)
+    method, _ = _evaluation_method(objs, {})  # D-MAE-Lite: a plain MAE, no teacher file needed
+    return method.evaluation_backbone(), to_container(cfg)
 
 
 def eval_transform(source: str, image_size: int, resize_size: int | None = None) -> EvalTransform:

@@ -302,3 +302,10 @@ def test_evaluation_loads_the_student_without_the_teacher_file(distill_run, tmp_
     encoder = {k[len("encoder."):]: v for k, v in payload["method"].items() if k.startswith("encoder.")}
     for key, value in backbone.state_dict().items():
         torch.testing.assert_close(value, encoder[key], rtol=0, atol=0, msg=key)
+
+
+def test_scratch_baseline_of_a_distillation_preset_needs_no_teacher():
+    from vitssl.evaluate import untrained_backbone
+
+    backbone, config = untrained_backbone("dmae_lite_vit_tiny16")  # the preset names no teacher
+    assert config["method"]["name"] == "mae-distill" and backbone.embed_dim == 192
