@@ -37,10 +37,10 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 from torch.utils.data import Dataset
-from torch.utils.flop_counter import FlopCounterMode
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
 from vitssl.augment.gpu_multicrop import GPUMultiCrop, resample_crops, sample_crop_boxes
+from vitssl.bench.throughput import count_call_flops
 from vitssl.config import load_config, to_objects
 from vitssl.data.loaders import AugmentedDataset, build_train_loader
 from vitssl.engine.optim import build_optimizer, clip_gradients, decay_groups
@@ -136,17 +136,7 @@ class Stepper:
 def count_step_flops(step: Callable[[Any], Any], batch: Any, method: nn.Module) -> int:
     """FLOPs (multiply-add = 2) of one step; fused attention is switched to the explicit path while
     counting, as `vitssl.bench.throughput.count_flops` does, since the counter misses the CPU kernel."""
-    fused = [m for m in method.modules() if getattr(m, "fused_attn", False)]
-    for m in fused:
-        m.fused_attn = False
-    counter = FlopCounterMode(display=False)
-    try:
-        with counter:
-            step(batch)
-    finally:
-        for m in fused:
-            m.fused_attn = True
-    return int(counter.get_total_flops())
+    return count_call_flops(lambda: step(batch), method)
 
 
 def matmul_flops_per_s(device: torch.device, tiny: bool) -> tuple[float, str]:

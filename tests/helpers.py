@@ -8,7 +8,9 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from vitssl.config import load_config, to_container, to_objects
@@ -87,3 +89,16 @@ def one_batch(method, n: int = 4):
     images = [Image.fromarray((torch.rand(20, 20, 3, generator=g) * 255).byte().numpy()) for _ in range(n)]
     transform = method.train_transform()
     return method.collate([(transform(im, g), 0) for im in images])
+
+
+def count_sdpa(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A counter of fused-attention (SDPA) calls: `calls[0]` grows by one per call."""
+    calls = [0]
+    original = F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+    return calls

@@ -35,21 +35,27 @@ def knn_top1(backbone: nn.Module, dataset_name: str, image_size: int, device: to
     return knn_classify(tr_f, tr_y, va_f, va_y, ks=(k,), temperature=0.07, num_classes=classes)[k]["top1"]
 
 
+def start_demo_run(preset: str, run_dir: Path, dataset: str, epochs: int | None, seed: int,
+                   overrides: list[str] | None) -> tuple[Any, Any, Trainer]:
+    """(config objects, method, trainer) of a demo, its run folder prepared; not trained yet."""
+    extra = [f"train.seed={seed}"] + ([f"train.epochs={epochs}"] if epochs else []) + list(overrides or [])
+    cfg = load_config(preset, extra, method_configs())
+    objs = to_objects(cfg)
+    prepare_run_dir(run_dir, resume=False)
+    save_config(cfg, run_dir / "config.yaml")
+    seed_everything(seed)
+    method = build_method(objs.method, objs.backbone)
+    trainer = Trainer(method, build_dataset(dataset, "train", seed), objs.train, objs.optim, run_dir, to_container(cfg))
+    return objs, method, trainer
+
+
 def run_demo(out: str | Path = "demo_run", dataset: str = "mnist", epochs: int | None = None,
              seed: int = 0, overrides: list[str] | None = None) -> dict[str, Any]:
     """Run the demo end to end; returns what it writes to results.json."""
     start = time.perf_counter()
     run_dir = Path(out)
-    extra = [f"train.seed={seed}"] + ([f"train.epochs={epochs}"] if epochs else []) + list(overrides or [])
-    cfg = load_config(DEMO_PRESETS[dataset], extra, method_configs())
-    objs = to_objects(cfg)
-    prepare_run_dir(run_dir, resume=False)
-    save_config(cfg, run_dir / "config.yaml")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-
-    seed_everything(seed)
-    method = build_method(objs.method, objs.backbone)
-    trainer = Trainer(method, build_dataset(dataset, "train", seed), objs.train, objs.optim, run_dir, to_container(cfg))
+    objs, method, trainer = start_demo_run(DEMO_PRESETS[dataset], run_dir, dataset, epochs, seed, overrides)
     size = objs.method.crops.global_crops_size
     random_init = knn_top1(method.evaluation_backbone(), dataset, size, trainer.device)
     log.info("random init 20-NN top-1: %.3f; pre-training for %d steps", random_init, trainer.total_steps)

@@ -17,13 +17,10 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from vitssl.augment.photometric import to_normalized_tensor
-from vitssl.config import load_config, save_config, to_container, to_objects
 from vitssl.data import build_dataset
+from vitssl.demo import start_demo_run
 from vitssl.engine.logging import log
-from vitssl.engine.trainer import Trainer, seed_everything
-from vitssl.methods import build_method, method_configs
 from vitssl.plots import plot_loss_curve
-from vitssl.pretrain import prepare_run_dir
 
 MAE_DEMO_PRESETS = {"mnist": "demo_mae_mnist"}
 HELD_OUT_IMAGES = 1000  # MNIST's whole validation split (sorted by class: take all of it)
@@ -75,15 +72,7 @@ def run_mae_demo(out: str | Path = "demo_mae_run", dataset: str = "mnist", epoch
         raise ValueError(f"the MAE demo runs on {sorted(MAE_DEMO_PRESETS)}, not '{dataset}': pass --dataset mnist")
     start = time.perf_counter()
     run_dir = Path(out)
-    extra = [f"train.seed={seed}"] + ([f"train.epochs={epochs}"] if epochs else []) + list(overrides or [])
-    cfg = load_config(MAE_DEMO_PRESETS[dataset], extra, method_configs())
-    objs = to_objects(cfg)
-    prepare_run_dir(run_dir, resume=False)
-    save_config(cfg, run_dir / "config.yaml")
-
-    seed_everything(seed)
-    method = build_method(objs.method, objs.backbone)
-    trainer = Trainer(method, build_dataset(dataset, "train", seed), objs.train, objs.optim, run_dir, to_container(cfg))
+    _, method, trainer = start_demo_run(MAE_DEMO_PRESETS[dataset], run_dir, dataset, epochs, seed, overrides)
     images = held_out_images(method, dataset)
     before = reconstruction_losses(method, images)
     log.info("random init held-out loss %.3f; pre-training for %d steps", before["model"], trainer.total_steps)

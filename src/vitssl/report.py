@@ -342,6 +342,10 @@ TEMPLATE = """<!DOCTYPE html>
 <body>
 <h1>vitssl report: {{ title }}</h1>
 <p>{{ r.run_dir }} &middot; generated {{ generated }}</p>
+{% macro figures(items) %}{% for f in items %}
+<figure><img class="figure" alt="{{ f.title }}" src="data:image/png;base64,{{ f.data }}">
+<figcaption>{{ f.title }}: {{ f.caption }}</figcaption></figure>
+{% endfor %}{% endmacro %}
 {% if r.summary %}
 <h2>Summary</h2>
 <table>
@@ -354,10 +358,7 @@ TEMPLATE = """<!DOCTYPE html>
 {% endif %}
 {% if r.curves %}
 <h2>Training curves</h2>
-{% for f in r.curves %}
-<figure><img class="figure" alt="{{ f.title }}" src="data:image/png;base64,{{ f.data }}">
-<figcaption>{{ f.title }}: {{ f.caption }}</figcaption></figure>
-{% endfor %}
+{{ figures(r.curves) }}
 {% endif %}
 {% if r.results %}
 <h2>Evaluation results</h2>
@@ -368,17 +369,11 @@ TEMPLATE = """<!DOCTYPE html>
 {% endif %}
 {% if r.attention %}
 <h2>Attention maps</h2>
-{% for f in r.attention %}
-<figure><img class="figure" alt="{{ f.title }}" src="data:image/png;base64,{{ f.data }}">
-<figcaption>{{ f.title }}: {{ f.caption }}</figcaption></figure>
-{% endfor %}
+{{ figures(r.attention) }}
 {% endif %}
 {% if r.correspondence %}
 <h2>Region correspondence</h2>
-{% for f in r.correspondence %}
-<figure><img class="figure" alt="{{ f.title }}" src="data:image/png;base64,{{ f.data }}">
-<figcaption>{{ f.title }}: {{ f.caption }}</figcaption></figure>
-{% endfor %}
+{{ figures(r.correspondence) }}
 {% endif %}
 <h2>Resolved config</h2>
 <pre>{{ r.config_text or "(no config.yaml)" }}</pre>

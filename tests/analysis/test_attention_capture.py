@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import count_sdpa
 from vitssl.backbones.attention_capture import AttentionCapture
 from vitssl.backbones.vit import ViT
 
@@ -99,18 +100,6 @@ def test_attention_dropout_applies_in_training_only() -> None:
         c, d = vit(x).patches, vit(x).patches
     assert not torch.allclose(a, b)
     torch.testing.assert_close(c, d)
-
-
-def count_sdpa(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls = [0]
-    original = F.scaled_dot_product_attention
-
-    def counting(*args, **kwargs):
-        calls[0] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
-    return calls
 
 
 def test_other_blocks_keep_fused_attention(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import one_batch, tiny_mae_teacher, tiny_overrides
+from helpers import count_sdpa, one_batch, tiny_mae_teacher, tiny_overrides
 from vitssl.backbones.attention_capture import AttentionCapture
 from vitssl.cli import main
 from vitssl.config import load_config, to_objects
@@ -172,18 +172,6 @@ def test_hidden_state_distillation_maps_normed_block_inputs_to_the_teacher_width
     torch.testing.assert_close(out.loss.detach(), total)
     out.loss.backward()
     assert all(a.weight.grad.abs().sum() > 0 for a in adapters)
-
-
-def count_sdpa(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls = [0]
-    original = F.scaled_dot_product_attention
-
-    def counting(*args, **kwargs):
-        calls[0] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
-    return calls
 
 
 @pytest.mark.parametrize("layers, fused", [("[-1]", 3), ("[0,1]", 1)])

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -47,13 +48,18 @@ def count_flops(model: nn.Module, image_size: int = 224) -> int:
     counter does not see inside every fused kernel (the CPU one); the maths is the same.
     """
     device = next(model.parameters()).device
+    return count_call_flops(lambda: model(torch.zeros(1, 3, image_size, image_size, device=device)), model)
+
+
+def count_call_flops(call: Callable[[], Any], model: nn.Module) -> int:
+    """FLOPs of `call()` with `model`'s fused attention switched to timm's explicit path."""
     fused = [m for m in model.modules() if getattr(m, "fused_attn", False)]
     for m in fused:
         m.fused_attn = False
     counter = FlopCounterMode(display=False)
     try:
         with counter:
-            model(torch.zeros(1, 3, image_size, image_size, device=device))
+            call()
     finally:
         for m in fused:
             m.fused_attn = True

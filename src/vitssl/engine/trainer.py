@@ -466,5 +466,7 @@ class Trainer:
         every = self.cfg.checkpoint_every_steps
         minutes = self.cfg.checkpoint_every_minutes
         due_by_time = bool(minutes) and time.monotonic() - self._last_save > 60 * minutes
+        if self.parallel.sharded and self.step % self.cfg.log_every:
+            due_by_time = False  # FSDP ranks agree on time-based saves at log steps only (a broadcast)
         if (every and self.step % every == 0) or self.parallel.agree(due_by_time):
             self.save()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,7 +46,7 @@ def teacher_statistics(teacher_probs: torch.Tensor) -> dict[str, torch.Tensor]:
     entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1).mean()
     mean = probs.mean(0)
     mean_entropy = -(mean * torch.log(mean.clamp_min(1e-12))).sum()
-    log_k = torch.log(torch.tensor(float(probs.shape[-1]), device=probs.device))
+    log_k = math.log(probs.shape[-1])  # a Python float: no host-to-device copy in the step
     return {"teacher_entropy": entropy, "teacher_kl_uniform": log_k - mean_entropy,
             "teacher_mutual_info": mean_entropy - entropy}
 
