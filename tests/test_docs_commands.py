@@ -1,6 +1,15 @@
-"""Every `vitssl ...` command in a fenced bash block of README.md and docs/**/*.md parses with the
-real argument parser, names an existing preset, and passes config validation; blocks marked with
-a `<!-- run -->` line just above them are run in full (keep those cheap: seconds in total).
+"""Every `vitssl ...` command in a fenced bash block of README.md and docs/**/*.md is run.
+
+Each command parses with the real argument parser, names an existing preset and passes config
+validation as written. Then every doc file's commands run in order, in one scratch folder, as a
+user would type them, shrunk to seconds: the same subcommand, flags, presets and overrides, plus
+flags and overrides appended last (which win) that make the model, data and schedule tiny
+(`SHRINK_FLAGS`, `tests/helpers.tiny_overrides`). Paths the docs leave to the reader are made
+for them: an image folder where a data set is named (`/data/imagenet/train`, `my_data`, `PATH`),
+a tiny pre-trained run where a run folder is read before any command wrote it, an original
+repository's checkpoint (synthetic, in that repository's layout) for `vitssl import`, a short
+video for `eval video-segmentation`; absolute paths move under the scratch folder. Blocks marked
+with a `<!-- run -->` line just above them run exactly as written (keep those cheap).
 
 Inline commands in running text (e.g. `vitssl eval knn ... [--ks ...]`) use a usage notation,
 not shell syntax, and are not checked here.
@@ -12,14 +21,20 @@ import contextlib
 import io
 import re
 import shlex
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
+from helpers import tiny_mae_teacher, tiny_overrides
 from vitssl.cli import build_parser, main
 from vitssl.config import load_config, preset_names
 from vitssl.methods import method_configs
+from vitssl.pretrain import pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
@@ -130,7 +145,160 @@ def test_command_parses_and_its_config_is_valid(command):
         load_config(preset, overrides, method_configs())  # unknown keys and bad values raise
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c.run], ids=str)
-def test_marked_command_runs(command, tmp_path, monkeypatch, capsys):
+# -- running every command, shrunk ------------------------------------------------------------
+
+BUILTIN_SETS = {"digits", "mnist", "shapes", "shapes-fg"}
+DATA_FLAGS = {"--data", "--train", "--val", "--images"}
+DATA_KEYS = ("data.path=", "train.knn_data=")
+RUN_FLAGS = {"--checkpoint", "--a", "--b", "--teacher", "--resume"}
+CPU = ["--device", "cpu"]
+# appended after the documented flags, so these win (argparse keeps the last value)
+SHRINK_FLAGS = {
+    "demo": ["--dataset", "digits", "--epochs", "1"],
+    "eval knn": ["--image-size", "16", "--batch-size", "16", "--num-workers", "0", "--ks", "3", *CPU],
+    "eval linear": ["--image-size", "16", "--batch-size", "16", "--num-workers", "0", "--epochs", "1",
+                    "--n-last-blocks", "1", *CPU],
+    "eval finetune": ["--image-size", "16", "--batch-size", "8", "--num-workers", "0", "--epochs", "1",
+                      "--samples-per-class", "2", *CPU],
+    "eval segmentation": ["--image-size", "16", "--batch-size", "8", "--num-workers", "0", "--epochs", "1", *CPU],
+    "eval video-segmentation": ["--short-side", "32", *CPU],
+    "analyze attention": ["--image-size", "16", "--limit", "2", *CPU],
+    "analyze correspondence": ["--image-size", "16", "--limit", "4", "--top", "2", *CPU],
+    "analyze layers": ["--image-size", "16", "--limit", "8", "--batch-size", "8", *CPU],
+    "analyze attention-stats": ["--image-size", "16", "--limit", "8", "--batch-size", "8", *CPU],
+    "benchmark throughput": ["--batch-size", "2", "--image-size", "32", "--iters", "1", *CPU],
+    "report": ["--limit", "2"],
+}
+
+
+def subcommand(argv: list[str]) -> str:
+    return " ".join(argv[:2]) if argv[0] in ("eval", "analyze", "benchmark") else argv[0]
+
+
+def flag_values(argv: list[str], flags: set[str]) -> list[tuple[str, str]]:
+    return [(a, argv[i + 1]) for i, a in enumerate(argv[:-1]) if a in flags]
+
+
+def relocate(argv: list[str]) -> list[str]:
+    """Absolute paths (`/data/imagenet/train`, `/tmp/ft/mae`) move under the scratch folder."""
+    def move(token: str) -> str:
+        key, eq, value = token.partition("=")
+        if eq and value.startswith("/") and "." in key:
+            return f"{key}={value.lstrip('/')}"
+        return token.lstrip("/") if token.startswith("/") else token
+    return [move(a) for a in argv]
+
+
+class Fixtures:
+    """What the docs leave to the reader, made on first use: image folders, runs, originals, videos."""
+
+    def __init__(self, scratch: Path) -> None:
+        self.scratch = scratch
+
+    def image_folder(self, root: Path) -> None:
+        rng = np.random.default_rng(0)
+        for c, name in enumerate(("a", "b", "c")):
+            (root / name).mkdir(parents=True)
+            for i in range(6):
+                pixels = (rng.random((24, 24, 3)) * 100 + 70 * c).astype(np.uint8)
+                Image.fromarray(pixels).save(root / name / f"{i}.png")
+
+    def run(self, method: str) -> Path:
+        """A tiny pre-trained run (2 steps on digits), made once per method and copied where needed."""
+        made = self.scratch / ".fixtures" / method
+        if not made.exists():
+            if method == "mae-teacher":
+                made.mkdir(parents=True)
+                shutil.copy(tiny_mae_teacher(), made / "checkpoint.pt")
+            else:
+                cfg = load_config(None, [f"method.name={method}", *tiny_overrides("digits", method=method)],
+                                  method_configs())
+                pretrain(cfg, made)
+        return made
+
+    def original(self, source: str, path: Path) -> list[str]:
+        """A synthetic checkpoint in the original repository's layout; returns the import's overrides."""
+        from test_convert import (
+            HEADS,
+            TINY_SWIN,
+            dino_original,
+            esvit_original,
+            mae_original,
+            selfpatch_original,
+            source_method,
+        )
+
+        method, build, extra = {
+            "dino": ("dino", dino_original, HEADS), "esvit": ("esvit", esvit_original, []),
+            "selfpatch": ("selfpatch", selfpatch_original, HEADS), "mae-lite": ("mae", mae_original, HEADS),
+        }[source]
+        model = source_method(method, TINY_SWIN if source == "esvit" else ())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(build(model), path)
+        return list(extra)
+
+    def video(self, frames: Path, first_mask: Path) -> None:
+        frames.mkdir(parents=True)
+        for t in range(3):
+            pixels = np.zeros((32, 48, 3), np.uint8)
+            pixels[8:20, 4 + 8 * t:16 + 8 * t, 0] = 255
+            Image.fromarray(pixels).save(frames / f"{t:05d}.png")
+            if t == 0:
+                ids = (pixels[..., 0] > 0).astype(np.uint8)
+                mask = Image.frombytes("P", (48, 32), ids.tobytes())
+                mask.putpalette([0, 0, 0, 200, 0, 0] + [0] * 762)
+                mask.save(first_mask)
+
+    def provide(self, argv: list[str]) -> list[str]:
+        """Make the paths `argv` reads but no earlier command wrote; returns extra arguments."""
+        command = subcommand(argv)
+        datas = [v for _, v in flag_values(argv, DATA_FLAGS)]
+        datas += [a.split("=", 1)[1] for a in argv if a.startswith(DATA_KEYS)]
+        for value in datas:
+            if value not in BUILTIN_SETS and not Path(value).exists():
+                self.image_folder(Path(value))
+        if command == "import":
+            (_, source), (_, original) = flag_values(argv, {"--from"})[0], flag_values(argv, {"--checkpoint"})[0]
+            return self.original(source, Path(original)) if not Path(original).exists() else []
+        if command == "eval video-segmentation":
+            (_, frames), (_, mask) = flag_values(argv, {"--frames"})[0], flag_values(argv, {"--first-mask"})[0]
+            if not Path(frames).exists():
+                self.video(Path(frames), Path(mask))
+        runs = flag_values(argv, RUN_FLAGS) + ([("report", argv[1])] if command == "report" else [])
+        for flag, value in runs:
+            if not Path(value).exists():
+                shutil.copytree(self.run("mae-teacher" if flag == "--teacher" else "dino"), value)
+        return []
+
+
+def shrunk(argv: list[str]) -> list[str]:
+    """The documented command with the flags and overrides that make it take seconds."""
+    command = subcommand(argv)
+    if command == "pretrain" and "--resume" not in argv:
+        args = build_parser().parse_args(argv)
+        keep_data = args.data or any(a.startswith("data.path=") for a in args.overrides)
+        if args.method:
+            tiny = tiny_overrides(method=args.method)
+        else:
+            tiny = tiny_overrides(preset=args.config) if args.config else tiny_overrides()
+        drop = (("data.path=",) if keep_data else ()) + (("method.teacher=",) if args.teacher else ())
+        return argv + [o for o in tiny if not (drop and o.startswith(drop))]
+    if command == "demo" and "mae" in argv:  # the MAE demo runs on MNIST only
+        return argv + ["--dataset", "mnist", "--epochs", "1"]
+    return argv + SHRINK_FLAGS.get(command, [])
+
+
+DOC_FILES = sorted({c.where.split(":")[0] for c in COMMANDS})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("doc", DOC_FILES)
+def test_every_command_of_a_doc_file_runs(doc, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(command.argv) == 0, f"{command}\n{capsys.readouterr().err}"
+    fixtures = Fixtures(tmp_path)
+    for command in [c for c in COMMANDS if c.where.split(":")[0] == doc]:
+        argv = list(command.argv) if command.run else relocate(command.argv)
+        extra = [] if command.run else fixtures.provide(argv)
+        argv = argv if command.run else shrunk(argv) + extra
+        code = main(argv)
+        assert code == 0, f"{command}\n  ran as: vitssl {' '.join(argv)}\n{capsys.readouterr().err[-2000:]}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,23 @@ import torch
 log = logging.getLogger("vitssl")
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to `sys.stderr` as it is at each record, not as it was at set-up, so a caller that
+    redirects stderr later (a notebook, pytest's capture, contextlib.redirect_stderr) still gets
+    the messages instead of a write to a closed stream."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_console_logging(level: int = logging.INFO) -> None:
     if not log.handlers:
-        handler = logging.StreamHandler()
+        handler = _CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
         log.addHandler(handler)
     log.setLevel(level)
