@@ -39,7 +39,6 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
-from vitssl.augment.gpu_multicrop import GPUMultiCrop, resample_crops, sample_crop_boxes
 from vitssl.bench.throughput import count_call_flops
 from vitssl.config import load_config, to_objects
 from vitssl.data.loaders import AugmentedDataset, build_train_loader
@@ -198,28 +197,13 @@ def synthetic_batch(method: nn.Module, batch: int, device: torch.device) -> Any:
     return torch.randn(batch, 3, size, size, device=device), labels
 
 
-def resized_crop_flip(images: list[torch.Tensor], cfg: Any, generator: torch.Generator) -> torch.Tensor:
-    """MAE's RandomResizedCrop + flip on the device (bilinear/area filtering), (B, 3, S, S) normalised."""
-    b, device = len(images), images[0].device
-    sizes = torch.tensor([tuple(img.shape[-2:]) for img in images], dtype=torch.float64, device=generator.device)
-    u = torch.rand(b, 23, generator=generator, device=generator.device)
-    boxes = sample_crop_boxes(sizes[:, 0], sizes[:, 1], torch.full((b,), cfg.scale[0], device=generator.device),
-                              torch.full((b,), cfg.scale[1], device=generator.device), u[:, :10], u[:, 10:20],
-                              u[:, 20], u[:, 21], ratio=tuple(cfg.ratio))
-    x = resample_crops(images, boxes.to(device)[None], cfg.size)
-    flip = (u[:, 22] < cfg.flip_prob).to(device).reshape(-1, 1, 1, 1)
-    x = torch.where(flip, x.flip(-1), x)
-    mean, std = torch.tensor(cfg.mean, device=device), torch.tensor(cfg.std, device=device)
-    return (x - mean.reshape(1, 3, 1, 1)) / std.reshape(1, 3, 1, 1)
-
-
 class DeviceInput:
     """Decode a batch of JPEGs on the device and augment it there."""
 
     def __init__(self, method: nn.Module, pool: list[torch.Tensor], batch: int, device: torch.device, seed: int = 0):
         self.method, self.pool, self.batch, self.device = method, pool, batch, device
         self.generator = torch.Generator(device=device).manual_seed(seed)
-        self.multicrop = GPUMultiCrop(method.multicrop.cfg) if hasattr(method, "multicrop") else None
+        self.augment = method.device_transform()  # GPUMultiCrop (DINO family) or MAEDeviceCrop
         self.position = 0
 
     def __call__(self) -> Any:
@@ -227,9 +211,7 @@ class DeviceInput:
         self.position += self.batch
         images = decode_jpeg(picks, mode=ImageReadMode.RGB, device=self.device)
         labels = torch.zeros(self.batch, dtype=torch.long, device=self.device)
-        if self.multicrop is not None:
-            return self.multicrop(images, self.generator), labels
-        return resized_crop_flip(images, self.method.transform.cfg, self.generator), labels
+        return self.augment(images, self.generator), labels
 
 
 class LoaderInput:

@@ -201,7 +201,7 @@ class Fixtures:
             (root / name).mkdir(parents=True)
             for i in range(6):
                 pixels = (rng.random((24, 24, 3)) * 100 + 70 * c).astype(np.uint8)
-                Image.fromarray(pixels).save(root / name / f"{i}.png")
+                Image.fromarray(pixels).save(root / name / (f"{i}.jpg" if i % 2 else f"{i}.png"))
 
     def run(self, method: str) -> Path:
         """A tiny pre-trained run (2 steps on digits), made once per method and copied where needed."""

@@ -20,7 +20,7 @@ def trainer_for(method_name, tmp_path, *extra):
     return Trainer(method, build_dataset("digits", "train"), objs.train, objs.optim, tmp_path)
 
 
-@pytest.mark.parametrize("method_name", ["dino", "esvit", "selfpatch"])
+@pytest.mark.parametrize("method_name", ["dino", "esvit", "selfpatch", "mae"])
 def test_device_augmentation_gives_the_views_the_cpu_path_gives(method_name, tmp_path):
     cpu = trainer_for(method_name, tmp_path / "cpu")
     dev = trainer_for(method_name, tmp_path / "dev", "train.augment_on=device")
@@ -37,7 +37,7 @@ def test_device_augmentation_gives_the_views_the_cpu_path_gives(method_name, tmp
     assert not torch.equal(other[0], dev_views[0])  # another micro-batch draws other views
 
 
-@pytest.mark.parametrize("method_name", ["dino", "esvit", "selfpatch"])
+@pytest.mark.parametrize("method_name", ["dino", "esvit", "selfpatch", "mae"])
 def test_a_short_run_trains_with_device_augmentation(method_name, tmp_path):
     cfg = load_config(None, [f"method.name={method_name}", *tiny_overrides("digits", method=method_name),
                              "train.augment_on=device"], method_configs())
@@ -58,7 +58,11 @@ def test_device_augmentation_resumes_exactly(tmp_path):
 
 
 def test_methods_without_a_device_transform_are_refused_with_the_fix(tmp_path):
+    cfg = load_config(None, [*tiny_overrides("digits"), "train.augment_on=device"], method_configs())
+    objs = to_objects(cfg)
+    method = build_method(objs.method, objs.backbone)
+    method.__class__ = type("PlainDINO", (type(method),), {"device_transform": None})  # a method without one
     with pytest.raises(ValueError, match="train.augment_on=cpu"):
-        trainer_for("mae", tmp_path, "train.augment_on=device")
+        Trainer(method, build_dataset("digits", "train"), objs.train, objs.optim, tmp_path)
     with pytest.raises(ValueError, match="choose cpu or device"):
         trainer_for("dino", tmp_path, "train.augment_on=gpu")

@@ -216,3 +216,38 @@ def test_sixty_steps_lower_held_out_reconstruction_loss(tmp_path):
     # measured: random init 2.16, predicting the mean 1.01, after 60 steps 0.85
     assert trained < 0.5 * random_init
     assert trained < 0.92 * mean_baseline
+
+
+def test_device_crop_is_the_image_or_its_mirror_at_full_scale_with_the_flip_rate():
+    from vitssl.augment.mae_transform import MAECropConfig, MAEDeviceCrop
+
+    cfg = MAECropConfig(size=12, scale=[1.0, 1.0], ratio=[1.0, 1.0], mean=[0.0] * 3, std=[1.0] * 3)
+    image = (torch.rand(3, 12, 12, generator=torch.Generator().manual_seed(0)) * 255).round().to(torch.uint8)
+    out = MAEDeviceCrop(cfg)([image] * 400, torch.Generator().manual_seed(1))
+    plain, mirror = image.float() / 255, image.float().flip(-1) / 255
+    is_plain = (out - plain).abs().amax(dim=(1, 2, 3)) < 1e-5
+    is_mirror = (out - mirror).abs().amax(dim=(1, 2, 3)) < 1e-5
+    assert bool((is_plain | is_mirror).all())  # a full-image box resamples to the image exactly
+    assert 0.4 < is_mirror.float().mean().item() < 0.6  # flip_prob 0.5 (binomial sd 0.025)
+
+
+def test_device_crop_normalises_and_matches_the_cpu_crop_area_statistics():
+    from vitssl.augment.mae_transform import MAECropConfig, MAEDeviceCrop, MAETransform
+
+    cfg = MAECropConfig(size=8, scale=[0.2, 1.0], mean=[0.5, 0.4, 0.3], std=[0.2, 0.25, 0.5])
+    grey = torch.full((3, 40, 40), 153, dtype=torch.uint8)  # 0.6 everywhere
+    out = MAEDeviceCrop(cfg)([grey] * 4, torch.Generator().manual_seed(0))
+    expected = (0.6 - torch.tensor(cfg.mean)) / torch.tensor(cfg.std)
+    torch.testing.assert_close(out, expected.reshape(1, 3, 1, 1).expand_as(out), atol=1e-5, rtol=0)
+    # crop areas: a half-black, half-white image; the white share of a view follows the box
+    # distribution, so its mean and spread match the CPU transform's over many draws
+    from PIL import Image
+
+    half = torch.zeros(3, 40, 40, dtype=torch.uint8)
+    half[:, :, 20:] = 255
+    ident = MAECropConfig(size=8, scale=[0.2, 1.0], mean=[0.0] * 3, std=[1.0] * 3)
+    dev = MAEDeviceCrop(ident)([half] * 2000, torch.Generator().manual_seed(2)).mean(dim=(1, 2, 3))
+    pil = Image.fromarray(half.permute(1, 2, 0).numpy())
+    cpu_t, g = MAETransform(ident), torch.Generator().manual_seed(3)
+    cpu = torch.stack([cpu_t(pil, g).mean() for _ in range(2000)])
+    assert abs(dev.mean() - cpu.mean()) < 0.03 and abs(dev.std() - cpu.std()) < 0.03

@@ -13,16 +13,21 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
+from vitssl.data.device_decode import EncodedJPEG
 
-def decoded_uint8(img: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
-    """PIL image -> uint8 (3, H, W); no random draws (the device step makes them)."""
+
+def decoded_uint8(img: Image.Image | EncodedJPEG, generator: torch.Generator | None = None) -> torch.Tensor | EncodedJPEG:
+    """PIL image -> uint8 (3, H, W); no random draws (the device step makes them). A JPEG kept
+    encoded for the device decoder (`train.decode_on=device`) passes through."""
+    if isinstance(img, EncodedJPEG):
+        return img
     if img.mode != "RGB":
         img = img.convert("RGB")
     return TF.pil_to_tensor(img)
 
 
-def collate_decoded(samples: list[tuple[torch.Tensor, Any]]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """[(uint8 image, label)] -> (list of images, sizes may differ; labels (B,))."""
+def collate_decoded(samples: list[tuple[torch.Tensor | EncodedJPEG, Any]]) -> tuple[list, torch.Tensor]:
+    """[(uint8 image or encoded JPEG, label)] -> (list of images, sizes may differ; labels (B,))."""
     if not samples:
         raise ValueError("collate_decoded got an empty batch")
     return [image for image, _ in samples], torch.tensor([int(label) for _, label in samples], dtype=torch.long)

@@ -3,6 +3,10 @@
 No colour or blur: masking is the augmentation. Every draw comes from the generator passed
 in (crop box as torchvision's `RandomResizedCrop.get_params`, then the flip as
 `RandomHorizontalFlip`), so a view is a pure function of (image, generator seed).
+
+`MAEDeviceCrop` is the same augmentation for a whole batch on the accelerator
+(`train.augment_on=device`): MAE-Lite's step consumes thousands of images per second, more than a
+few CPU workers can crop and resize.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
+from vitssl.augment.gpu_multicrop import CROP_TRIES, resample_crops, sample_crop_boxes
 from vitssl.augment.photometric import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -85,3 +90,32 @@ def collate_images(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tenso
     images = torch.stack([image for image, _ in samples])
     labels = torch.tensor([int(label) for _, label in samples], dtype=torch.long)
     return images, labels
+
+
+class MAEDeviceCrop:
+    """`(list of uint8 (3, H, W) images on one device, generator) -> (B, 3, size, size)` normalised.
+
+    The crop boxes follow the same rule with the same probabilities as `MAETransform` (torchvision's
+    10 tries, then the centred fallback; `sample_crop_boxes`), drawn from one `torch.rand` per
+    batch; crops are resized with `roi_align` (bilinear, area-averaged when shrinking: an
+    antialiased filter like PIL's) for every interpolation setting, so "random" and "bicubic"
+    differ from the CPU pipeline by filter only, not by crop statistics.
+    """
+
+    def __init__(self, cfg: MAECropConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, images: list[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        c, b, device = self.cfg, len(images), images[0].device
+        draws = generator.device
+        sizes = torch.tensor([tuple(img.shape[-2:]) for img in images], dtype=torch.float64, device=draws)
+        u = torch.rand(b, 2 * CROP_TRIES + 3, generator=generator, device=draws)
+        boxes = sample_crop_boxes(sizes[:, 0], sizes[:, 1], torch.full((b,), c.scale[0], device=draws),
+                                  torch.full((b,), c.scale[1], device=draws), u[:, :CROP_TRIES],
+                                  u[:, CROP_TRIES:2 * CROP_TRIES], u[:, -3], u[:, -2], ratio=tuple(c.ratio))
+        x = resample_crops(images, boxes.to(device)[None], c.size)
+        flip = (u[:, -1] < c.flip_prob).to(device).reshape(-1, 1, 1, 1)
+        x = torch.where(flip, x.flip(-1), x)
+        mean = torch.tensor(c.mean, device=device).reshape(1, 3, 1, 1)
+        std = torch.tensor(c.std, device=device).reshape(1, 3, 1, 1)
+        return (x - mean) / std

@@ -34,6 +34,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, get_worker_info
 
+from vitssl.data.device_decode import EncodedJPEG, read_jpeg_or_none
+
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
 )
@@ -131,11 +133,12 @@ def _pil_pixel_check_off() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = saved
 
 
-def open_image(path: str, max_pixels: int | None) -> Image.Image:
+def open_image(path: str, max_pixels: int | None, keep_jpeg: bool = False) -> Image.Image | EncodedJPEG:
     """Decode `path` fully and convert it to RGB; raise on anything unreadable.
 
     The size is read from the header and checked against `max_pixels` (None: no limit)
-    before any pixel is decoded, so a decompression bomb costs a header read.
+    before any pixel is decoded, so a decompression bomb costs a header read. `keep_jpeg`: an
+    RGB or grey JPEG is returned undecoded (`EncodedJPEG`) for the device decoder.
     """
     with _pil_pixel_check_off(), Image.open(path) as img:
         w, h = img.size
@@ -143,6 +146,8 @@ def open_image(path: str, max_pixels: int | None) -> Image.Image:
             raise ImageTooLargeError(
                 f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} (raise max_image_pixels to use it)"
             )
+        if keep_jpeg and (encoded := read_jpeg_or_none(path, img)) is not None:
+            return encoded
         img.load()
         return to_rgb(img)
 
@@ -243,6 +248,7 @@ class ImageFolderDataset(Dataset):
             max_image_pixels = Image.MAX_IMAGE_PIXELS
         self.max_image_pixels: int | None = max_image_pixels if max_image_pixels else None
         self.unlisted: list[tuple[str, str]] = []
+        self.keep_jpeg_encoded = False
         self.classes, self.samples = self._scan()
         self.targets: list[int] = [label for _, label in self.samples]
         # Shared with DataLoader workers (inherited on fork, passed as shared memory on spawn),
@@ -292,9 +298,10 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def load(self, index: int) -> Image.Image:
-        """Decode sample `index` fully (raises on a bad file) and convert it to RGB."""
-        return open_image(self.samples[index][0], self.max_image_pixels)
+    def load(self, index: int) -> Image.Image | EncodedJPEG:
+        """Decode sample `index` fully (raises on a bad file) and convert it to RGB; with
+        `keep_jpeg_encoded` (set by `train.decode_on=device`) JPEGs stay undecoded."""
+        return open_image(self.samples[index][0], self.max_image_pixels, self.keep_jpeg_encoded)
 
     def _candidates(self, index: int) -> Iterator[int]:
         """`index`, then seeded random others, then every index after it (so all are tried)."""

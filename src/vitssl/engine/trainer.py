@@ -17,6 +17,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from vitssl.augment.device_input import collate_decoded, decoded_uint8
+from vitssl.data import folder_dataset
+from vitssl.data.device_decode import DeviceJPEGDecoder
 from vitssl.data.loaders import AugmentedDataset, EpochBatchSampler, build_train_loader, sample_seed
 from vitssl.distributed import all_reduce_sum, is_main_process, mean_over_ranks, rank, world_size
 from vitssl.engine.checkpoint import (
@@ -65,8 +67,11 @@ class TrainConfig:
     collapse_max_kl: float = 0.05  # nats: KL(mean||uniform) and mutual info below this warn of uniform collapse
     collapse_patience: int = 2  # consecutive log steps a collapse condition must hold before the warning
     # "cpu": workers run the method's augmentation; "device": workers only decode and the
-    # method's device_transform() augments the batch on the accelerator (DINO family)
+    # method's device_transform() augments the batch on the accelerator (DINO family, MAE)
     augment_on: str = "cpu"
+    # with augment_on=device: "cpu" = workers decode every image; "device" = workers read JPEG
+    # bytes and the step decodes them in one batched call on the accelerator (nvJPEG on CUDA)
+    decode_on: str = "cpu"
     tensorboard: bool = True
     wandb: bool = False  # also log to Weights & Biases (pip install wandb); project below
     wandb_project: str = "vitssl"
@@ -170,6 +175,7 @@ class Trainer:
         self.parallel = ParallelStep(method, self.device, train.strategy, train.find_unused_parameters,
                                      train.compile, self.precision)
         transform, self.collate, self.device_augment = self._input_pipeline(method, train.augment_on)
+        self.device_decode = self._device_decoder(dataset, train)
         self.dataset = AugmentedDataset(dataset, transform, train.seed)
         groups = decay_groups(method.trainable_parameters(), optim.no_weight_decay_names)
         self.params = [p for g in groups for p in g["params"]]
@@ -205,6 +211,19 @@ class Trainer:
         if make is None:
             raise ValueError(f"{type(method).__name__} has no device-side augmentation: use train.augment_on=cpu")
         return decoded_uint8, collate_decoded, make()
+
+    def _device_decoder(self, dataset: Dataset, train: TrainConfig) -> DeviceJPEGDecoder | None:
+        """With `decode_on=device`, the image folder keeps JPEGs encoded for the step to decode."""
+        if train.decode_on == "cpu":
+            return None
+        if train.decode_on != "device":
+            raise ValueError(f"unknown train.decode_on '{train.decode_on}': choose cpu or device")
+        if train.augment_on != "device":
+            raise ValueError("train.decode_on=device needs train.augment_on=device (the workers then only read bytes)")
+        folder = folder_dataset(dataset)
+        if folder is not None:
+            folder.keep_jpeg_encoded = True
+        return DeviceJPEGDecoder(self.device)
 
     # -- schedules -------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -310,6 +329,8 @@ class Trainer:
         if self.device_augment is None:
             return batch
         images, labels = batch
+        if self.device_decode is not None:
+            images = self.device_decode(images)
         seed = sample_seed(self.cfg.seed, self.step, rank() * self.cfg.accum_steps + micro)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         with torch.no_grad():
@@ -346,7 +367,9 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         self.method.after_optimizer_step(ctx)
         self.step += 1
-        return {**sums, "lr": lr, "weight_decay": wd, "skipped_steps": self.skipped_steps}
+        decode = {} if self.device_decode is None else {
+            "decode_host_fallbacks": self.device_decode.host_fallbacks, "decode_replaced": self.device_decode.replaced}
+        return {**sums, "lr": lr, "weight_decay": wd, "skipped_steps": self.skipped_steps, **decode}
 
     # -- non-finite losses -----------------------------------------------------------------
     def _all_finite(self, finite: torch.Tensor) -> bool:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from vitssl.augment.mae_transform import MAECropConfig, MAETransform, collate_images
+from vitssl.augment.mae_transform import MAECropConfig, MAEDeviceCrop, MAETransform, collate_images
 from vitssl.backbones import BackboneConfig, create_backbone
 from vitssl.engine.protocol import StepContext, StepOutput
 from vitssl.heads.mae_decoder import MAEDecoder, MAEDecoderConfig
@@ -76,6 +76,10 @@ class MAE(nn.Module):
     # -- data ----------------------------------------------------------------------------
     def train_transform(self) -> Callable[[Any, torch.Generator], torch.Tensor]:
         return self.transform
+
+    def device_transform(self) -> MAEDeviceCrop:
+        """The same crop and flip, batched on the accelerator (`train.augment_on=device`)."""
+        return MAEDeviceCrop(self.cfg.crop)
 
     def collate(self, samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         return collate_images(samples)
