@@ -1,24 +1,23 @@
-"""benchmarks/pretrain_step.py in its tiny CPU mode: every method runs, the table and JSON are complete."""
+"""The pre-training step benchmark (`vitssl benchmark step`, benchmarks/pretrain_step.py) in its tiny
+CPU mode: every method runs, the table and JSON are complete."""
 
-import importlib.util
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from vitssl.bench import pretrain_step
+from vitssl.cli import main as cli
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pretrain_step.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("pretrain_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    return pretrain_step
 
 
 def check_rows(bench, rows, expected):
@@ -52,3 +51,15 @@ def test_cpu_loader_path(bench):
 def test_bad_method_name_fails_with_the_choices(bench):
     with pytest.raises(SystemExit):
         bench.main(["--methods", "dino,moco", "--tiny"])
+
+
+def test_the_cli_and_the_script_run_the_same_benchmark(tmp_path, capsys):
+    assert cli(["benchmark", "step", "--device", "cpu", "--steps", "1", "--tiny", "--methods", "mae-lite",
+                "--input", "synthetic", "--json", str(tmp_path / "cli.json")]) == 0
+    rows = json.loads((tmp_path / "cli.json").read_text())["rows"]
+    assert [(r["method"], r["input"]) for r in rows] == [("MAE-Lite ViT-Tiny (tiny)", "synthetic")]
+    assert cli(["benchmark", "step", "--methods", "moco"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "vitssl: error: unknown method(s) ['moco']: choose from ['dino', 'esvit', 'selfpatch', 'mae-lite']")
+    done = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--methods" in done.stdout and "--tiny" in done.stdout

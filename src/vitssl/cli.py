@@ -179,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--device", default="auto")
     tp.add_argument("--json", default=None, help="also write the results to this JSON file")
 
+    from vitssl.bench.step_options import add_arguments as add_step_arguments
+
+    step = benchsub.add_parser("step", help="the whole pre-training step per method: images/s, step time, data "
+                                            "stall, peak memory, MFU (synthetic or JPEG input)")
+    add_step_arguments(step)
+
     ex = sub.add_parser("export", help="write a checkpoint's backbone in timm's key layout (safetensors or .pth)")
     ex.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
     ex.add_argument("--out", required=True, help="output folder")
@@ -359,6 +365,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    if args.benchmark == "step":
+        from vitssl.bench.pretrain_step import check_arguments, run
+
+        run(check_arguments(args))
+        return 0
     from vitssl.analyze import run_throughput
     from vitssl.bench.throughput import format_throughput_table
 

@@ -1,10 +1,20 @@
-"""Speed measurements users run on their own hardware (`vitssl benchmark ...`)."""
+"""Speed measurements users run on their own hardware (`vitssl benchmark ...`).
 
-from vitssl.bench.throughput import (
-    ThroughputResult,
-    count_flops,
-    count_parameters,
-    measure_throughput,
-)
+Names load on first use, so the CLI can read the benchmark options without importing torch.
+"""
 
-__all__ = ["ThroughputResult", "count_flops", "count_parameters", "measure_throughput"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {name: "vitssl.bench.throughput"
+            for name in ("ThroughputResult", "count_flops", "count_parameters", "measure_throughput")}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'vitssl.bench' has no attribute '{name}'")

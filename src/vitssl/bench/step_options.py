@@ -1,0 +1,57 @@
+"""Options and configurations of the pre-training step benchmark, without importing torch, so
+`vitssl --help` stays fast; the benchmark itself is `vitssl.bench.pretrain_step`."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Setup:
+    label: str
+    preset: str
+    batch_size: int
+    overrides: tuple[str, ...] = ()
+
+
+SETUPS = {
+    "dino": Setup("DINO ViT-S/16", "dino_vit_small16", 64),
+    "esvit": Setup("EsViT Swin-T/W7 + region", "esvit_swin_tiny_w7", 64),
+    "selfpatch": Setup("SelfPatch ViT-S/16", "selfpatch_vit_small16", 64),
+    "mae-lite": Setup("MAE-Lite ViT-Tiny", "mae_lite_vit_tiny16", 256),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The benchmark's options, shared by `vitssl benchmark step` and benchmarks/pretrain_step.py."""
+    p.add_argument("--methods", default=",".join(SETUPS), help=f"comma-separated, from {list(SETUPS)}")
+    p.add_argument("--input", default="synthetic,jpeg", help="comma-separated: synthetic, jpeg")
+    p.add_argument("--aug", choices=("cpu", "gpu"), default="gpu",
+                   help="JPEG input: decode + augment on the device (gpu) or in DataLoader workers (cpu)")
+    p.add_argument("--workers", type=int, default=8, help="DataLoader workers for --aug cpu")
+    p.add_argument("--batch-size", type=int, default=None, help="override every setup's batch size")
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 autocast on a GPU, fp32 on a CPU")
+    p.add_argument("--compile", action="store_true", help="torch.compile backbones, heads and decoders")
+    p.add_argument("--images", type=int, default=512, help="JPEGs in the in-memory pool")
+    p.add_argument("--jpeg-size", type=int, nargs=2, default=(375, 500), metavar=("H", "W"))
+    p.add_argument("--tiny", action="store_true", help="tiny models and crops: a seconds-long smoke test")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+
+
+def check_arguments(args: argparse.Namespace) -> argparse.Namespace:
+    """Validate the method and input lists (ValueError, one line); shrink for --tiny."""
+    unknown = set(args.methods.split(",")) - set(SETUPS)
+    if unknown:
+        raise ValueError(f"unknown method(s) {sorted(unknown)}: choose from {list(SETUPS)}")
+    if set(args.input.split(",")) - {"synthetic", "jpeg"}:
+        raise ValueError("--input takes synthetic, jpeg or both")
+    if args.tiny:
+        args.images, args.jpeg_size = min(args.images, 8), (48, 64)
+        args.warmup = min(args.warmup, 1)
+    return args
