@@ -63,3 +63,18 @@ def test_the_cli_and_the_script_run_the_same_benchmark(tmp_path, capsys):
         "vitssl: error: unknown method(s) ['moco']: choose from ['dino', 'esvit', 'selfpatch', 'mae-lite']")
     done = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True)
     assert done.returncode == 0 and "--methods" in done.stdout and "--tiny" in done.stdout
+
+
+def test_the_gpu_session_script_is_valid_bash_and_its_steps_parse():
+    import shlex
+
+    from vitssl.cli import build_parser
+
+    script = SCRIPT.parent / "gpu_session.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    steps = [shlex.split(line)[3:] for line in script.read_text().splitlines() if line.startswith("step ")]
+    assert len(steps) == 3
+    for argv in steps:
+        argv = [a.replace('"${WORKERS:-15}"', "15").replace("${WORKERS:-15}", "15") for a in argv]
+        args = build_parser().parse_args(["benchmark", "step", *argv])
+        assert pretrain_step.check_arguments(args).methods
