@@ -1,4 +1,5 @@
-"""Every `vitssl ...` command in a fenced bash block of README.md and docs/**/*.md is run.
+"""Every `vitssl ...` command (and `python benchmarks/NAME.py ...` one) in a fenced bash block of
+README.md and docs/**/*.md is run.
 
 Each command parses with the real argument parser, names an existing preset and passes config
 validation as written. Then every doc file's commands run in order, in one scratch folder, as a
@@ -18,6 +19,7 @@ not shell syntax, and are not checked here.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import re
 import shlex
@@ -48,8 +50,13 @@ class DocCommand:
     argv: list[str]
     run: bool
 
+    @property
+    def script(self) -> str | None:
+        """`benchmarks/NAME.py` for a benchmark script's command, None for a `vitssl` one."""
+        return self.argv[0] if self.argv and self.argv[0].startswith("benchmarks/") else None
+
     def __str__(self) -> str:
-        return f"{self.where}: vitssl {' '.join(self.argv)}"
+        return f"{self.where}: {'python' if self.script else 'vitssl'} {' '.join(self.argv)}"
 
 
 def doc_files() -> list[Path]:
@@ -73,7 +80,8 @@ def shell_blocks(text: str) -> list[tuple[int, list[str], bool]]:
 
 
 def vitssl_argvs(line: str) -> list[list[str]]:
-    """The argument lists of every `vitssl` (or `python -m vitssl`) invocation in a shell line."""
+    """The argument lists of every `vitssl` (or `python -m vitssl`) invocation in a shell line, and
+    of every `python benchmarks/NAME.py` one (its argv starts with the script's path)."""
     tokens = shlex.split(line, comments=True)
     segments, current = [], []
     for token in tokens:
@@ -91,6 +99,9 @@ def vitssl_argvs(line: str) -> list[list[str]]:
                 break
             if token == "-m" and k + 1 < len(seg) and seg[k + 1] == "vitssl":
                 found.append(seg[k + 2:])
+                break
+            if token.startswith("benchmarks/") and token.endswith(".py"):
+                found.append(seg[k:])
                 break
     return found
 
@@ -129,7 +140,7 @@ def parse(command: DocCommand):
         pytest.fail(f"{command}\n  does not parse: {err.getvalue().strip().splitlines()[-1]}")
 
 
-@pytest.mark.parametrize("command", COMMANDS, ids=str)
+@pytest.mark.parametrize("command", [c for c in COMMANDS if not c.script], ids=str)
 def test_command_parses_and_its_config_is_valid(command):
     args = parse(command)
     preset = getattr(args, "config", None)
@@ -173,6 +184,8 @@ SHRINK_FLAGS = {
 
 
 def subcommand(argv: list[str]) -> str:
+    if argv[0].startswith("benchmarks/"):
+        return argv[0]
     return " ".join(argv[:2]) if argv[0] in ("eval", "analyze", "benchmark") else argv[0]
 
 
@@ -284,6 +297,9 @@ def shrunk(argv: list[str]) -> list[str]:
             tiny = tiny_overrides(preset=args.config) if args.config else tiny_overrides()
         drop = (("data.path=",) if keep_data else ()) + (("method.teacher=",) if args.teacher else ())
         return argv + [o for o in tiny if not (drop and o.startswith(drop))]
+    if command == "benchmarks/preset_stability.py":  # one variant, one seed, two steps
+        tiny = [o for o in tiny_overrides() if not o.startswith(("data.path=", "train.epochs="))]
+        return argv + ["--epochs", "1", "--seeds", "0", "--variants", "preset", "--knn-every", "1", *tiny]
     if command == "demo" and "mae" in argv:  # the MAE demo runs on MNIST only
         return argv + ["--dataset", "mnist", "--epochs", "1"]
     return argv + SHRINK_FLAGS.get(command, [])
@@ -301,5 +317,17 @@ def test_every_command_of_a_doc_file_runs(doc, tmp_path, monkeypatch, capsys):
         argv = list(command.argv) if command.run else relocate(command.argv)
         extra = [] if command.run else fixtures.provide(argv)
         argv = argv if command.run else shrunk(argv) + extra
-        code = main(argv)
-        assert code == 0, f"{command}\n  ran as: vitssl {' '.join(argv)}\n{capsys.readouterr().err[-2000:]}"
+        code = run_script(argv) if command.script else main(argv)
+        assert code == 0, f"{command}\n  ran as: {' '.join(argv)}\n{capsys.readouterr().err[-2000:]}"
+
+
+def run_script(argv: list[str]) -> int:
+    """`python benchmarks/NAME.py ARGS`: the script's `main(ARGS)` (a parse error exits non-zero)."""
+    spec = importlib.util.spec_from_file_location(Path(argv[0]).stem, ROOT / argv[0])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        module.main(argv[1:])
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
