@@ -15,7 +15,7 @@ order (autocast forward, backward, clipping, `before_optimizer_step`, optimizer,
 
 Inputs: `synthetic` = random views already on the device (the spec's tables); `jpeg` = a pool of
 photo-like images JPEG-encoded in memory, decoded and augmented every step, either on the device
-(`--aug gpu`: `decode_jpeg(device=...)` + `GPUMultiCrop`) or by DataLoader workers with the
+(`--aug gpu`: the trainer's `train.decode_on=device` decoder + the method's device augmentation) or by DataLoader workers with the
 CPU PIL pipeline (`--aug cpu`). Reported per row: images/s over the timed steps, median step
 time, data time per step (host time blocked on the loader for `--aug cpu`; device time of
 decoding + augmentation for `--aug gpu`), peak device memory, model FLOPs per image (torch's
@@ -42,6 +42,7 @@ from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 from vitssl.bench.step_options import SETUPS, add_arguments, check_arguments
 from vitssl.bench.throughput import count_call_flops
 from vitssl.config import load_config, to_objects
+from vitssl.data.device_decode import DeviceJPEGDecoder, EncodedJPEG
 from vitssl.data.loaders import AugmentedDataset, build_train_loader
 from vitssl.engine.optim import build_optimizer, clip_gradients, decay_groups
 from vitssl.engine.protocol import StepContext
@@ -190,12 +191,13 @@ class DeviceInput:
         self.method, self.pool, self.batch, self.device = method, pool, batch, device
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.augment = method.device_transform()  # GPUMultiCrop (DINO family) or MAEDeviceCrop
+        self.decode = DeviceJPEGDecoder(device)  # the trainer's train.decode_on=device path
         self.position = 0
 
     def __call__(self) -> Any:
         picks = [self.pool[(self.position + i) % len(self.pool)] for i in range(self.batch)]
         self.position += self.batch
-        images = decode_jpeg(picks, mode=ImageReadMode.RGB, device=self.device)
+        images = self.decode([EncodedJPEG(data, f"pool[{i}]") for i, data in enumerate(picks)])
         labels = torch.zeros(self.batch, dtype=torch.long, device=self.device)
         return self.augment(images, self.generator), labels
 
