@@ -31,6 +31,7 @@ from pathlib import Path
 
 from vitssl.config import load_config
 from vitssl.engine.health import CollapseMonitor
+from vitssl.engine.logging import read_metrics
 from vitssl.methods import method_configs
 from vitssl.pretrain import pretrain
 
@@ -47,9 +48,9 @@ FLAT_INFO = 0.1  # nats of mutual information below which the teacher counts as 
 SHRINK = ("backbone.embed_dim=96", "backbone.depth=4", "backbone.num_heads=3")
 
 
-def read_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
+def split_metrics(run_dir: Path) -> tuple[list[dict], list[dict]]:
     """(training log rows, online k-NN rows) of a finished run."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = read_metrics(run_dir)
     return [r for r in rows if "loss" in r], [r for r in rows if "knn_top1" in r]
 
 
@@ -88,7 +89,7 @@ def run_variant(args: argparse.Namespace, name: str, seed: int) -> dict:
     start = time.perf_counter()
     if not args.summarise_only:
         pretrain(cfg, run_dir)
-    train_rows, knn_rows = read_metrics(run_dir)
+    train_rows, knn_rows = split_metrics(run_dir)
     t = cfg.train
     result = summarise(train_rows, knn_rows, int(cfg.method.head.out_dim), t.collapse_min_entropy,
                        t.collapse_max_kl, t.collapse_patience)

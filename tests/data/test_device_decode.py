@@ -93,12 +93,12 @@ def test_device_rejects_fall_back_to_the_host_then_to_another_image(tmp_path, mo
     decoder = DeviceJPEGDecoder(torch.device("cpu"))
     out = decoder([junk, encoded])
     assert decoder.replaced == 1 and torch.equal(out[0], out[1])  # junk replaced by the good image
-    import torchvision.io
+    import vitssl.data.device_decode
 
     def device_decoder_rejects_everything(*args, **kwargs):
         raise RuntimeError("nvjpeg: unsupported")
 
-    monkeypatch.setattr(torchvision.io, "decode_jpeg", device_decoder_rejects_everything)
+    monkeypatch.setattr(vitssl.data.device_decode, "decode_jpeg", device_decoder_rejects_everything)
     host = DeviceJPEGDecoder(torch.device("cpu"))
     (image,) = host([encoded])
     assert host.host_fallbacks == 1 and host.replaced == 0

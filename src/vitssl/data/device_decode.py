@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
 
 log = logging.getLogger("vitssl")
 
@@ -47,8 +48,8 @@ def read_jpeg_or_none(path: str, image: Image.Image) -> EncodedJPEG | None:
     """
     if image.format != "JPEG" or image.mode not in ("RGB", "L"):
         return None
-    with open(path, "rb") as f:
-        data = f.read()
+    image.fp.seek(0)  # the file PIL opened for the header: read it whole, without opening it again
+    data = image.fp.read()
     if not data.startswith(JPEG_START) or JPEG_END not in data[-64:]:
         raise TruncatedJPEGError(f"'{path}' is truncated (no JPEG end-of-image marker)")
     return EncodedJPEG(torch.frombuffer(bytearray(data), dtype=torch.uint8), path)
@@ -70,8 +71,6 @@ class DeviceJPEGDecoder:
         self.replaced = 0  # JPEGs neither decoder could read, replaced by another image of the batch
 
     def _device_decode(self, items: list[EncodedJPEG]) -> list[torch.Tensor | None]:
-        from torchvision.io import ImageReadMode, decode_jpeg
-
         with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs for TorchCodec
             warnings.simplefilter("ignore", DeprecationWarning)
             try:
