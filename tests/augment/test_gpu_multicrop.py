@@ -290,3 +290,43 @@ def test_output_channel_statistics_match_the_cpu_pipeline():
         tol = 4 * a.mean(dim=(2, 3)).std(dim=0) / len(a) ** 0.5
         assert ((mean_a - mean_b).abs() <= tol).all(), (name, mean_a, mean_b, tol)
         torch.testing.assert_close(std_b, std_a, atol=0.08, rtol=0.08)
+
+
+# -- (c) work a GPU pays for: host copies, syncs, repeated passes -----------------------------------
+
+def test_rendering_a_batch_copies_only_the_image_sizes_and_never_syncs():
+    from sync_probe import record
+
+    aug = GPUMultiCrop(SMALL)
+    images = [natural_image(72, 96, seed=i) for i in range(3)]
+    aug(images, torch.Generator().manual_seed(0))  # the first call copies the per-view tables once
+    _, ops = record(aug, images, torch.Generator().manual_seed(1))
+    assert ops.syncs == 0, ops.calls
+    assert ops.host_data_copies == 1, ops.calls  # the batch's (H, W) sizes
+
+
+def test_hue_round_trip_runs_once_per_call(monkeypatch):
+    import vitssl.augment.gpu_multicrop as module
+
+    calls = []
+    original = module.adjust_hue
+    monkeypatch.setattr(module, "adjust_hue", lambda x, f: calls.append(len(x)) or original(x, f))
+    views = float_views(n=6)
+    factors = torch.tensor([[1.2, 0.8, 1.1, 0.05]] * 6)
+    order = torch.stack([torch.randperm(4, generator=torch.Generator().manual_seed(i)) for i in range(6)])
+    module.color_jitter(views, factors, order)
+    assert calls == [6]
+
+
+def test_mixed_orientations_share_one_canvas_per_orientation():
+    from vitssl.augment.gpu_multicrop import PaddedImages
+
+    images = [natural_image(72, 96), natural_image(96, 72, seed=1), natural_image(70, 90, seed=2),
+              natural_image(90, 70, seed=3)]
+    padded = PaddedImages.build(images)
+    assert padded.members == [[0, 2], [1, 3]]
+    boxes = torch.tensor([[[5.0, 7.0, 20.0, 30.0], [0.0, 0.0, 30.0, 40.0], [3.0, 2.0, 40.0, 50.0],
+                           [10.0, 0.0, 60.0, 30.0]]])
+    together = resample_crops(padded, boxes, 16)
+    alone = torch.cat([resample_crops([img], boxes[:, i:i + 1], 16) for i, img in enumerate(images)])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)

@@ -50,3 +50,18 @@ def test_unknown_clip_mode():
     p.grad = torch.ones(1)
     with pytest.raises(ValueError, match="clip_mode"):
         clip_gradients([p], 1.0, "per_layer")
+
+
+def test_per_tensor_clipping_launches_do_not_grow_with_the_tensor_count():
+    """DINO clips every tensor on its own: a fixed number of multi-tensor ops, not ~4 per tensor."""
+    from sync_probe import record
+
+    def clip(count: int):
+        params = [torch.nn.Parameter(torch.zeros(5)) for _ in range(count)]
+        for i, p in enumerate(params):
+            p.grad = torch.full((5,), float(i))
+        return record(clip_gradients, params, 1.0, "per_tensor")
+
+    (_, few), (many_norms, many) = clip(3), clip(30)
+    assert few.launches == many.launches and few.syncs == many.syncs == 0
+    assert many_norms[2].item() == pytest.approx(2.0 * 5 ** 0.5)

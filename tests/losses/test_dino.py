@@ -83,3 +83,17 @@ def test_teacher_statistics_by_hand():
     assert s["teacher_entropy"] == pytest.approx(math.log(4))
     assert s["teacher_kl_uniform"] == pytest.approx(0.0, abs=1e-6)
     assert s["teacher_mutual_info"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_loss_has_no_host_device_sync():
+    """The pair mask is a masked sum, not boolean indexing (a `nonzero` sync on a GPU)."""
+    from sync_probe import record
+
+    teacher, student = F.softmax(torch.randn(2, 4, 8), -1), F.log_softmax(torch.randn(6, 4, 8), -1)
+    loss, ops = record(multicrop_cross_entropy, teacher, student)
+    assert ops.syncs == 0 and ops.host_data_copies == 0, ops.calls
+    # T = 3 teacher views and S = 2 student views: only 2 same-view pairs to skip, 4 remain
+    t3, s2 = F.softmax(torch.randn(3, 1, 5), -1), F.log_softmax(torch.randn(2, 1, 5), -1)
+    ce = -torch.einsum("tbk,sbk->ts", t3, s2)
+    expected = (ce.sum() - ce[0, 0] - ce[1, 1]) / 4
+    assert multicrop_cross_entropy(t3, s2).item() == pytest.approx(expected.item(), rel=1e-6)

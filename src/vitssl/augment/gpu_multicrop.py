@@ -188,7 +188,7 @@ def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
 def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     """Inverse of `rgb_to_hsv`: channel n in (R, G, B) is v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6."""
     hue, sat, value = hsv.unbind(dim=-3)
-    n = torch.tensor([5.0, 3.0, 1.0], device=hsv.device, dtype=hsv.dtype).reshape(3, 1, 1)
+    n = torch.arange(5.0, 0.0, -2.0, device=hsv.device, dtype=hsv.dtype).reshape(3, 1, 1)  # 5, 3, 1: a fill, no copy
     k = torch.remainder(n + 6.0 * hue.unsqueeze(-3), 6.0)
     ramp = torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
     return value.unsqueeze(-3) * (1.0 - sat.unsqueeze(-3) * ramp)
@@ -201,25 +201,38 @@ def adjust_hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return hsv_to_rgb(torch.cat([hue.unsqueeze(1), hsv[:, 1:]], dim=1))
 
 
+def _blend_at(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, position: int,
+              active: torch.Tensor) -> torch.Tensor:
+    """Each view's brightness, contrast or saturation op at `position` where `active` (N,) holds.
+
+    The three are one blend whose reference (black, mean luma, luma) is chosen per view; a view
+    that is inactive here, or whose op at `position` is the hue, gets factor 1: an exact identity.
+    """
+    op = order[:, position]
+    factor = factors.gather(1, op[:, None]).squeeze(1)
+    gray = rgb_to_grayscale(x)
+    mean = gray.mean(dim=(-3, -2, -1), keepdim=True)
+    other = torch.where(_per_view(op == BRIGHTNESS), torch.zeros_like(gray),
+                        torch.where(_per_view(op == CONTRAST), mean, gray))
+    return _blend(x, other, torch.where(active & (op != HUE), factor, torch.ones_like(factor)))
+
+
 def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     """Brightness, contrast, saturation and hue in each view's own order.
 
-    factors (N, 4) in op-index order, order (N, 4) a permutation per view. At each of the 4
-    positions, brightness/contrast/saturation are one blend whose reference (black, mean luma,
-    luma) is chosen per view, and hue is applied where it sits at that position; a view whose
-    op there is something else gets factor 1 (an exact identity). Identity hue factors are
-    skipped like the CPU pipeline skips them.
+    factors (N, 4) in op-index order, order (N, 4) a permutation per view. The hue rotation
+    (an RGB->HSV->RGB round trip, the costly op) runs once over all views: first every view's
+    ops that come before its hue (positions 0-2), then the hue, then the ops after it
+    (positions 1-3); at each position a view whose op is elsewhere in its order gets an identity
+    blend. Identity hue factors are skipped like the CPU pipeline skips them.
     """
-    for position in range(4):
-        op = order[:, position]
-        factor = factors.gather(1, op[:, None]).squeeze(1)
-        is_hue = op == HUE
-        gray = rgb_to_grayscale(x)
-        mean = gray.mean(dim=(-3, -2, -1), keepdim=True)
-        other = torch.where(_per_view(op == BRIGHTNESS), torch.zeros_like(gray),
-                            torch.where(_per_view(op == CONTRAST), mean, gray))
-        x = _blend(x, other, torch.where(is_hue, torch.ones_like(factor), factor))
-        x = torch.where(_per_view(is_hue & (factor != 0)), adjust_hue(x, torch.where(is_hue, factor, 0.0)), x)
+    hue_at = (order == HUE).int().argmax(dim=1)  # each view's hue position
+    for position in range(3):
+        x = _blend_at(x, factors, order, position, position < hue_at)
+    hue = factors[:, HUE]
+    x = torch.where(_per_view(hue != 0), adjust_hue(x, hue), x)
+    for position in range(1, 4):
+        x = _blend_at(x, factors, order, position, position > hue_at)
     return x
 
 
@@ -247,13 +260,22 @@ def solarize(x: torch.Tensor, threshold: float = SOLARIZE_THRESHOLD) -> torch.Te
 
 
 def photometric(x: torch.Tensor, p: ViewBatchParams, mean: torch.Tensor, std: torch.Tensor,
-                blur_radius: int) -> torch.Tensor:
-    """Flip, jitter, grayscale, blur, solarise and normalise views (N, 3, S, S) in [0, 1]."""
+                blur_radius: int, blur: str = "drawn") -> torch.Tensor:
+    """Flip, jitter, grayscale, blur, solarise and normalise views (N, 3, S, S) in [0, 1].
+
+    `blur`: "drawn" blurs the views whose sigma is > 0; "all" / "none" are for view groups
+    whose blur probability is 1 / 0, where the per-view select (or the whole blur) is skipped.
+    Blurring only the drawn views would need their count on the host, a sync that costs a GPU
+    more than the depthwise convolution it saves, so a mixed group blurs every view and selects.
+    """
     x = torch.where(_per_view(p.flip), x.flip(-1), x)
     x = color_jitter(x, p.factors, p.order)
     x = torch.where(_per_view(p.grayscale), rgb_to_grayscale(x).expand_as(x), x)
-    blur = p.blur_sigma > 0
-    x = torch.where(_per_view(blur), gaussian_blur(x, torch.where(blur, p.blur_sigma, 1.0), blur_radius), x)
+    if blur == "all":
+        x = gaussian_blur(x, p.blur_sigma, blur_radius)
+    elif blur == "drawn":
+        drawn = p.blur_sigma > 0
+        x = torch.where(_per_view(drawn), gaussian_blur(x, torch.where(drawn, p.blur_sigma, 1.0), blur_radius), x)
     x = torch.where(_per_view(p.solarize), solarize(x), x)
     return (x - mean.reshape(1, 3, 1, 1)) / std.reshape(1, 3, 1, 1)
 
@@ -275,31 +297,75 @@ def _paste_with_edge(canvas: torch.Tensor, img: torch.Tensor) -> None:
         canvas[:, : h + 1, w] = canvas[:, : h + 1, w - 1]
 
 
-def resample_crops(images: list[torch.Tensor], boxes: torch.Tensor, size: int) -> torch.Tensor:
+@dataclass
+class PaddedImages:
+    """A batch of images of mixed sizes as few zero-padded float canvases, built once per batch.
+
+    `canvases[j]` (g_j, 3, H_j, W_j) holds the images `members[j]` (indices into the batch).
+    Images are grouped by orientation (landscape, portrait), since padding one to the other's
+    shape roughly doubles the pixels; a group becomes one canvas when padding adds at most
+    `MAX_PADDING_OVERHEAD`, else one canvas per image. `inverse` maps rows in group order back
+    to batch order and `order` batch order to group order (None when the groups already are in
+    batch order).
+    """
+
+    canvases: list[torch.Tensor]
+    members: list[list[int]]
+    order: torch.Tensor | None
+    inverse: torch.Tensor | None
+
+    @classmethod
+    def build(cls, images: list[torch.Tensor]) -> PaddedImages:
+        shapes = [tuple(img.shape[-2:]) for img in images]
+        members: list[list[int]] = []
+        for landscape in (True, False):
+            group = [i for i, (h, w) in enumerate(shapes) if (w >= h) == landscape]
+            if not group:
+                continue
+            max_h, max_w = max(shapes[i][0] for i in group), max(shapes[i][1] for i in group)
+            if len(group) * max_h * max_w <= MAX_PADDING_OVERHEAD * sum(shapes[i][0] * shapes[i][1] for i in group):
+                members.append(group)
+            else:
+                members.extend([i] for i in group)
+        canvases = []
+        for group in members:
+            h, w = max(shapes[i][0] for i in group), max(shapes[i][1] for i in group)
+            canvas = images[0].new_zeros((len(group), 3, h, w), dtype=torch.float32)
+            for row, i in enumerate(group):
+                _paste_with_edge(canvas[row], _as_rgb_float(images[i]))
+            canvases.append(canvas)
+        grouped = [i for group in members for i in group]
+        if grouped == list(range(len(images))):
+            return cls(canvases, members, None, None)
+        order = torch.tensor(grouped, device=images[0].device)  # one host copy of B indices, mixed batches only
+        return cls(canvases, members, order, order.argsort())
+
+
+def resample_crops(images: list[torch.Tensor] | PaddedImages, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """Cut boxes (n, B, 4) = (top, left, h, w) from B images and resize to size x size.
 
     Returns (n * B, 3, size, size) float in [0, 1], row v * B + i = crop v of image i. One
-    roi_align call for all crops when the images fit one padded batch, else one per image.
+    roi_align call per canvas of `PaddedImages` (pass one to reuse it across output sizes).
     """
+    padded = images if isinstance(images, PaddedImages) else PaddedImages.build(images)
     n, batch = boxes.shape[:2]
     top, left, h, w = boxes.unbind(-1)
     xyxy = torch.stack([left, top, left + w, top + h], dim=-1)  # (n, B, 4)
-    shapes = [tuple(img.shape[-2:]) for img in images]
-    max_h, max_w = max(s[0] for s in shapes), max(s[1] for s in shapes)
-    if batch * max_h * max_w <= MAX_PADDING_OVERHEAD * sum(a * b for a, b in shapes):
-        padded = images[0].new_zeros((batch, 3, max_h, max_w), dtype=torch.float32)
-        for i, img in enumerate(images):
-            _paste_with_edge(padded[i], _as_rgb_float(img))
-        index = torch.arange(batch, device=boxes.device, dtype=xyxy.dtype).expand(n, batch)
-        rois = torch.cat([index[..., None], xyxy], dim=-1).reshape(n * batch, 5)
-        out = roi_align(padded, rois, size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
-    else:
-        out = images[0].new_empty((n, batch, 3, size, size), dtype=torch.float32)
-        for i, img in enumerate(images):
-            out[:, i] = roi_align(_as_rgb_float(img)[None], [xyxy[:, i]], size, spatial_scale=1.0,
-                                  sampling_ratio=-1, aligned=True)
-        out = out.reshape(n * batch, 3, size, size)
-    return out.div_(255.0)
+    if padded.order is not None:
+        xyxy = xyxy[:, padded.order]
+    start, outs = 0, []
+    for canvas, group in zip(padded.canvases, padded.members):
+        g = len(group)
+        rows = xyxy[:, start:start + g]
+        index = torch.arange(g, device=xyxy.device, dtype=xyxy.dtype).expand(n, g)
+        rois = torch.cat([index[..., None], rows], dim=-1).reshape(n * g, 5)
+        crops = roi_align(canvas, rois, size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+        outs.append(crops.reshape(n, g, 3, size, size))
+        start += g
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+    if padded.inverse is not None:
+        out = out[:, padded.inverse]
+    return out.reshape(n * batch, 3, size, size).div_(255.0)
 
 
 # -- the pipeline ------------------------------------------------------------------------------
@@ -318,6 +384,28 @@ class GPUMultiCrop:
         self.size_groups = groups  # (number of views, side) per output resolution, in view order
         self.view_kinds = [GLOBAL_1, GLOBAL_2] + [LOCAL] * sum(n for n, _ in groups[1:])
         self.blur_radius = max(1, math.ceil(3 * cfg.blur_radius[1]))  # kernel support: 3 sigma
+        self.group_blur = [self._blur_mode(group) for group in range(len(groups))]
+        self._constants: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+    def _blur_mode(self, group: int) -> str:
+        """"all", "none" or "drawn": what the blur probabilities of a size group's views allow."""
+        first = sum(n for n, _ in self.size_groups[:group])
+        probs = {self.cfg.blur_prob[kind] for kind in self.view_kinds[first:first + self.size_groups[group][0]]}
+        return "all" if probs == {1.0} else "none" if probs == {0.0} else "drawn"
+
+    def constants(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """Per-view tables and normalisation on `device`, copied from the host once per device."""
+        if device not in self._constants:
+            c = self.cfg
+            self._constants[device] = {
+                "kinds": torch.tensor(self.view_kinds, device=device),
+                "blur_prob": torch.tensor([c.blur_prob[k] for k in self.view_kinds], device=device),
+                "solarize_prob": torch.tensor([c.solarization_prob[k] for k in self.view_kinds], device=device),
+                "identity": torch.tensor([1.0, 1.0, 1.0, 0.0], device=device),
+                "mean": torch.tensor(c.mean, device=device),
+                "std": torch.tensor(c.std, device=device),
+            }
+        return self._constants[device]
 
     @property
     def num_views(self) -> int:
@@ -330,8 +418,10 @@ class GPUMultiCrop:
     def sample_params(self, image_sizes: list[tuple[int, int]], generator: torch.Generator) -> ViewBatchParams:
         """Draw every decision for B images of (H, W) sizes, on the generator's device."""
         c, device, batch = self.cfg, generator.device, len(image_sizes)
+        const = self.constants(device)
         u = torch.rand(self.num_views * batch, _DRAWS, generator=generator, device=device)
-        kinds = torch.tensor(self.view_kinds, device=device).repeat_interleave(batch)
+        kinds = const["kinds"].repeat_interleave(batch)
+        # the step's one host-to-device copy: the batch's image sizes
         sizes = torch.tensor(image_sizes, device=device, dtype=torch.float64).repeat(self.num_views, 1)
         is_local = kinds == LOCAL
         scale_low = torch.where(is_local, c.local_crops_scale[0], c.global_crops_scale[0])
@@ -344,8 +434,8 @@ class GPUMultiCrop:
                              _between(f[:, 1], max(0.0, 1 - c.contrast), 1 + c.contrast),
                              _between(f[:, 2], max(0.0, 1 - c.saturation), 1 + c.saturation),
                              _between(f[:, 3], -c.hue, c.hue)], dim=1)
-        identity = torch.tensor([1.0, 1.0, 1.0, 0.0], device=device)
-        blur_prob = torch.tensor(c.blur_prob, device=device)[kinds]
+        identity = const["identity"]
+        blur_prob = const["blur_prob"].repeat_interleave(batch)
         sigma = _between(u[:, _SIGMA], c.blur_radius[0], c.blur_radius[1])
         return ViewBatchParams(
             boxes=boxes,
@@ -354,21 +444,21 @@ class GPUMultiCrop:
             order=u[:, _ORDER].argsort(dim=1),
             grayscale=u[:, _GRAY] < c.grayscale_prob,
             blur_sigma=torch.where(u[:, _BLUR] < blur_prob, sigma, 0.0),
-            solarize=u[:, _SOLARIZE] < torch.tensor(c.solarization_prob, device=device)[kinds],
+            solarize=u[:, _SOLARIZE] < const["solarize_prob"].repeat_interleave(batch),
         )
 
     def render(self, images: list[torch.Tensor], params: ViewBatchParams) -> list[torch.Tensor]:
         """Deterministically render the views `params` describes (from `sample_params`)."""
         device, batch = images[0].device, len(images)
         params = params.to(device)
-        mean = torch.tensor(self.cfg.mean, device=device)
-        std = torch.tensor(self.cfg.std, device=device)
+        const = self.constants(device)
+        padded = PaddedImages.build(images)  # once for every output size
         views: list[torch.Tensor] = []
         start = 0
-        for number, size in self.size_groups:
+        for (number, size), blur in zip(self.size_groups, self.group_blur):
             p = params.rows(start * batch, (start + number) * batch)
-            crops = resample_crops(images, p.boxes.reshape(number, batch, 4), size)
-            out = photometric(crops, p, mean, std, self.blur_radius)
+            crops = resample_crops(padded, p.boxes.reshape(number, batch, 4), size)
+            out = photometric(crops, p, const["mean"], const["std"], self.blur_radius, blur)
             views.extend(out.reshape(number, batch, 3, size, size).unbind(0))
             start += number
         return views

@@ -67,6 +67,14 @@ class MAETransform:
 
     def __init__(self, cfg: MAECropConfig) -> None:
         self.cfg = cfg
+        self._normalisation: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def normalisation(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std (1, 3, 1, 1) on `device`, copied from the host once per device."""
+        if device not in self._normalisation:
+            self._normalisation[device] = (torch.tensor(self.cfg.mean, device=device).reshape(1, 3, 1, 1),
+                                           torch.tensor(self.cfg.std, device=device).reshape(1, 3, 1, 1))
+        return self._normalisation[device]
 
     def __call__(self, img: Image.Image, generator: torch.Generator) -> torch.Tensor:
         c = self.cfg
@@ -104,6 +112,14 @@ class MAEDeviceCrop:
 
     def __init__(self, cfg: MAECropConfig) -> None:
         self.cfg = cfg
+        self._normalisation: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def normalisation(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std (1, 3, 1, 1) on `device`, copied from the host once per device."""
+        if device not in self._normalisation:
+            self._normalisation[device] = (torch.tensor(self.cfg.mean, device=device).reshape(1, 3, 1, 1),
+                                           torch.tensor(self.cfg.std, device=device).reshape(1, 3, 1, 1))
+        return self._normalisation[device]
 
     def __call__(self, images: list[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         c, b, device = self.cfg, len(images), images[0].device
@@ -116,6 +132,5 @@ class MAEDeviceCrop:
         x = resample_crops(images, boxes.to(device)[None], c.size)
         flip = (u[:, -1] < c.flip_prob).to(device).reshape(-1, 1, 1, 1)
         x = torch.where(flip, x.flip(-1), x)
-        mean = torch.tensor(c.mean, device=device).reshape(1, 3, 1, 1)
-        std = torch.tensor(c.std, device=device).reshape(1, 3, 1, 1)
+        mean, std = self.normalisation(device)
         return (x - mean) / std

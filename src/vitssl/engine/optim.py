@@ -96,6 +96,8 @@ def clip_gradients(params: list[nn.Parameter], max_norm: float, mode: str,
         total = torch.stack(norms).square().sum().sqrt()
         torch._foreach_mul_(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
         return total
-    coefs = [torch.clamp(max_norm / (n + 1e-6), max=1.0) for n in norms]
-    torch._foreach_mul_(grads, coefs)
-    return torch.stack(norms)
+    stacked = torch.stack(norms)
+    # one coefficient kernel for all tensors (not three per tensor), then one multi-tensor multiply
+    coefs = (max_norm / (stacked + 1e-6)).clamp_(max=1.0)
+    torch._foreach_mul_(grads, list(coefs.unbind()))
+    return stacked
