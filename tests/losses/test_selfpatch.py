@@ -88,3 +88,14 @@ def test_patch_loss_needs_matching_views():
     loss = PatchLoss(4)
     with pytest.raises(ValueError, match="same views"):
         loss([torch.zeros(2, 1, 4, 4)], [torch.zeros(1, 1, 4, 4)], 0.04)
+
+
+def test_neighbour_tables_are_built_once_per_grid_and_device():
+    """The step asks for the same grids every step: no host rebuild and no host-to-device copy."""
+    from sync_probe import record
+
+    first = neighbour_indices((5, 6), "wrap", "cpu")
+    (index, valid), ops = record(neighbour_indices, (5, 6), "wrap", torch.device("cpu"))
+    assert index is first[0] and valid is first[1]
+    assert ops.launches == 0
+    assert neighbour_indices((6, 5), "wrap")[0].shape == (30, 8)  # another grid: its own table

@@ -7,6 +7,8 @@ the aggregate of P_i; the student must predict it from patch i alone, in the sam
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -16,9 +18,14 @@ from vitssl.losses.center import Center
 BORDER_MODES = ("inside", "wrap")
 
 
-def neighbour_indices(grid: tuple[int, int], border: str = "inside") -> tuple[torch.Tensor, torch.Tensor]:
+def neighbour_indices(grid: tuple[int, int], border: str = "inside",
+                      device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (N, 8) of each patch's 3x3-window neighbours on a row-major (h, w) grid, and
-    which of them exist (N, 8) bool.
+    which of them exist (N, 8) bool, on `device` (default CPU).
+
+    Built once per (grid, border, device) and cached: the training step asks for the same two
+    or three grids every step, and rebuilding them on the host meant a copy to the device each
+    time. The returned tensors are shared: do not modify them in place.
 
     `border="inside"`: neighbours outside the image do not exist (a corner has 3).
     `border="wrap"`: the original code's modular indexing, so border patches take neighbours
@@ -28,6 +35,17 @@ def neighbour_indices(grid: tuple[int, int], border: str = "inside") -> tuple[to
     """
     if border not in BORDER_MODES:
         raise ValueError(f"unknown neighbour border mode '{border}': use one of {BORDER_MODES}")
+    return _cached_neighbour_indices((int(grid[0]), int(grid[1])), border, torch.device(device or "cpu"))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_neighbour_indices(grid: tuple[int, int], border: str,
+                              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    index, valid = _build_neighbour_indices(grid, border)
+    return index.to(device), valid.to(device)
+
+
+def _build_neighbour_indices(grid: tuple[int, int], border: str) -> tuple[torch.Tensor, torch.Tensor]:
     h, w = grid
     rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
     rows, cols = rows.reshape(-1, 1), cols.reshape(-1, 1)

@@ -16,7 +16,7 @@ from torch import nn
 from vitssl.augment import MultiCrop, MultiCropConfig, collate_views
 from vitssl.augment.gpu_multicrop import GPUMultiCrop
 from vitssl.backbones import BackboneConfig, create_backbone
-from vitssl.engine.ema import ema_update
+from vitssl.engine.ema import TeacherEMA
 from vitssl.engine.protocol import StepContext, StepOutput
 from vitssl.engine.schedules import cosine_schedule, teacher_temperature
 from vitssl.heads import DINOHead, DINOHeadConfig
@@ -68,6 +68,7 @@ class DINO(nn.Module):
         dim = student_backbone.embed_dim
         self.student = StudentTeacher(student_backbone, DINOHead(dim, cfg.head))
         self.teacher = StudentTeacher(teacher_backbone, DINOHead(dim, cfg.head))
+        self.ema = TeacherEMA(self.teacher, self.student)  # pairs parameters once
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
         self.loss = DINOLoss(cfg.head.out_dim, cfg.student_temp, cfg.center_momentum)
@@ -113,7 +114,7 @@ class DINO(nn.Module):
                 p.grad = None
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
-        ema_update(self.teacher, self.student, self.teacher_momentum(ctx))
+        self.ema.update(self.teacher_momentum(ctx))
         self.loss.center.update()
 
     def evaluation_backbone(self) -> nn.Module:

@@ -19,7 +19,7 @@ from torch import nn
 from vitssl.augment import MultiCrop, MultiCropConfig, collate_views
 from vitssl.augment.gpu_multicrop import GPUMultiCrop
 from vitssl.backbones import BackboneConfig, Tokens, create_backbone
-from vitssl.engine.ema import ema_update
+from vitssl.engine.ema import TeacherEMA
 from vitssl.engine.protocol import StepContext, StepOutput
 from vitssl.engine.schedules import cosine_schedule, teacher_temperature
 from vitssl.heads import DINOHead, DINOHeadConfig
@@ -89,6 +89,7 @@ class EsViT(nn.Module):
         self.find_unused_parameters = not (cfg.region_weight > 0 and cfg.region_start_epoch == 0)
         self.student = EsViTNetwork(create_backbone(backbone), cfg)
         self.teacher = EsViTNetwork(create_backbone(replace(backbone, drop_path_rate=0.0)), cfg)
+        self.ema = TeacherEMA(self.teacher, self.student)  # pairs parameters once
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
         self.loss = DINOLoss(cfg.head.out_dim, cfg.student_temp, cfg.center_momentum)
@@ -147,7 +148,7 @@ class EsViT(nn.Module):
                     p.grad = None
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
-        ema_update(self.teacher, self.student, cosine_schedule(ctx.step, ctx.total_steps, self.cfg.momentum_teacher, 1.0))
+        self.ema.update(cosine_schedule(ctx.step, ctx.total_steps, self.cfg.momentum_teacher, 1.0))
         self.loss.center.update()
         self.region_loss.center.update()
 

@@ -19,7 +19,7 @@ from torch import nn
 from vitssl.augment import MultiCrop, MultiCropConfig, collate_views
 from vitssl.augment.gpu_multicrop import GPUMultiCrop
 from vitssl.backbones import BackboneConfig, Tokens, create_backbone
-from vitssl.engine.ema import ema_update
+from vitssl.engine.ema import TeacherEMA
 from vitssl.engine.protocol import StepContext, StepOutput
 from vitssl.engine.schedules import cosine_schedule, teacher_temperature
 from vitssl.heads import DINOHead, DINOHeadConfig
@@ -126,6 +126,7 @@ class SelfPatch(nn.Module):
         backbone = replace(backbone, class_token=False, final_norm=False)
         self.student = SelfPatchNetwork(create_backbone(backbone), cfg)
         self.teacher = SelfPatchNetwork(create_backbone(replace(backbone, drop_path_rate=0.0)), cfg)
+        self.ema = TeacherEMA(self.teacher, self.student)  # pairs parameters once
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
         self.image_center = Center(cfg.head.out_dim, cfg.center_momentum)
@@ -148,8 +149,7 @@ class SelfPatch(nn.Module):
         """Per resolution (V_g, B, N, K_p): the patch head on each patch's aggregated positives."""
         out = []
         for g in groups:
-            index, valid = neighbour_indices(g.grid, self.cfg.neighbour_border)
-            index, valid = index.to(g.patches.device), valid.to(g.patches.device)
+            index, valid = neighbour_indices(g.grid, self.cfg.neighbour_border, g.patches.device)
             positives, exists = select_positives(g.patches, index, valid, self.cfg.num_neighbours)
             members = gather_positives(g.patches, positives)  # (VB, N, k, D)
             vb, n, k, d = members.shape
@@ -193,7 +193,7 @@ class SelfPatch(nn.Module):
                     p.grad = None
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
-        ema_update(self.teacher, self.student, cosine_schedule(ctx.step, ctx.total_steps, self.cfg.momentum_teacher, 1.0))
+        self.ema.update(cosine_schedule(ctx.step, ctx.total_steps, self.cfg.momentum_teacher, 1.0))
         self.image_center.update()
         self.patch_loss.center.update()
 
