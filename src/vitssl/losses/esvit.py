@@ -6,10 +6,14 @@ tokens (after the final norm); the student's region-head distribution at i must 
 teacher's centred, sharpened region distribution at j*(i):
 `M_R(s,t) = -(1/T_s) sum_i q_t[j*(i)] . log p_s[i]`, averaged over the |P| view pairs.
 
-Memory: the region logits (T tokens x K prototypes per view) dominate. Since the student
-term is linear in the target, the targets of all teachers for one student view are summed
-first, `Q_s[i] = sum_{t != s} q_t[j*_t(i)]`, so each student view needs one cross-entropy
-and no per-pair copy of the K-wide log-probabilities is kept for backward.
+Computation: per crop resolution, all (student view, teacher view) pairs are matched in one
+batched similarity and argmax. The targets q_t[j*(i)] are never gathered into a K-wide tensor
+per student token (~2.8 GB in float32 for Swin-T at batch 64): the loss is linear in the
+targets, so each student token's log-probabilities are instead added into the slot of the
+teacher token it matched, `A_t[j] = sum_{s, i: j*(i) = j} log p_s[i] / (B T_s)`, with one
+`index_add` per (resolution, teacher view), and `M_R` summed over pairs is `-sum_t <q_t, A_t>`.
+`A_t` has the teacher's shape and is not kept for backward (the gradient of `<q_t, A_t>` in
+`A_t` is `q_t`, which exists anyway); a pair s = t adds into a spare row whose target is 0.
 """
 
 from __future__ import annotations
@@ -27,6 +31,14 @@ def match_regions(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor) ->
     s = F.normalize(student_tokens.float(), dim=-1)
     t = F.normalize(teacher_tokens.float(), dim=-1)
     return torch.bmm(s, t.transpose(1, 2)).argmax(dim=-1)
+
+
+@torch.no_grad()
+def match_all_regions(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor) -> torch.Tensor:
+    """(V, B, T_s, C), (T, B, T_t, C) -> (V, T, B, T_s): `match_regions` for every view pair at once."""
+    s = F.normalize(student_tokens.float(), dim=-1)
+    t = F.normalize(teacher_tokens.float(), dim=-1)
+    return torch.einsum("vbic,tbjc->vtbij", s, t).argmax(dim=-1)
 
 
 class RegionLoss(nn.Module):
@@ -51,22 +63,26 @@ class RegionLoss(nn.Module):
         (V_g, B, T_g, C), views in order, the first two being the teacher's global views.
         teacher_logits (T, B, T_t, K), teacher_tokens (T, B, T_t, C).
         """
-        n_teacher = teacher_logits.shape[0]
+        n_teacher, batch, n_tokens, k = teacher_logits.shape
         probs = F.softmax((teacher_logits.detach().float() - self.center.center) / teacher_temp, dim=-1)
-        total, pairs, view = 0.0, 0, 0
+        # one spare zero row per teacher view: where same-view pairs add their (ignored) rows
+        targets = torch.cat([probs.reshape(n_teacher, batch * n_tokens, k), probs.new_zeros(n_teacher, 1, k)], 1)
+        slots = torch.arange(batch, device=probs.device).reshape(1, 1, batch, 1) * n_tokens
+        pairs, first_view, terms = 0, 0, []
         for logits, tokens in zip(student_logits, student_tokens):
-            targets = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)
-            for v in range(logits.shape[0]):
-                for t in range(n_teacher):
-                    if t == view + v:
-                        continue
-                    j = match_regions(tokens[v], teacher_tokens[t])  # (B, T_s)
-                    targets[v] += torch.gather(probs[t], 1, j.unsqueeze(-1).expand(-1, -1, probs.shape[-1]))
-                    pairs += 1
-            logprobs = F.log_softmax(logits.float() / self.student_temp, dim=-1)
-            total = total - (targets * logprobs).sum(-1).mean(dim=(1, 2)).sum()
-            view += logits.shape[0]
+            views, _, t_s = logits.shape[:3]
+            match = match_all_regions(tokens, teacher_tokens)  # (V_g, T, B, T_s)
+            same = (torch.arange(views, device=match.device)[:, None] + first_view
+                    == torch.arange(n_teacher, device=match.device)[None])  # (V_g, T)
+            rows = torch.where(same[:, :, None, None], batch * n_tokens, slots + match)
+            logprobs = F.log_softmax(logits.float() / self.student_temp, dim=-1).reshape(-1, k)
+            for t in range(n_teacher):
+                slot_sums = torch.zeros_like(targets[t]).index_add(0, rows[:, t].reshape(-1), logprobs,
+                                                                   alpha=1.0 / (batch * t_s))
+                terms.append((targets[t] * slot_sums).sum())
+            pairs += views * n_teacher - int(sum(first_view <= t < first_view + views for t in range(n_teacher)))
+            first_view += views
         if pairs == 0:
             raise ValueError("region loss needs at least one (teacher view, other student view) pair")
         self.center.accumulate(teacher_logits)
-        return total / pairs
+        return -torch.stack(terms).sum() / pairs
