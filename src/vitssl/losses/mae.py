@@ -31,6 +31,7 @@ def random_masking(
     mask_ratio: float,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-sample random masking by argsort of uniform noise (MAE's `random_masking`).
 
@@ -40,11 +41,15 @@ def random_masking(
     - `ids_restore` (B, L) long: `gather(shuffled, 1, ids_restore)` puts shuffled tokens
       (visible first, then masked) back in patch order.
     The noise is drawn from `generator` when given (on its own device, then moved to
-    `device`), else from torch's global generator on `device`.
+    `device`), else from torch's global generator on `device`; a given `noise` (B, L) is used
+    as is instead (the lowest values are kept), which makes a mask reproducible from outside.
     """
     keep = num_visible(num_patches, mask_ratio)
-    noise = torch.rand(batch, num_patches, generator=generator,
-                       device=generator.device if generator is not None else device)
+    if noise is None:
+        noise = torch.rand(batch, num_patches, generator=generator,
+                           device=generator.device if generator is not None else device)
+    elif noise.shape != (batch, num_patches):
+        raise ValueError(f"masking noise has shape {tuple(noise.shape)}, expected ({batch}, {num_patches})")
     if device is not None:
         noise = noise.to(device)
     ids_shuffle = torch.argsort(noise, dim=1)

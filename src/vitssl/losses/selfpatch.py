@@ -8,12 +8,14 @@ the aggregate of P_i; the student must predict it from patch i alone, in the sam
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vitssl.losses.center import Center
+from vitssl.losses.dino import multicrop_cross_entropy
 
 BORDER_MODES = ("inside", "wrap")
 
@@ -83,6 +85,32 @@ def gather_positives(tokens: torch.Tensor, positives: torch.Tensor) -> torch.Ten
     b, n, k = positives.shape
     flat = positives.reshape(b, n * k, 1).expand(-1, -1, tokens.shape[-1])
     return torch.gather(tokens, 1, flat).reshape(b, n, k, tokens.shape[-1])
+
+
+def aggregate_positives(tokens: torch.Tensor, grid: tuple[int, int], aggregator: Callable[..., torch.Tensor],
+                        k: int, border: str = "inside") -> torch.Tensor:
+    """The teacher's per-patch targets before the patch head: tokens (B, N, D) on a (h, w) grid
+    -> (B, N, D), each patch's k most similar neighbours read by `aggregator(members, valid)`."""
+    index, valid = neighbour_indices(grid, border, tokens.device)
+    positives, exists = select_positives(tokens, index, valid, k)
+    members = gather_positives(tokens, positives)  # (B, N, k, D)
+    b, n, kept, d = members.shape
+    return aggregator(members.reshape(b * n, kept, d), exists.reshape(b * n, kept)).reshape(b, n, d)
+
+
+def image_level_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, center: Center,
+                     teacher_temp: float, student_temp: float = 0.1,
+                     center_views: str = "all") -> tuple[torch.Tensor, torch.Tensor]:
+    """SelfPatch's image term: DINO's loss with the first 2 (global) teacher views as targets.
+
+    student_logits (S, B, K); teacher_logits (T, B, K), every view the teacher saw. The center
+    accumulates all T views (`"all"`, the original, locals included) or the 2 global ones
+    (`"global"`, DINO's). Returns the loss and the teacher probabilities (for diagnostics).
+    """
+    probs = F.softmax((teacher_logits[:2].float() - center.center) / teacher_temp, dim=-1)
+    loss = multicrop_cross_entropy(probs, F.log_softmax(student_logits.float() / student_temp, dim=-1))
+    center.accumulate(teacher_logits if center_views == "all" else teacher_logits[:2])
+    return loss, probs
 
 
 class PatchLoss(nn.Module):

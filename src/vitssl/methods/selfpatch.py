@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vitssl.augment import MultiCrop, MultiCropConfig, collate_views
@@ -25,14 +24,8 @@ from vitssl.engine.schedules import cosine_schedule, teacher_temperature
 from vitssl.heads import DINOHead, DINOHeadConfig
 from vitssl.heads.patch_aggregator import PatchAggregator
 from vitssl.losses.center import Center
-from vitssl.losses.dino import multicrop_cross_entropy, teacher_statistics
-from vitssl.losses.selfpatch import (
-    BORDER_MODES,
-    PatchLoss,
-    gather_positives,
-    neighbour_indices,
-    select_positives,
-)
+from vitssl.losses.dino import teacher_statistics
+from vitssl.losses.selfpatch import BORDER_MODES, PatchLoss, aggregate_positives, image_level_loss
 from vitssl.methods.views import resolution_groups
 
 
@@ -147,15 +140,9 @@ class SelfPatch(nn.Module):
     # -- the objective -------------------------------------------------------------------
     def teacher_patch_targets(self, groups: list[Tokens], batch: int) -> list[torch.Tensor]:
         """Per resolution (V_g, B, N, K_p): the patch head on each patch's aggregated positives."""
-        out = []
-        for g in groups:
-            index, valid = neighbour_indices(g.grid, self.cfg.neighbour_border, g.patches.device)
-            positives, exists = select_positives(g.patches, index, valid, self.cfg.num_neighbours)
-            members = gather_positives(g.patches, positives)  # (VB, N, k, D)
-            vb, n, k, d = members.shape
-            aggregated = self.teacher.aggregator(members.reshape(vb * n, k, d), exists.reshape(vb * n, k))
-            out.append(self.teacher.patch_logits(aggregated.reshape(vb, n, d), batch))
-        return out
+        k, border = self.cfg.num_neighbours, self.cfg.neighbour_border
+        return [self.teacher.patch_logits(aggregate_positives(g.patches, g.grid, self.teacher.aggregator, k, border),
+                                          batch) for g in groups]
 
     def training_step(self, batch: tuple[list[torch.Tensor], torch.Tensor], ctx: StepContext) -> StepOutput:
         views, _ = batch
@@ -169,9 +156,8 @@ class SelfPatch(nn.Module):
         s_groups = self.student.encode(views)
         s_image = self.student.image_logits(s_groups, b)
 
-        probs = F.softmax((t_image[:2].float() - self.image_center.center) / temp, dim=-1)
-        image_loss = multicrop_cross_entropy(probs, F.log_softmax(s_image.float() / cfg.student_temp, dim=-1))
-        self.image_center.accumulate(t_image if cfg.image_center_views == "all" else t_image[:2])
+        image_loss, probs = image_level_loss(s_image, t_image, self.image_center, temp, cfg.student_temp,
+                                             cfg.image_center_views)
 
         # the student's patch tokens for exactly the views the teacher saw, same grouping
         s_patch = [self.student.patch_logits(self.student.aggregator.norm(s.patches[: len(t.patches)]), b)
