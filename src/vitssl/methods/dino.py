@@ -21,7 +21,7 @@ from vitssl.engine.protocol import StepContext, StepOutput
 from vitssl.engine.schedules import cosine_schedule, teacher_temperature
 from vitssl.heads import DINOHead, DINOHeadConfig
 from vitssl.losses import DINOLoss, teacher_statistics
-from vitssl.methods.views import resolution_groups
+from vitssl.methods.views import resolution_batches
 
 
 @dataclass
@@ -50,7 +50,7 @@ class StudentTeacher(nn.Module):
     def forward(self, views: list[torch.Tensor]) -> torch.Tensor:
         """List of V views (B, 3, S_v, S_v), equal sizes consecutive -> (V, B, K) logits."""
         batch = views[0].shape[0]
-        features = [self.backbone(torch.cat(group)).pooled for group in resolution_groups(views)]
+        features = [self.backbone(batch).pooled for batch in resolution_batches(views)]
         logits = self.head(torch.cat(features))
         return logits.reshape(len(views), batch, -1)
 

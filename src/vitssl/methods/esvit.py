@@ -25,7 +25,7 @@ from vitssl.engine.schedules import cosine_schedule, teacher_temperature
 from vitssl.heads import DINOHead, DINOHeadConfig
 from vitssl.losses import DINOLoss, teacher_statistics
 from vitssl.losses.esvit import RegionLoss
-from vitssl.methods.views import resolution_groups
+from vitssl.methods.views import resolution_batches
 
 
 @dataclass
@@ -59,7 +59,7 @@ class EsViTNetwork(nn.Module):
 
     def encode(self, views: list[torch.Tensor]) -> list[Tokens]:
         """Backbone tokens per crop resolution, (V_g * B, T_g, C) each, views in order."""
-        return [self.backbone(torch.cat(group)) for group in resolution_groups(views)]
+        return [self.backbone(batch) for batch in resolution_batches(views)]
 
     def view_logits(self, groups: list[Tokens], batch: int) -> torch.Tensor:
         logits = self.head(torch.cat([g.pooled for g in groups]))

@@ -26,7 +26,7 @@ from vitssl.heads.patch_aggregator import PatchAggregator
 from vitssl.losses.center import Center
 from vitssl.losses.dino import teacher_statistics
 from vitssl.losses.selfpatch import BORDER_MODES, PatchLoss, aggregate_positives, image_level_loss
-from vitssl.methods.views import resolution_groups
+from vitssl.methods.views import resolution_batches
 
 
 @dataclass
@@ -94,7 +94,7 @@ class SelfPatchNetwork(nn.Module):
 
     def encode(self, views: list[torch.Tensor]) -> list[Tokens]:
         """Backbone tokens per crop resolution, each (V_g * B, N_g, D), views in order."""
-        return [self.backbone(torch.cat(group)) for group in resolution_groups(views)]
+        return [self.backbone(batch) for batch in resolution_batches(views)]
 
     def image_logits(self, groups: list[Tokens], batch: int) -> torch.Tensor:
         """(V, B, K) image-level logits from the aggregated image token of every view."""
