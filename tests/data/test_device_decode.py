@@ -120,7 +120,7 @@ def test_device_decoding_gives_the_views_host_decoding_gives(tmp_path):
     host = trainer_for(tmp_path / "host", root)
     dev = trainer_for(tmp_path / "dev", root, "train.decode_on=device")
     raw = next(dev._batches(0, 0))
-    assert any(isinstance(x, EncodedJPEG) for x in raw[0])  # the workers did not decode these
+    assert any(isinstance(x, EncodedJPEG) for x in raw[0].unpack())  # the workers did not decode these
     dev_views, dev_labels = dev._prepare(raw, 0)
     host_views, host_labels = host._prepare(next(host._batches(0, 0)), 0)
     assert torch.equal(dev_labels, host_labels)
@@ -151,3 +151,26 @@ def test_bad_decode_settings_are_refused_with_the_fix(tmp_path, extra, message):
     cfg = load_config(None, [*tiny_overrides("digits"), *extra], method_configs())
     with pytest.raises(ValueError, match=message):
         pretrain(cfg, tmp_path / "run")
+
+
+def test_a_batch_of_jpegs_leaves_a_worker_as_one_tensor_and_decodes_the_same(tmp_path):
+    """Workers pack the batch's JPEG bytes: one shared-memory hand-over per batch, not per image."""
+    from torch.utils.data import DataLoader
+
+    from vitssl.augment.device_input import collate_decoded, decoded_uint8
+    from vitssl.data.device_decode import PackedBatch
+    from vitssl.data.loaders import AugmentedDataset
+
+    folder = ImageFolderDataset(jpeg_folder(tmp_path / "d"))
+    folder.keep_jpeg_encoded = True
+    data = AugmentedDataset(folder, decoded_uint8, seed=0)
+    loader = DataLoader(data, batch_sampler=[[(0, i) for i in range(len(data))]], num_workers=1,
+                        collate_fn=collate_decoded)
+    images, labels = next(iter(loader))
+    assert isinstance(images, PackedBatch) and len(labels) == len(data) == 15
+    host_decoded = [x for x in images.images if x is not None]
+    assert sum(x is None for x in images.images) == len(images.ends) == 13  # 12 RGB JPEGs and the grey one
+    assert len(host_decoded) == 2  # CMYK and PNG: decoded by the worker, as before
+    out = DeviceJPEGDecoder(torch.device("cpu"))(images)
+    for (path, _), image in zip(folder.samples, out):
+        assert (image.int() - pil_decode(path).int()).abs().max() <= 2, path

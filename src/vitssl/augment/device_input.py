@@ -13,7 +13,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from vitssl.data.device_decode import EncodedJPEG
+from vitssl.data.device_decode import EncodedJPEG, PackedBatch
 
 
 def decoded_uint8(img: Image.Image | EncodedJPEG, generator: torch.Generator | None = None) -> torch.Tensor | EncodedJPEG:
@@ -26,8 +26,16 @@ def decoded_uint8(img: Image.Image | EncodedJPEG, generator: torch.Generator | N
     return TF.pil_to_tensor(img)
 
 
-def collate_decoded(samples: list[tuple[torch.Tensor | EncodedJPEG, Any]]) -> tuple[list, torch.Tensor]:
-    """[(uint8 image or encoded JPEG, label)] -> (list of images, sizes may differ; labels (B,))."""
+def collate_decoded(samples: list[tuple[torch.Tensor | EncodedJPEG, Any]]) -> tuple[list | PackedBatch, torch.Tensor]:
+    """[(uint8 image or encoded JPEG, label)] -> (images, labels (B,)).
+
+    Images is the list of uint8 images (sizes may differ), or, when the batch holds JPEGs kept
+    encoded for the device decoder, a `PackedBatch` with their bytes in one tensor.
+    """
     if not samples:
         raise ValueError("collate_decoded got an empty batch")
-    return [image for image, _ in samples], torch.tensor([int(label) for _, label in samples], dtype=torch.long)
+    images = [image for image, _ in samples]
+    labels = torch.tensor([int(label) for _, label in samples], dtype=torch.long)
+    if any(isinstance(image, EncodedJPEG) for image in images):
+        return PackedBatch.pack(images), labels
+    return images, labels

@@ -36,6 +36,35 @@ class EncodedJPEG:
     path: str
 
 
+@dataclass
+class PackedBatch:
+    """A micro-batch whose JPEGs travel from a loader worker as one byte tensor.
+
+    Each tensor a worker returns is handed to the main process as its own shared-memory
+    segment (a file descriptor passed per tensor), which costs far more than the few bytes it
+    moves; packing the batch's JPEG bytes into one tensor pays that once per batch. `images`
+    holds the batch's other (host-decoded) images at their positions, None where a JPEG goes.
+    """
+
+    data: torch.Tensor  # uint8 (total,): the JPEGs back to back
+    ends: list[int]  # end offset of each JPEG in `data`
+    paths: list[str]
+    images: list[torch.Tensor | None]
+
+    @classmethod
+    def pack(cls, items: list[torch.Tensor | EncodedJPEG]) -> PackedBatch:
+        jpegs = [x for x in items if isinstance(x, EncodedJPEG)]
+        data = torch.cat([x.data for x in jpegs]) if jpegs else torch.empty(0, dtype=torch.uint8)
+        ends = torch.tensor([x.data.numel() for x in jpegs], dtype=torch.long).cumsum(0).tolist()
+        return cls(data, ends, [x.path for x in jpegs], [None if isinstance(x, EncodedJPEG) else x for x in items])
+
+    def unpack(self) -> list[torch.Tensor | EncodedJPEG]:
+        """The batch list again; each JPEG's bytes are a slice of `data` (no copy)."""
+        starts = [0] + self.ends[:-1]
+        jpegs = iter(EncodedJPEG(self.data[a:b], path) for a, b, path in zip(starts, self.ends, self.paths))
+        return [next(jpegs) if x is None else x for x in self.images]
+
+
 class TruncatedJPEGError(OSError):
     """The file ends before the JPEG end-of-image marker (an interrupted copy or download)."""
 
@@ -85,7 +114,9 @@ class DeviceJPEGDecoder:
                     out.append(None)
             return out
 
-    def __call__(self, images: list[torch.Tensor | EncodedJPEG]) -> list[torch.Tensor]:
+    def __call__(self, images: list[torch.Tensor | EncodedJPEG] | PackedBatch) -> list[torch.Tensor]:
+        if isinstance(images, PackedBatch):
+            images = images.unpack()
         encoded = [i for i, x in enumerate(images) if isinstance(x, EncodedJPEG)]
         out: list[torch.Tensor | None] = [
             None if isinstance(x, EncodedJPEG) else x.to(self.device, non_blocking=True) for x in images
