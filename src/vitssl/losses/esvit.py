@@ -13,7 +13,7 @@ targets, so each student token's log-probabilities are instead added into the sl
 teacher token it matched, `A_t[j] = sum_{s, i: j*(i) = j} log p_s[i] / (B T_s)`, with one
 `index_add` per (resolution, teacher view), and `M_R` summed over pairs is `-sum_t <q_t, A_t>`.
 `A_t` has the teacher's shape and is not kept for backward (the gradient of `<q_t, A_t>` in
-`A_t` is `q_t`, which exists anyway); a pair s = t adds into a spare row whose target is 0.
+`A_t` is `q_t`, which exists anyway); a pair s = t adds into a spare row that is left out.
 """
 
 from __future__ import annotations
@@ -65,8 +65,7 @@ class RegionLoss(nn.Module):
         """
         n_teacher, batch, n_tokens, k = teacher_logits.shape
         probs = F.softmax((teacher_logits.detach().float() - self.center.center) / teacher_temp, dim=-1)
-        # one spare zero row per teacher view: where same-view pairs add their (ignored) rows
-        targets = torch.cat([probs.reshape(n_teacher, batch * n_tokens, k), probs.new_zeros(n_teacher, 1, k)], 1)
+        targets = probs.reshape(n_teacher, batch * n_tokens, k)
         slots = torch.arange(batch, device=probs.device).reshape(1, 1, batch, 1) * n_tokens
         pairs, first_view, terms = 0, 0, []
         for logits, tokens in zip(student_logits, student_tokens):
@@ -77,9 +76,10 @@ class RegionLoss(nn.Module):
             rows = torch.where(same[:, :, None, None], batch * n_tokens, slots + match)
             logprobs = F.log_softmax(logits.float() / self.student_temp, dim=-1).reshape(-1, k)
             for t in range(n_teacher):
-                slot_sums = torch.zeros_like(targets[t]).index_add(0, rows[:, t].reshape(-1), logprobs,
-                                                                   alpha=1.0 / (batch * t_s))
-                terms.append((targets[t] * slot_sums).sum())
+                # one spare row past the teacher's slots collects the same-view pairs' rows, unused
+                slot_sums = logprobs.new_zeros(batch * n_tokens + 1, k).index_add(
+                    0, rows[:, t].reshape(-1), logprobs, alpha=1.0 / (batch * t_s))
+                terms.append((targets[t] * slot_sums[:-1]).sum())
             pairs += views * n_teacher - int(sum(first_view <= t < first_view + views for t in range(n_teacher)))
             first_view += views
         if pairs == 0:
