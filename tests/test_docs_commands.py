@@ -300,6 +300,8 @@ def shrunk(argv: list[str]) -> list[str]:
     if command == "benchmarks/preset_stability.py":  # one variant, one seed, two steps
         tiny = [o for o in tiny_overrides() if not o.startswith(("data.path=", "train.epochs="))]
         return argv + ["--epochs", "1", "--seeds", "0", "--variants", "preset", "--knn-every", "1", *tiny]
+    if command == "benchmarks/step_proxies.py":  # one image per batch
+        return argv + ["--batch", "1"]
     if command == "demo" and "mae" in argv:  # the MAE demo runs on MNIST only
         return argv + ["--dataset", "mnist", "--epochs", "1"]
     return argv + SHRINK_FLAGS.get(command, [])
