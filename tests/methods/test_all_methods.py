@@ -30,3 +30,21 @@ def test_evaluation_backbone_gives_tokens(name):
     method = tiny_method(name)
     tokens = method.evaluation_backbone()(torch.randn(2, 3, 16, 16))
     assert tokens.pooled.shape[0] == 2
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_collapse_statistics_are_computed_only_on_log_steps(name):
+    """The teacher's entropy, KL and mutual information feed the log only: skipped elsewhere."""
+    from dataclasses import replace
+
+    from vitssl.engine.health import COLLAPSE_KEYS
+
+    method = tiny_method(name)
+    batch = one_batch(method)
+    ctx = StepContext(step=0, epoch=1, steps_per_epoch=10, total_steps=20, epochs=2)
+    logged = method.training_step(batch, ctx).metrics
+    if not set(COLLAPSE_KEYS) & set(logged):
+        pytest.skip(f"{name} reports no collapse statistics")
+    quiet = method.training_step(batch, replace(ctx, logged=False)).metrics
+    assert set(COLLAPSE_KEYS) <= set(logged) and not set(COLLAPSE_KEYS) & set(quiet)
+    assert set(quiet) == set(logged) - set(COLLAPSE_KEYS)

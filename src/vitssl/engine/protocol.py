@@ -11,13 +11,18 @@ from torch import nn
 
 @dataclass(frozen=True)
 class StepContext:
-    """Where the run is: `step` counts optimizer steps already taken (0-based index of this one)."""
+    """Where the run is: `step` counts optimizer steps already taken (0-based index of this one).
+
+    `logged`: whether this step's metrics will be read (a log step). Diagnostics that only
+    feed the log (DINO's teacher entropy and mutual information) are computed only then.
+    """
 
     step: int
     epoch: int
     steps_per_epoch: int
     total_steps: int
     epochs: int
+    logged: bool = True
 
 
 @dataclass

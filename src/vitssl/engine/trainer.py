@@ -337,8 +337,9 @@ class Trainer:
             return self.device_augment(images, generator), labels
 
     def _context(self) -> StepContext:
+        logged = (self.step + 1) % self.cfg.log_every == 0 or self.step + 1 == self.total_steps
         return StepContext(self.step, self.step // self.steps_per_epoch, self.steps_per_epoch,
-                           self.total_steps, self.cfg.epochs)
+                           self.total_steps, self.cfg.epochs, logged)
 
     def _optimizer_step(self, micro_batches: list[Any]) -> dict[str, torch.Tensor | float]:
         ctx = self._context()

@@ -104,7 +104,7 @@ class DINO(nn.Module):
         student_logits = self.student(views)
         probs = self.loss.teacher_probs(teacher_logits, temp)
         loss = self.loss(student_logits, teacher_logits, temp, teacher_probs=probs)
-        return StepOutput(loss, {"teacher_temp": temp, **teacher_statistics(probs),
+        return StepOutput(loss, {"teacher_temp": temp, **(teacher_statistics(probs) if ctx.logged else {}),
                                  "center_norm": self.loss.center.center.norm()})
 
     def before_optimizer_step(self, ctx: StepContext) -> None:

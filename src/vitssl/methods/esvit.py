@@ -133,7 +133,8 @@ class EsViT(nn.Module):
             metrics["region_loss"] = region_loss.detach()
         else:
             loss = view_loss
-        metrics.update(teacher_statistics(probs))
+        if ctx.logged:
+            metrics.update(teacher_statistics(probs))
         return StepOutput(loss, metrics)
 
     # -- optimisation --------------------------------------------------------------------

@@ -165,7 +165,7 @@ class SelfPatch(nn.Module):
         patch_loss = self.patch_loss(s_patch, t_patch, temp)
         loss = image_loss + cfg.patch_loss_weight * patch_loss
         return StepOutput(loss, {"image_loss": image_loss.detach(), "patch_loss": patch_loss.detach(),
-                                 "teacher_temp": temp, **teacher_statistics(probs)})
+                                 "teacher_temp": temp, **(teacher_statistics(probs) if ctx.logged else {})})
 
     # -- optimisation --------------------------------------------------------------------
     def trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
