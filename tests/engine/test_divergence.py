@@ -165,3 +165,24 @@ def test_resume_refuses_a_checkpoint_holding_nan(tmp_path):
     save_checkpoint(ckpt, tmp_path / "checkpoint.pt")
     with pytest.raises(CheckpointError, match=r"NaN/Inf values \(student\.head\.mlp\.1\.running_var\).*move it aside"):
         dino_trainer(tmp_path, "train.max_steps_per_epoch=1").resume(tmp_path)
+
+
+# -- under DDP every rank decides alike ---------------------------------------------------------
+@pytest.mark.slow  # ~30 s on 2 shared cores: two spawned gloo ranks
+def test_ranks_agree_to_skip_and_to_stop(tmp_path):
+    import torch.multiprocessing as mp
+
+    from distributed_helpers import divergence_worker, free_port
+
+    mp.spawn(divergence_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for got in ranks:
+        # rank 1's NaN loss at step 1 was skipped on both ranks; the NaN-lr update of step 3 stopped
+        # both at once, back at the epoch-end checkpoint (step 3) a good step ran from
+        assert "update of step 3 made the state non-finite" in got["result"] and "(step 3)" in got["result"]
+        assert got["step"] == 3 and got["skipped"] == 1 and nonfinite_entries(got["state"]) == []
+    for k, v in ranks[0]["state"].items():
+        if "running_" not in k:  # on CPU each rank keeps its own BatchNorm statistics
+            assert torch.equal(v, ranks[1]["state"][k]), k
+    ckpt = load_checkpoint(tmp_path / "run")
+    assert ckpt["step"] == 3 and nonfinite_entries(ckpt["method"]) == []
