@@ -74,7 +74,7 @@ def test_a_real_exploding_step_stops_with_the_good_checkpoint_and_resumes_with_a
     err = capsys.readouterr().err
     assert "loss is nan, step skipped" in err and "Traceback" not in err
     (line,) = [x for x in err.splitlines() if x.startswith("vitssl: error:")]
-    assert "steps in a row" in line and f"{run / 'checkpoint-good.pt'}" in line and "(step 3)" in line
+    assert "steps in a row" in line and f"{run / 'checkpoint-good.pt'}" in line and "checkpoint-good.pt (step 3," in line
     assert f"--resume {run} optim.lr=" in line
     reset = load_checkpoint(run)
     assert reset["step"] == 3 and nonfinite_entries(reset["method"]) == []
@@ -179,7 +179,7 @@ def test_ranks_agree_to_skip_and_to_stop(tmp_path):
     for got in ranks:
         # rank 1's NaN loss at step 1 was skipped on both ranks; the NaN-lr update of step 3 stopped
         # both at once, back at the epoch-end checkpoint (step 3) a good step ran from
-        assert "update of step 3 made the state non-finite" in got["result"] and "(step 3)" in got["result"]
+        assert "update of step 3 made the state non-finite" in got["result"] and "checkpoint-good.pt (step 3," in got["result"]
         assert got["step"] == 3 and got["skipped"] == 1 and nonfinite_entries(got["state"]) == []
     for k, v in ranks[0]["state"].items():
         if "running_" not in k:  # on CPU each rank keeps its own BatchNorm statistics

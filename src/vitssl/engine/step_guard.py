@@ -109,6 +109,10 @@ class StepGuard:
         for state in self.optimizer.state.values():
             yield from (v for v in state.values() if isinstance(v, torch.Tensor) and v.dim() > 0)
 
+    def forget(self) -> None:
+        """Drop what was queued about the state (it was just replaced, e.g. by loading a checkpoint)."""
+        self._pending, self._buffers = None, []
+
     def track_state(self) -> None:
         """After an applied update: queue the check of the state it left (no sync)."""
         self._pending = any_nonfinite(self.state_tensors(), self.device)

@@ -293,7 +293,8 @@ class Trainer:
             ckpt = load_checkpoint(path, map_location=self.device)
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"'{path}' is not a vitssl training checkpoint (format {ckpt.get('format')!r})")
-        bad = first_nonfinite(ckpt.get("method")) or first_nonfinite(ckpt.get("optimizer", {}).get("state"))
+        optimizer = ckpt.get("optimizer")
+        bad = first_nonfinite(ckpt.get("method")) or first_nonfinite(optimizer.get("state") if isinstance(optimizer, dict) else None)
         if bad:
             raise CheckpointError(f"'{path}' holds NaN/Inf values ({bad}): it was saved after its run diverged; "
                                   f"move it aside to resume from an older checkpoint of {Path(path).parent}")
@@ -309,6 +310,7 @@ class Trainer:
         self.skipped_steps = int(ckpt.get("skipped_steps", 0))
         set_rng_state(ckpt["rng"])
         self._unconfirmed = Path(path)
+        self.guard.forget()
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.step // self.steps_per_epoch)
 
     # -- loop ------------------------------------------------------------------------------
@@ -454,8 +456,8 @@ class Trainer:
         moved = reset_to_good(self.run_dir, self.step, self.steps_per_epoch) if is_main_process() else []
         aside = f" (newer checkpoints renamed *.diverged: {', '.join(moved)})" if moved else ""
         raise TrainingDiverged(
-            f"{reason}: {self.run_dir / LATEST} is reset to {good}, the newest checkpoint before the first bad "
-            f"step (step {self.step}){aside}; lower optim.lr (now {self.optim_cfg.lr}), use train.precision=fp32 "
+            f"{reason}: {self.run_dir / LATEST} is reset to {good} (step {self.step}, the newest checkpoint from "
+            f"before the first bad step){aside}; lower optim.lr (now {self.optim_cfg.lr}), use train.precision=fp32 "
             "(or bf16 rather than fp16) so the head runs in float32, or lower the teacher temperature "
             f"(method.teacher_temp), then continue with `vitssl pretrain --resume {self.run_dir} optim.lr=...`"
         )
