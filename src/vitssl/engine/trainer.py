@@ -22,7 +22,6 @@ from vitssl.data.device_decode import DeviceJPEGDecoder
 from vitssl.data.loaders import AugmentedDataset, EpochBatchSampler, build_train_loader, sample_seed
 from vitssl.distributed import is_main_process, mean_over_ranks, rank, world_size
 from vitssl.engine.checkpoint import (
-    GOOD,
     LATEST,
     CheckpointError,
     keep_rolling_copy,
@@ -30,9 +29,9 @@ from vitssl.engine.checkpoint import (
     load_newest_readable,
     save_checkpoint,
 )
-from vitssl.engine.good_checkpoint import promote, reset_to_good
 from vitssl.engine.health import CollapseMonitor
-from vitssl.engine.logging import MetricWriter, log, to_float
+from vitssl.engine.logging import MetricWriter, log
+from vitssl.engine.nonfinite import NonFiniteSteps, TrainingDiverged  # noqa: F401  (importable from here too)
 from vitssl.engine.optim import (
     CLIP_MODES,
     OptimConfig,
@@ -43,7 +42,7 @@ from vitssl.engine.optim import (
 from vitssl.engine.parallel import ParallelStep
 from vitssl.engine.protocol import Method, StepContext
 from vitssl.engine.schedules import cosine_schedule, scaled_lr
-from vitssl.engine.step_guard import StepGuard, Verdict, first_nonfinite
+from vitssl.engine.step_guard import StepGuard, first_nonfinite
 
 CHECKPOINT_FORMAT = "vitssl/1"
 
@@ -91,11 +90,6 @@ class TrainConfig:
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-class TrainingDiverged(RuntimeError):
-    """Non-finite losses or gradients for `max_nonfinite_steps` steps in a row, or an update that made
-    the state non-finite: the run is reset to its last known good checkpoint (`checkpoint-good.pt`)."""
 
 
 class TrainingInterrupted(RuntimeError):
@@ -154,7 +148,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class Trainer:
+class Trainer(NonFiniteSteps):
     """Runs a `Method` on a data set. Knows nothing about any particular method.
 
     Per optimizer step: set lr / weight decay from their schedules, run `accum_steps`
@@ -395,72 +389,6 @@ class Trainer:
         decode = {} if self.device_decode is None else {
             "decode_host_fallbacks": self.device_decode.host_fallbacks, "decode_replaced": self.device_decode.replaced}
         return {**sums, "lr": lr, "weight_decay": wd, "skipped_steps": self.skipped_steps, **decode}
-
-    # -- non-finite steps ------------------------------------------------------------------
-    def _confirm_latest(self) -> None:
-        """A good step ran from the latest checkpoint: keep it as the last known good one."""
-        if self._unconfirmed is not None and is_main_process():
-            promote(self._unconfirmed, self.run_dir)
-        self._unconfirmed = None
-
-    def _ensure_good_checkpoint(self) -> None:
-        """A run without a good checkpoint yet (a fresh one) keeps its starting state as one."""
-        exists = is_main_process() and (self.run_dir / GOOD).exists()
-        if not self.parallel.agree(exists):
-            self.save(GOOD)
-
-    def _skip_nonfinite_step(self, verdict: Verdict, loss: torch.Tensor | float) -> dict[str, float]:
-        """Skip a step whose loss or gradients are NaN/Inf: no optimizer step, EMA or center update.
-
-        Gradients are zeroed, buffers the forward passes wrote (BatchNorm running statistics)
-        are restored, and statistics a module accumulated during the forward pass are dropped
-        (any submodule with `discard_pending()`, e.g. DINO's `Center`). The step counter still
-        advances, so data order and schedules stay those of an uninterrupted run. After
-        `train.max_nonfinite_steps` in a row, the run goes back to its good checkpoint and stops.
-        """
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.update()  # fp16: clears this step's unscale record (and backs the scale off)
-        self.guard.restore_buffers()
-        for module in self.method.modules():
-            discard = getattr(module, "discard_pending", None)
-            if callable(discard):
-                discard()
-        self.skipped_steps += 1
-        self._nonfinite_streak += 1
-        limit = max(1, self.cfg.max_nonfinite_steps)
-        value = to_float(loss)
-        what = f"loss is {value}" if verdict.loss else f"gradients are not finite (loss {value})"
-        log.warning("step %d: %s, step skipped (%d in a row, %d in total; stopping after %d in a row)",
-                    self.step, what, self._nonfinite_streak, self.skipped_steps, limit)
-        self.step += 1
-        if self._nonfinite_streak >= limit:
-            first = self.step - self._nonfinite_streak
-            kind = f"loss was {value}" if verdict.loss else "gradients were not finite"
-            self._diverged(f"{kind} at {self._nonfinite_streak} steps in a row ({first} to {self.step - 1}; "
-                           f"train.max_nonfinite_steps={self.cfg.max_nonfinite_steps})")
-        return {"skipped_steps": self.skipped_steps}
-
-    def _bad_update_reason(self, step: int) -> str:
-        where = self.guard.first_nonfinite_name()
-        return f"the update of step {step} made the state non-finite ({where or 'on another rank'})"
-
-    def _diverged(self, reason: str) -> None:
-        """Go back to the last known good checkpoint, in memory and as `checkpoint.pt`, and stop.
-
-        The state in memory is not trusted: a finite but exploded update looks like a good one.
-        """
-        good = self.run_dir / GOOD
-        if not good.exists():  # only when steps run outside fit(), which keeps one from the start
-            raise TrainingDiverged(f"{reason}: no checkpoint precedes it; lower optim.lr and start again")
-        self.resume(good)  # every rank: the state in memory is the good one again
-        moved = reset_to_good(self.run_dir, self.step, self.steps_per_epoch) if is_main_process() else []
-        aside = f" (newer checkpoints renamed *.diverged: {', '.join(moved)})" if moved else ""
-        raise TrainingDiverged(
-            f"{reason}: {self.run_dir / LATEST} is reset to {good} (step {self.step}, the newest checkpoint from "
-            f"before the first bad step){aside}; lower optim.lr (now {self.optim_cfg.lr}), use train.precision=fp32 "
-            "(or bf16 rather than fp16) so the head runs in float32, or lower the teacher temperature "
-            f"(method.teacher_temp), then continue with `vitssl pretrain --resume {self.run_dir} optim.lr=...`"
-        )
 
     def _handle_signal(self, signum: int, _frame: Any) -> None:
         """First Ctrl-C / SIGTERM: finish the current step, save, stop. A second Ctrl-C aborts."""
