@@ -57,10 +57,14 @@ class NonFiniteSteps:
         self._unconfirmed = None
 
     def _ensure_good_checkpoint(self) -> None:
-        """A run without a good checkpoint yet (a fresh one) keeps its starting state as one."""
+        """A run without a good checkpoint keeps the state it starts from as one: a resumed run its
+        checkpoint, a fresh run its initial state, saved now (so its folder is resumable at once)."""
         exists = is_main_process() and (self.run_dir / GOOD).exists()
-        if not self.parallel.agree(exists):
-            self.save(GOOD)
+        if self.parallel.agree(exists):
+            return
+        if self._unconfirmed is None:
+            self.save()
+        self._confirm_latest()
 
     def _skip_nonfinite_step(self, verdict: Verdict, loss: torch.Tensor | float) -> dict[str, float]:
         """Skip a step whose loss or gradients are NaN/Inf: no optimizer step, EMA or center update.
