@@ -66,15 +66,10 @@ class NonFiniteSteps:
             self.save()
         self._confirm_latest()
 
-    def _skip_nonfinite_step(self, verdict: Verdict, loss: torch.Tensor | float) -> dict[str, float]:
-        """Skip a step whose loss or gradients are NaN/Inf: no optimizer step, EMA or center update.
-
-        Gradients are zeroed, buffers the forward passes wrote (BatchNorm running statistics)
-        are restored, and statistics a module accumulated during the forward pass are dropped
-        (any submodule with `discard_pending()`, e.g. DINO's `Center`). The step counter still
-        advances, so data order and schedules stay those of an uninterrupted run. After
-        `train.max_nonfinite_steps` in a row, the run goes back to its good checkpoint and stops.
-        """
+    def _drop_step(self) -> None:
+        """Undo what a step did before its update: gradients are zeroed, buffers the forward passes
+        wrote (BatchNorm running statistics) restored, statistics a module accumulated for after the
+        step dropped (any submodule with `discard_pending()`, e.g. DINO's `Center`)."""
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.update()  # fp16: clears this step's unscale record (and backs the scale off)
         self.guard.restore_buffers()
@@ -82,6 +77,17 @@ class NonFiniteSteps:
             discard = getattr(module, "discard_pending", None)
             if callable(discard):
                 discard()
+
+    def _skip_nonfinite_step(self, verdict: Verdict, loss: torch.Tensor | float) -> dict[str, float]:
+        """Skip a step whose loss or gradients are NaN/Inf: no optimizer step, EMA or center update.
+
+        The step counter still advances, so data order and schedules stay those of an
+        uninterrupted run. After `train.max_nonfinite_steps` in a row, or at once if the previous
+        update left NaN/Inf in the state, the run goes back to its good checkpoint and stops.
+        """
+        self._drop_step()
+        if verdict.state:
+            self._diverged(self._bad_update_reason(self.step - 1))
         self.skipped_steps += 1
         self._nonfinite_streak += 1
         limit = max(1, self.cfg.max_nonfinite_steps)

@@ -71,8 +71,8 @@ class Verdict(NamedTuple):
     state: bool  # the previous update left a NaN/Inf parameter, buffer or optimizer moment
 
     @property
-    def step_bad(self) -> bool:
-        return self.loss or self.grads
+    def bad(self) -> bool:
+        return self.loss or self.grads or self.state
 
 
 class StepGuard:

@@ -372,9 +372,7 @@ class Trainer(NonFiniteSteps):
                 sums[key] = sums.get(key, 0.0) + value / len(micro_batches)
         self.scaler.unscale_(self.optimizer)
         verdict = self.guard.verdict(finite)  # the step's one host-device sync
-        if verdict.state:
-            self._diverged(self._bad_update_reason(self.step - 1))
-        if verdict.step_bad:
+        if verdict.bad:
             return {**sums, "lr": lr, "weight_decay": wd, **self._skip_nonfinite_step(verdict, sums["loss"])}
         self._nonfinite_streak = 0
         self._confirm_latest()
