@@ -24,17 +24,19 @@ def _local(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def any_nonfinite(tensors: Iterable[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """A 0-dim bool tensor on `device`: does any element of `tensors` hold NaN or +-Inf?
+    """A 0-dim bool tensor on `device`: does any of `tensors` hold NaN or +-Inf (or overflow)?
 
-    Uses the max-abs norm (one multi-tensor kernel per dtype): it propagates NaN and, unlike a
-    sum of squares, cannot overflow on large but finite values. Nothing is read to the host.
+    Tests each tensor's L2 norm (one multi-tensor kernel per dtype, the kernel gradient clipping
+    uses; several times faster on CPU than the max-abs norm): NaN and Inf propagate into it, and
+    so does a square that overflows, so float32 entries of about 1e19 or more count as non-finite
+    too, weights that large being destroyed anyway. Nothing is read to the host.
     """
     groups: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
     for t in tensors:
         t = _local(t).detach()
         if t.is_floating_point() and t.numel() > 0:
             groups.setdefault((t.dtype, t.device), []).append(t)
-    flags = [~torch.stack(torch._foreach_norm(ts, float("inf"))).isfinite().all() for ts in groups.values()]
+    flags = [~torch.stack(torch._foreach_norm(ts, 2.0)).isfinite().all() for ts in groups.values()]
     if not flags:
         return torch.zeros((), dtype=torch.bool, device=device)
     return torch.stack([f.to(device) for f in flags]).any()
@@ -52,13 +54,13 @@ def _named_tensors(tree: Any, prefix: str = "") -> Iterator[tuple[str, torch.Ten
 
 
 def first_nonfinite(tree: Any) -> str | None:
-    """The name of the first floating tensor in a (nested) state dict holding NaN/Inf, or None.
+    """The name of the first floating tensor in a (nested) state dict that `any_nonfinite` flags.
 
     Reads to the host: for messages and checkpoint loads, not for the per-step path.
     """
     for name, t in _named_tensors(tree):
-        t = _local(t)
-        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+        t = _local(t).detach()
+        if t.is_floating_point() and t.numel() and not bool(torch.linalg.vector_norm(t).isfinite()):
             return name
     return None
 
