@@ -104,8 +104,8 @@ class NonFiniteSteps:
         return {"skipped_steps": self.skipped_steps}
 
     def _bad_update_reason(self, step: int) -> str:
-        where = self.guard.first_nonfinite_name()
-        return f"the update of step {step} made the state non-finite ({where or 'on another rank'})"
+        where = self.guard.first_nonfinite_name() or "on another rank"
+        return f"the update of step {step} left NaN/Inf or overflowing values in the state ({where})"
 
     def _diverged(self, reason: str) -> None:
         """Go back to the last known good checkpoint, in memory and as `checkpoint.pt`, and stop.
