@@ -132,14 +132,13 @@ class StepGuard:
         return Verdict(*(v > 0 for v in values))
 
     def state_bad(self, collective: bool) -> bool:
-        """Did the last update leave a non-finite value? Read now (a sync); the flag stays queued
-        for the next `verdict` unless `collective` (every rank calls it: the answer is final)."""
-        if self._pending is None:
-            return False
-        flag = self._pending.float()
-        if collective:
-            flag, self._pending = all_reduce_sum(flag), None
-        return bool(flag.item())
+        """Did the last update leave a non-finite value? Read now (a sync). `collective`: every
+        rank calls it and the answer is final; otherwise the flag stays queued for `verdict`."""
+        if not collective:
+            return self._pending is not None and bool(self._pending.item())
+        flag = self._pending if self._pending is not None else torch.zeros((), dtype=torch.bool, device=self.device)
+        self._pending = None
+        return bool(all_reduce_sum(flag.float()).item())
 
     def first_nonfinite_name(self) -> str | None:
         """Which parameter or buffer is non-finite (this rank's view): for the message only."""
