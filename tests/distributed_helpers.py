@@ -104,3 +104,38 @@ def worker(local_rank: int, world: int, port: int, out_dir: str, cases: list[tup
                            Path(out_dir) / f"{strategy}{accum}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def divergence_worker(local_rank: int, world: int, port: int, out_dir: str) -> None:
+    """One rank of a DDP run where rank 1 alone gets a NaN loss at step 1 and, from step 3 on,
+    every rank steps with lr = NaN; saves what the rank saw to `rank{N}.pt`."""
+    import math
+
+    from vitssl.engine.protocol import StepOutput
+    from vitssl.engine.trainer import TrainingDiverged
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(local_rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=local_rank, world_size=world)
+    try:
+        trainer = make_trainer(Path(out_dir) / "run", GLOBAL_BATCH // world, 1,
+                               ("train.max_nonfinite_steps=2", "method.head.use_bn=true", "train.log_every=100"))
+        real_step, real_lr = trainer.method.training_step, trainer.lr_at
+
+        def poisoned(batch, ctx):
+            out = real_step(batch, ctx)
+            return StepOutput(out.loss * math.nan, out.metrics) if (local_rank, ctx.step) == (1, 1) else out
+
+        trainer.method.training_step = poisoned
+        trainer.lr_at = lambda step: math.nan if step >= 3 else real_lr(step)
+        try:
+            trainer.fit()
+            result = "finished"
+        except TrainingDiverged as e:
+            result = str(e)
+        state = {k: v.detach().clone() for k, v in trainer.method.state_dict().items()}
+        torch.save({"result": result, "step": trainer.step, "skipped": trainer.skipped_steps, "state": state},
+                   Path(out_dir) / f"rank{local_rank}.pt")
+    finally:
+        dist.destroy_process_group()

@@ -189,24 +189,35 @@ def test_a_skipped_step_leaves_weights_and_optimizer_untouched(tmp_path):
     assert all(p.grad is None for p in method.parameters())
 
 
-def test_stops_after_max_nonfinite_steps_in_a_row_with_the_last_good_weights(tmp_path):
+def test_stops_after_max_nonfinite_steps_in_a_row_and_goes_back_to_the_good_checkpoint(tmp_path):
     method = Regressor(nan_steps={1, 3, 4, 5})
-    trainer = make_trainer(tmp_path, method, steps=8, max_nonfinite_steps=3)
-    good = {}
+    trainer = make_trainer(tmp_path, method, steps=8, max_nonfinite_steps=3, checkpoint_every_steps=1)
+    weights = {}  # the weights after each applied step
     real = method.after_optimizer_step
 
     def remember(ctx):
         real(ctx)
-        good.update({k: v.clone() for k, v in method.net.state_dict().items()})
+        weights[ctx.step] = {k: v.clone() for k, v in method.net.state_dict().items()}
 
     method.after_optimizer_step = remember
-    with pytest.raises(TrainingDiverged, match=r"3 steps in a row \(3 to 5.*optim\.lr.*train\.precision.*teacher_temp"):
+    with pytest.raises(TrainingDiverged, match=r"3 steps in a row \(3 to 5.*checkpoint-good\.pt \(step 2,.*"
+                                               r"optim\.lr.*train\.precision.*teacher_temp.*--resume"):
         trainer.fit()
-    assert trainer.skipped_steps == 4 and method.stepped == [0, 2]
+    assert method.stepped == [0, 2]
+    # the save after step 2 (step 3) was not followed by a good step: the good one is the save at
+    # step 2, which holds the weights after step 0 (step 1 was skipped); newer ones are set aside
     ckpt = load_checkpoint(tmp_path)
-    assert ckpt["step"] == 6 and ckpt["skipped_steps"] == 4
-    for k, v in good.items():
+    assert ckpt["step"] == 2 and ckpt["skipped_steps"] == 1
+    for k, v in weights[0].items():
         assert torch.equal(ckpt["method"][f"net.{k}"], v), k
+    assert (tmp_path / "checkpoint.pt").samefile(tmp_path / "checkpoint-good.pt")
+    assert sorted(p.name for p in tmp_path.glob("*.diverged")) == [
+        "checkpoint-step0000004.pt.diverged", "checkpoint-step0000005.pt.diverged"]
+    assert rolling_checkpoints(tmp_path) == []  # step 2's rolling name was pruned; the good name kept it
+    # the trainer in memory went back too
+    assert trainer.step == 2 and trainer.skipped_steps == 1
+    for k, v in weights[0].items():
+        assert torch.equal(method.net.state_dict()[k], v), k
 
 
 # -- collapse ----------------------------------------------------------------------------------

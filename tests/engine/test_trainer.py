@@ -88,7 +88,7 @@ def test_nan_loss_step_is_skipped_and_dino_state_stays_finite(tmp_path):
 
 
 def test_nan_loss_in_a_row_stops_with_a_clear_error_and_a_checkpoint(tmp_path):
-    trainer = make_trainer(tmp_path, ("train.max_nonfinite_steps=2",))
+    trainer = make_trainer(tmp_path, ("train.max_nonfinite_steps=2", "train.checkpoint_every_steps=1"))
     real = trainer.method.training_step
 
     def poisoned(batch, ctx):
@@ -96,10 +96,10 @@ def test_nan_loss_in_a_row_stops_with_a_clear_error_and_a_checkpoint(tmp_path):
         return StepOutput(out.loss * float("nan") if ctx.step >= 2 else out.loss, out.metrics)
 
     trainer.method.training_step = poisoned
-    with pytest.raises(TrainingDiverged, match="loss was nan at 2 steps in a row.*--resume"):
+    with pytest.raises(TrainingDiverged, match="loss was nan at 2 steps in a row.*checkpoint-good.pt.*--resume"):
         trainer.fit()
-    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert ckpt["step"] == 4 and ckpt["skipped_steps"] == 2
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt")  # the save at step 1: step 1 ran well from it
+    assert ckpt["step"] == 1 and ckpt["skipped_steps"] == 0
     assert all(torch.isfinite(v).all() for v in ckpt["method"].values() if v.is_floating_point())
 
 

@@ -15,6 +15,7 @@ from torch import nn
 from vitssl.engine.logging import log
 
 LATEST = "checkpoint.pt"
+GOOD = "checkpoint-good.pt"  # the last known good checkpoint (see engine/good_checkpoint.py)
 ROLLING_PATTERN = re.compile(r"checkpoint-step(\d+)\.pt")
 EPOCH_PATTERN = re.compile(r"checkpoint_epoch(\d+)\.pt")
 
@@ -107,15 +108,17 @@ def rolling_checkpoints(folder: Path) -> list[Path]:
 def resume_candidates(run_dir: str | Path) -> list[Path]:
     """Checkpoints of a run folder to resume from, newest first.
 
-    `checkpoint.pt`, then the rolling step checkpoints, then the epoch snapshots: each
-    save writes `checkpoint.pt` before its rolling name, and every epoch end writes a rolling
-    checkpoint at least as new as its snapshot, so this order is newest first.
+    `checkpoint.pt`, then the rolling step checkpoints, then the last known good one, then the
+    epoch snapshots: each save writes `checkpoint.pt` before its rolling name, the good one is a
+    former `checkpoint.pt`, and every epoch end writes a rolling checkpoint at least as new as its
+    snapshot, so this order is newest first.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
     latest = [run_dir / LATEST] if (run_dir / LATEST).exists() else []
-    return latest + rolling_checkpoints(run_dir) + _numbered(run_dir, EPOCH_PATTERN)
+    good = [run_dir / GOOD] if (run_dir / GOOD).exists() else []
+    return latest + rolling_checkpoints(run_dir) + good + _numbered(run_dir, EPOCH_PATTERN)
 
 
 def set_aside_corrupt(path: Path) -> Path:

@@ -37,9 +37,11 @@ class StepOutput:
 class Method(Protocol):
     """A self-supervised method as the trainer sees it (an `nn.Module` holding all its state).
 
-    A step whose loss is not finite is skipped: no `before/after_optimizer_step`. A submodule that
-    accumulates statistics during `training_step` for use after the step (DINO's `Center`)
-    defines `discard_pending()`, which the trainer calls on every submodule of a skipped step.
+    A step whose loss or gradients are not finite is skipped: no `before/after_optimizer_step`,
+    and the trainer puts back every buffer the forward passes wrote (BatchNorm statistics). A
+    submodule that accumulates statistics in plain attributes during `training_step` for use after
+    the step (DINO's `Center`) defines `discard_pending()`, which the trainer calls on every
+    submodule of a skipped step.
     """
 
     def train_transform(self) -> Callable[[Any, torch.Generator], Any]:

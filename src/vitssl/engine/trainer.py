@@ -20,7 +20,7 @@ from vitssl.augment.device_input import collate_decoded, decoded_uint8
 from vitssl.data import folder_dataset
 from vitssl.data.device_decode import DeviceJPEGDecoder
 from vitssl.data.loaders import AugmentedDataset, EpochBatchSampler, build_train_loader, sample_seed
-from vitssl.distributed import all_reduce_sum, is_main_process, mean_over_ranks, rank, world_size
+from vitssl.distributed import is_main_process, mean_over_ranks, rank, world_size
 from vitssl.engine.checkpoint import (
     LATEST,
     CheckpointError,
@@ -30,7 +30,8 @@ from vitssl.engine.checkpoint import (
     save_checkpoint,
 )
 from vitssl.engine.health import CollapseMonitor
-from vitssl.engine.logging import MetricWriter, log, to_float
+from vitssl.engine.logging import MetricWriter, log
+from vitssl.engine.nonfinite import NonFiniteSteps, TrainingDiverged  # noqa: F401  (importable from here too)
 from vitssl.engine.optim import (
     CLIP_MODES,
     OptimConfig,
@@ -41,6 +42,7 @@ from vitssl.engine.optim import (
 from vitssl.engine.parallel import ParallelStep
 from vitssl.engine.protocol import Method, StepContext
 from vitssl.engine.schedules import cosine_schedule, scaled_lr
+from vitssl.engine.step_guard import StepGuard, first_nonfinite
 
 CHECKPOINT_FORMAT = "vitssl/1"
 
@@ -62,7 +64,7 @@ class TrainConfig:
     checkpoint_every_minutes: float = 15.0
     save_every_epochs: int = 20
     keep_checkpoints: int = 2  # rolling checkpoint-stepNNNNNNN.pt files kept beside checkpoint.pt
-    max_nonfinite_steps: int = 5  # consecutive NaN/Inf-loss steps skipped before stopping
+    max_nonfinite_steps: int = 5  # consecutive NaN/Inf loss or gradient steps skipped before stopping
     collapse_min_entropy: float = 0.05  # nats: teacher entropy below this warns of one-prototype collapse
     collapse_max_kl: float = 0.05  # nats: KL(mean||uniform) and mutual info below this warn of uniform collapse
     collapse_patience: int = 2  # consecutive log steps a collapse condition must hold before the warning
@@ -88,10 +90,6 @@ class TrainConfig:
 
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss stayed NaN or infinite for `max_nonfinite_steps` steps; the last good state was saved."""
 
 
 class TrainingInterrupted(RuntimeError):
@@ -150,7 +148,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class Trainer:
+class Trainer(NonFiniteSteps):
     """Runs a `Method` on a data set. Knows nothing about any particular method.
 
     Per optimizer step: set lr / weight decay from their schedules, run `accum_steps`
@@ -198,6 +196,8 @@ class Trainer:
         self._loader: DataLoader | None = None
         self.skipped_steps = 0  # non-finite-loss steps skipped over the whole run (kept in checkpoints)
         self._nonfinite_streak = 0
+        self.guard = StepGuard(method, self.optimizer, self.params, self.device, check_grads=not self.scaler.is_enabled())
+        self._unconfirmed: Path | None = None  # the latest checkpoint, until a good step ran from it
         self.collapse = CollapseMonitor(train.collapse_min_entropy, train.collapse_max_kl, train.collapse_patience)
 
     @staticmethod
@@ -261,12 +261,18 @@ class Trainer:
         self._last_save = time.monotonic()
         if not (is_main_process() or self.parallel.sharded):
             return None
+        if self.guard.state_bad(collective=self.parallel.sharded):
+            if self.parallel.strategy != "ddp":  # every rank knows: stop now
+                self._diverged(self._bad_update_reason(self.step - 1))
+            log.warning("step %d: the last update made the state non-finite: not saved", self.step)
+            return None  # DDP's rank 0 alone: the next step's all-reduced check stops every rank
         state = self.state_dict()  # with FSDP a collective: every rank gathers, rank 0 writes
         if not is_main_process():
             return None
         path = save_checkpoint(state, self.run_dir / name)
         if name == LATEST:
             keep_rolling_copy(path, self.step, self.cfg.keep_checkpoints)
+            self._unconfirmed = path
         return path
 
     def resume(self, path: str | Path) -> None:
@@ -281,6 +287,11 @@ class Trainer:
             ckpt = load_checkpoint(path, map_location=self.device)
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"'{path}' is not a vitssl training checkpoint (format {ckpt.get('format')!r})")
+        optimizer = ckpt.get("optimizer")
+        bad = first_nonfinite(ckpt.get("method")) or first_nonfinite(optimizer.get("state") if isinstance(optimizer, dict) else None)
+        if bad:
+            raise CheckpointError(f"'{path}' holds NaN/Inf values ({bad}): it was saved after its run diverged; "
+                                  f"move it aside to resume from an older checkpoint of {Path(path).parent}")
         if ckpt["steps_per_epoch"] != self.steps_per_epoch:
             raise CheckpointError(
                 f"'{path}' was written with {ckpt['steps_per_epoch']} steps per epoch, this run has "
@@ -292,6 +303,8 @@ class Trainer:
         self.step = int(ckpt["step"])
         self.skipped_steps = int(ckpt.get("skipped_steps", 0))
         set_rng_state(ckpt["rng"])
+        self._unconfirmed = Path(path)
+        self.guard.forget()
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.step // self.steps_per_epoch)
 
     # -- loop ------------------------------------------------------------------------------
@@ -345,6 +358,7 @@ class Trainer:
         ctx = self._context()
         lr, wd = self._apply_schedules()
         self.method.train()
+        self.guard.snapshot_buffers()  # a skipped step's forward must not leave BatchNorm statistics behind
         sums: dict[str, torch.Tensor | float] = {}
         finite = torch.ones((), dtype=torch.bool, device=self.device)
         for i, batch in enumerate(micro_batches):
@@ -357,66 +371,23 @@ class Trainer:
             for key, value in {"loss": out.loss, **out.metrics}.items():
                 value = value.detach() if isinstance(value, torch.Tensor) else value
                 sums[key] = sums.get(key, 0.0) + value / len(micro_batches)
-        if not self._all_finite(finite):
-            return {**sums, "lr": lr, "weight_decay": wd, **self._skip_nonfinite_step(sums["loss"])}
-        self._nonfinite_streak = 0
         self.scaler.unscale_(self.optimizer)
+        verdict = self.guard.verdict(finite)  # the step's one host-device sync
+        if verdict.bad:
+            return {**sums, "lr": lr, "weight_decay": wd, **self._skip_nonfinite_step(verdict, sums["loss"])}
+        self._nonfinite_streak = 0
+        self._confirm_latest()
         clip_gradients(self.params, self.optim_cfg.clip_grad, self.optim_cfg.clip_mode, self.parallel.sharded)
         self.method.before_optimizer_step(ctx)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.method.after_optimizer_step(ctx)
+        self.guard.track_state()  # read with the next step's flags
         self.step += 1
         decode = {} if self.device_decode is None else {
             "decode_host_fallbacks": self.device_decode.host_fallbacks, "decode_replaced": self.device_decode.replaced}
         return {**sums, "lr": lr, "weight_decay": wd, "skipped_steps": self.skipped_steps, **decode}
-
-    # -- non-finite losses -----------------------------------------------------------------
-    def _all_finite(self, finite: torch.Tensor) -> bool:
-        """Did every micro-batch on every rank give a finite loss? The step's one host-device sync.
-
-        Checked once, after all backward passes (under DDP a rank must not skip a backward the
-        others run); the `.item()` makes the host wait for the backward to finish before it
-        queues the optimizer step: some lost launch overlap, no extra compute.
-        """
-        return not bool(all_reduce_sum((~finite).float()).item())
-
-    def _skip_nonfinite_step(self, loss: torch.Tensor | float) -> dict[str, float]:
-        """Skip a step whose loss is NaN/Inf: no optimizer step, EMA or center update; count it.
-
-        Gradients are zeroed and statistics a module accumulated during the forward pass are
-        dropped (any submodule with `discard_pending()`, e.g. DINO's `Center`). The step counter
-        still advances, so data order and schedules stay those of an uninterrupted run.
-        After `train.max_nonfinite_steps` in a row, save and raise `TrainingDiverged`.
-        """
-        self.optimizer.zero_grad(set_to_none=True)
-        for module in self.method.modules():
-            discard = getattr(module, "discard_pending", None)
-            if callable(discard):
-                discard()
-        self.skipped_steps += 1
-        self._nonfinite_streak += 1
-        limit = max(1, self.cfg.max_nonfinite_steps)
-        value = to_float(loss)
-        log.warning("step %d: loss is %s, step skipped (%d in a row, %d in total; stopping after %d in a row)",
-                    self.step, value, self._nonfinite_streak, self.skipped_steps, limit)
-        self.step += 1
-        if self._nonfinite_streak >= limit:
-            self._diverged(value)
-        return {"skipped_steps": self.skipped_steps}
-
-    def _diverged(self, value: float) -> None:
-        """Save the last good state (skipped steps change no weights) and stop, naming the fixes."""
-        first = self.step - self._nonfinite_streak
-        self.save()
-        raise TrainingDiverged(
-            f"loss was {value} at {self._nonfinite_streak} steps in a row ({first} to {self.step - 1}; "
-            f"train.max_nonfinite_steps={self.cfg.max_nonfinite_steps}): the weights of the last good step are "
-            f"saved in {self.run_dir / LATEST}; lower optim.lr, use train.precision=fp32 (or bf16 rather than "
-            "fp16) so the head runs in float32, or lower the teacher temperature (method.teacher_temp), "
-            "then continue with --resume"
-        )
 
     def _handle_signal(self, signum: int, _frame: Any) -> None:
         """First Ctrl-C / SIGTERM: finish the current step, save, stop. A second Ctrl-C aborts."""
@@ -447,6 +418,7 @@ class Trainer:
     def _fit(self, writer: MetricWriter) -> None:
         accum = self.cfg.accum_steps
         start_epoch = self.step // self.steps_per_epoch
+        self._ensure_good_checkpoint()
         for epoch in range(start_epoch, self.cfg.epochs):
             first = self.step - epoch * self.steps_per_epoch
             batches = self._batches(epoch, first)
@@ -477,6 +449,8 @@ class Trainer:
                         f"stopped at step {self.step}: continue with `vitssl pretrain --resume {self.run_dir}`"
                     )
             bar.close()
+            if self.guard.state_bad(collective=True):  # every rank is here: the last update's check is final
+                self._diverged(self._bad_update_reason(self.step - 1))
             self.save()
             if self.cfg.save_every_epochs and (epoch + 1) % self.cfg.save_every_epochs == 0:
                 self.save(f"checkpoint_epoch{epoch + 1:04d}.pt")

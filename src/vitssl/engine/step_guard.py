@@ -1,0 +1,147 @@
+"""Is a training step good? Finiteness of its loss, its gradients and the state its update leaves.
+
+A step is good only if every micro-batch's loss, every gradient (after unscaling) and, after
+the update, every parameter, buffer and optimizer moment is finite. The checks run on the
+device and end in one flag tensor per step, read with a single host-device sync (all-reduced,
+so every rank decides alike). The state an update leaves is checked on the device right after
+the update and read together with the next step's flags (or at the next save / epoch end),
+so it costs no sync of its own.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, NamedTuple
+
+import torch
+from torch import nn
+
+from vitssl.distributed import all_reduce_sum
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """The rank's own slice of a sharded (FSDP DTensor) tensor; the tensor itself otherwise."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
+def any_nonfinite(tensors: Iterable[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """A 0-dim bool tensor on `device`: does any of `tensors` hold NaN or +-Inf (or overflow)?
+
+    Tests each tensor's L2 norm (one multi-tensor kernel per dtype, the kernel gradient clipping
+    uses; several times faster on CPU than the max-abs norm): NaN and Inf propagate into it, and
+    so does a square that overflows, so float32 entries of about 1e19 or more count as non-finite
+    too, weights that large being destroyed anyway. Nothing is read to the host.
+    """
+    groups: dict[tuple[torch.dtype, torch.device], list[torch.Tensor]] = {}
+    for t in tensors:
+        t = _local(t).detach()
+        if t.is_floating_point() and t.numel() > 0:
+            groups.setdefault((t.dtype, t.device), []).append(t)
+    flags = [~torch.stack(torch._foreach_norm(ts, 2.0)).isfinite().all() for ts in groups.values()]
+    if not flags:
+        return torch.zeros((), dtype=torch.bool, device=device)
+    return torch.stack([f.to(device) for f in flags]).any()
+
+
+def _named_tensors(tree: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(tree, torch.Tensor):
+        yield prefix, tree
+    elif isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _named_tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            yield from _named_tensors(v, f"{prefix}.{i}" if prefix else str(i))
+
+
+def first_nonfinite(tree: Any) -> str | None:
+    """The name of the first floating tensor in a (nested) state dict that `any_nonfinite` flags.
+
+    Reads to the host: for messages and checkpoint loads, not for the per-step path.
+    """
+    for name, t in _named_tensors(tree):
+        t = _local(t).detach()
+        if t.is_floating_point() and t.numel() and not bool(torch.linalg.vector_norm(t).isfinite()):
+            return name
+    return None
+
+
+class Verdict(NamedTuple):
+    """What was wrong with a step (all False: a good step) and with the state before it."""
+
+    loss: bool  # a micro-batch's loss was NaN/Inf on some rank
+    grads: bool  # a gradient was NaN/Inf after unscaling (not checked under fp16: the scaler's job)
+    state: bool  # the previous update left a NaN/Inf parameter, buffer or optimizer moment
+
+    @property
+    def bad(self) -> bool:
+        return self.loss or self.grads or self.state
+
+
+class StepGuard:
+    """Device-side finiteness checks for one trainer, plus a copy of the buffers to undo a forward.
+
+    Per step: `snapshot_buffers()` before the forward passes (BatchNorm running statistics and
+    counters, centers: small), `verdict(loss_finite)` after the backward passes (the step's one
+    sync), `restore_buffers()` if the step is skipped, `track_state()` after an applied update.
+    """
+
+    def __init__(self, method: nn.Module, optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
+                 device: torch.device, check_grads: bool) -> None:
+        self.method, self.optimizer, self.params = method, optimizer, params
+        self.device, self.check_grads = device, check_grads
+        self._buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._pending: torch.Tensor | None = None  # state flag of the last update, not yet read
+
+    def snapshot_buffers(self) -> None:
+        with torch.no_grad():
+            self._buffers = [(b, b.clone()) for b in self.method.buffers()]
+
+    def restore_buffers(self) -> None:
+        """Undo what the skipped step's forward passes wrote into buffers (e.g. BatchNorm stats)."""
+        with torch.no_grad():
+            for buffer, saved in self._buffers:
+                buffer.copy_(saved)
+        self._buffers = []
+
+    def state_tensors(self) -> Iterator[torch.Tensor]:
+        """Everything an update changes and a checkpoint keeps: parameters (student and teacher),
+        buffers, optimizer moments (not 0-dim entries such as Adam's step count)."""
+        yield from self.method.parameters()
+        yield from self.method.buffers()
+        for state in self.optimizer.state.values():
+            yield from (v for v in state.values() if isinstance(v, torch.Tensor) and v.dim() > 0)
+
+    def forget(self) -> None:
+        """Drop what was queued about the state (it was just replaced, e.g. by loading a checkpoint)."""
+        self._pending, self._buffers = None, []
+
+    def track_state(self) -> None:
+        """After an applied update: queue the check of the state it left (no sync)."""
+        self._pending = any_nonfinite(self.state_tensors(), self.device)
+
+    def flags(self, loss_finite: torch.Tensor) -> torch.Tensor:
+        """The step's [loss bad, grads bad, previous state bad] as a float device tensor."""
+        grads = [p.grad for p in self.params if p.grad is not None] if self.check_grads else []
+        pending = self._pending if self._pending is not None else torch.zeros((), dtype=torch.bool, device=self.device)
+        return torch.stack([~loss_finite, any_nonfinite(grads, self.device), pending]).float()
+
+    def verdict(self, loss_finite: torch.Tensor) -> Verdict:
+        """The step's one host-device sync: every rank's flags, summed over ranks, read at once."""
+        values = all_reduce_sum(self.flags(loss_finite)).tolist()
+        self._pending = None
+        return Verdict(*(v > 0 for v in values))
+
+    def state_bad(self, collective: bool) -> bool:
+        """Did the last update leave a non-finite value? Read now (a sync). `collective`: every
+        rank calls it and the answer is final; otherwise the flag stays queued for `verdict`."""
+        if not collective:
+            return self._pending is not None and bool(self._pending.item())
+        flag = self._pending if self._pending is not None else torch.zeros((), dtype=torch.bool, device=self.device)
+        self._pending = None
+        return bool(all_reduce_sum(flag.float()).item())
+
+    def first_nonfinite_name(self) -> str | None:
+        """Which parameter or buffer is non-finite (this rank's view): for the message only."""
+        named = {**dict(self.method.named_parameters()), **dict(self.method.named_buffers())}
+        return first_nonfinite(named) or ("an optimizer moment" if first_nonfinite(
+            [dict(s) for s in self.optimizer.state.values()]) else None)
