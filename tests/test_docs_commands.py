@@ -181,6 +181,7 @@ SHRINK_FLAGS = {
     "benchmark step": ["--tiny", "--steps", "1", "--warmup", "0", "--workers", "0", "--images", "4", *CPU],
     "report": ["--limit", "2"],
     "benchmarks/checkpoint_save.py": ["--gib", "0.01", "--repeats", "1"],
+    "benchmarks/decode_memory.py": ["--pixels", "10000", "--modes", "RGB"],
 }
 
 
