@@ -142,7 +142,7 @@ class IgnoreStopSignals:
             os._exit(0)  # no clean-up that could wait on the main process: it is ending us
 
 
-class TrainLoader(DataLoader):
+class StopSignalSafeLoader(DataLoader):
     """A DataLoader whose workers survive stop signals sent to the whole process group.
 
     The main process ends them: `close()`, or automatically at interpreter exit.
@@ -167,7 +167,7 @@ class TrainLoader(DataLoader):
         self._iterator = None
 
 
-_open_loaders: weakref.WeakSet[TrainLoader] = weakref.WeakSet()
+_open_loaders: weakref.WeakSet[StopSignalSafeLoader] = weakref.WeakSet()
 
 
 @atexit.register  # registered after multiprocessing's exit hook, so it runs before it
@@ -185,16 +185,16 @@ def build_train_loader(
     max_batches: int = 0,
     pin_memory: bool = False,
     worker_init_fn: Callable[[int], None] | None = None,
-) -> TrainLoader:
+) -> StopSignalSafeLoader:
     """The run's loader; set the epoch with `loader.batch_sampler.set_epoch(...)` before `iter`.
 
     Its own generator keeps worker seeding off the global RNG; workers persist across epochs
-    and ignore stop signals (`TrainLoader`); `worker_init_fn` runs in each worker after that.
+    and ignore stop signals (`StopSignalSafeLoader`); `worker_init_fn` runs in each worker after that.
     Images an image folder skipped (in any worker) are logged once, at the next epoch's start.
     """
     sampler = EpochBatchSampler(len(dataset), batch_size, seed, max_batches=max_batches,
                                 on_epoch=SkipMonitor(dataset))
-    return TrainLoader(
+    return StopSignalSafeLoader(
         dataset,
         batch_sampler=sampler,
         collate_fn=collate,

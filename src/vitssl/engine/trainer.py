@@ -23,7 +23,7 @@ from vitssl.data.loaders import (
     STOP_SIGNALS,
     AugmentedDataset,
     EpochBatchSampler,
-    TrainLoader,
+    StopSignalSafeLoader,
     build_train_loader,
     sample_seed,
 )
@@ -202,7 +202,7 @@ class Trainer:
         self.step = 0
         self._last_save = time.monotonic()
         self._stop_signal: int | None = None
-        self._loader: TrainLoader | None = None
+        self._loader: StopSignalSafeLoader | None = None
         self.skipped_steps = 0  # non-finite-loss steps skipped over the whole run (kept in checkpoints)
         self._nonfinite_streak = 0
         self.collapse = CollapseMonitor(train.collapse_min_entropy, train.collapse_max_kl, train.collapse_patience)
@@ -445,8 +445,8 @@ class Trainer:
         """Train from `self.step` to the end; SIGINT, SIGTERM, SIGHUP save a resumable checkpoint.
 
         A signal already set to be ignored (`nohup` ignores SIGHUP) stays ignored. Data-loader
-        workers ignore these signals (`TrainLoader`), so one sent to the whole process group
-        reaches the trainer only; the workers are ended here.
+        workers ignore these signals (`StopSignalSafeLoader`), so one sent to the whole process
+        group reaches the trainer only; the workers are ended here.
         """
         if is_main_process():
             self.run_dir.mkdir(parents=True, exist_ok=True)
