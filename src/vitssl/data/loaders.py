@@ -154,7 +154,9 @@ class StopSignalSafeLoader(DataLoader):
         _open_loaders.add(self)
 
     def __iter__(self):  # type: ignore[override]
-        with stop_signals_held():  # workers are forked here (once, as they persist)
+        if self.num_workers == 0 or getattr(self, "_iterator", None) is not None:
+            return super().__iter__()  # no worker starts (persistent ones are reused)
+        with stop_signals_held():
             return super().__iter__()
 
     def close(self) -> None:
