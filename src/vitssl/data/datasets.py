@@ -53,8 +53,9 @@ SKIP_REASONS = (
     "not a file",
 )
 # Default pixel limit: bounds what one image costs one worker (docs/checkpoints.md, "Decompression
-# bombs"). Measured peak per pixel, decode plus DINO's multi-crop: 6.8 B for RGB (340 MB here),
-# up to 13 B for grey+alpha or float images (650 MB). It keeps 48 MP (8000x6000) photos.
+# bombs"; benchmarks/decode_memory.py). Peak per pixel, decode plus DINO's multi-crop: 6.8 B for
+# RGB (328 MiB at the limit), up to 13 B for grey+alpha or float images (620 MiB). It keeps
+# 48 MP (8000x6000) photos.
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 WARN_FIRST = 5  # skips warned about one by one (over all workers); later ones are only counted
 SUBSTITUTE_DRAWS = 32  # seeded random replacements tried before a linear scan
@@ -90,8 +91,9 @@ def _images_under(folder: str, problems: list[tuple[str, str]]) -> list[str]:
 
 
 def _to_uint8_grey(grey: np.ndarray, full_scale: float) -> Image.Image:
-    """`grey`, a float32 copy the caller owns, scaled to 0..255 in place (no float64 temporaries:
-    a worker's peak memory per pixel stays that of the decoded image, see DEFAULT_MAX_IMAGE_PIXELS)."""
+    """`grey`, a float32 copy the caller owns, scaled to 0..255 in place: one 4-byte copy per
+    pixel instead of several float64 temporaries (see DEFAULT_MAX_IMAGE_PIXELS). Exact for 16-bit
+    input: no v * 255 / 65535 lies within float32 rounding of a .5 tie."""
     grey *= np.float32(255.0 / full_scale)
     np.rint(grey, out=grey)
     np.clip(grey, 0, 255, out=grey)
