@@ -139,3 +139,37 @@ def divergence_worker(local_rank: int, world: int, port: int, out_dir: str) -> N
                    Path(out_dir) / f"rank{local_rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def stop_on_one_rank(local_rank: int, world: int, port: int, out_dir: str) -> None:
+    """One spawned rank of a 2-rank `fit`: rank 1 alone receives SIGTERM during step 2.
+
+    Writes `rank{r}.txt` with the step at which the rank stopped (or `finished`).
+    """
+    import datetime
+    import signal
+
+    from vitssl.engine.trainer import TrainingInterrupted
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(local_rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(local_rank))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=local_rank, world_size=world, timeout=datetime.timedelta(seconds=30))
+    try:
+        trainer = make_trainer(Path(out_dir) / "run", GLOBAL_BATCH // world, 1, ("train.epochs=4",))
+        step_hook = trainer.method.after_optimizer_step
+
+        def signal_rank_one(ctx):
+            step_hook(ctx)
+            if local_rank == 1 and ctx.step == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        trainer.method.after_optimizer_step = signal_rank_one
+        outcome = "finished"
+        try:
+            trainer.fit()
+        except TrainingInterrupted:
+            outcome = str(trainer.step)
+        (Path(out_dir) / f"rank{local_rank}.txt").write_text(outcome)
+    finally:
+        dist.destroy_process_group()

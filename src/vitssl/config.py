@@ -28,8 +28,8 @@ DEFAULT_METHOD = "dino"
 class DataConfig:
     """Training images: a built-in data set name (mnist, digits, shapes) or an image folder.
 
-    `max_image_pixels`: larger images are skipped and reported (None: PIL's decompression-bomb
-    limit, about 89.5M pixels; 0: no limit).
+    `max_image_pixels`: larger images are skipped and reported (None: 50M pixels, which bounds
+    what one image costs a data-loader worker to about 0.65 GB, docs/checkpoints.md; 0: no limit).
     """
 
     path: str = ""

@@ -7,6 +7,7 @@ loader: only clean skips, never a crash or a hang.
 
 import io
 import json
+import math
 import os
 import signal
 import struct
@@ -23,7 +24,12 @@ from PIL import Image
 from helpers import tiny_overrides
 from vitssl.config import load_config
 from vitssl.data import ImageFolderDataset, build_dataset, report_skips
-from vitssl.data.datasets import SKIP_REASONS, UnreadableImageWarning, open_image
+from vitssl.data.datasets import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    SKIP_REASONS,
+    UnreadableImageWarning,
+    open_image,
+)
 from vitssl.data.loaders import AugmentedDataset, build_train_loader
 from vitssl.methods import method_configs
 
@@ -148,6 +154,24 @@ def test_pixel_limit_is_a_setting(tmp_path, quiet):
     assert default.skip_report().skipped[0][1] == "too large"
     assert unlimited.skip_report().skipped[0][1] in ("truncated", "corrupt")
     assert Image.MAX_IMAGE_PIXELS and Image.MAX_IMAGE_PIXELS > 10**7  # PIL's own limit left as it was
+
+
+def test_default_pixel_limit_skips_images_above_50m_pixels_before_decoding(tmp_path, quiet):
+    """The default bounds what one image costs a worker (about 0.65 GB at worst at 50M pixels,
+    benchmarks/decode_memory.py): a header one column over it is skipped as too large and
+    reported; one at it is decoded (and, holding 16 pixels of data, found broken)."""
+    side = math.isqrt(DEFAULT_MAX_IMAGE_PIXELS)
+    small = png_bytes(Image.new("L", (4, 4)))
+    (tmp_path / "over.png").write_bytes(with_png_size(small, side + 1, side))
+    (tmp_path / "at.png").write_bytes(with_png_size(small, side, side))
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "fine.png")
+    ds = build_dataset(tmp_path)
+    assert ds.max_image_pixels == DEFAULT_MAX_IMAGE_PIXELS == 50_000_000
+    assert all(ds[i][0].size == (8, 8) for i in range(len(ds)))  # both replaced by fine.png
+    reasons = {Path(p).name: r for p, r in ds.skip_report().skipped}
+    assert reasons["over.png"] == "too large" and reasons["at.png"] in ("truncated", "corrupt")
+    assert "1 too large" in ds.skip_report().message()
+    assert load_config(None, [], method_configs()).data.max_image_pixels is None  # the config's default is this one
 
 
 def test_permission_denied_is_a_clean_skip(tmp_path, monkeypatch, quiet):

@@ -17,8 +17,8 @@ def build_dataset(
     """A built-in set by name (mnist, digits, shapes) or an image folder, so `--data` takes either.
 
     For a folder, `source/<split>` is used when it exists (ImageNet-style train/ and val/),
-    otherwise `source` itself. `max_image_pixels` bounds a folder's images (None: PIL's limit,
-    0: none); larger ones are skipped and reported.
+    otherwise `source` itself. `max_image_pixels` bounds a folder's images (None: 50M pixels,
+    `DEFAULT_MAX_IMAGE_PIXELS`; 0: none); larger ones are skipped and reported.
     """
     if isinstance(source, str) and source in BUILTIN_DATASETS:
         return load_builtin(source, split, seed)

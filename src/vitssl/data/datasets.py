@@ -52,6 +52,11 @@ SKIP_REASONS = (
     "too large",
     "not a file",
 )
+# Default pixel limit: bounds what one image costs one worker (docs/checkpoints.md, "Decompression
+# bombs"; benchmarks/decode_memory.py). Peak per pixel, decode plus DINO's multi-crop: 6.8 B for
+# RGB (328 MiB at the limit), up to 13 B for grey+alpha or float images (620 MiB). It keeps
+# 48 MP (8000x6000) photos.
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 WARN_FIRST = 5  # skips warned about one by one (over all workers); later ones are only counted
 SUBSTITUTE_DRAWS = 32  # seeded random replacements tried before a linear scan
 _SLOTS = 64  # substitution counters: one per process (main + workers), summed for the report
@@ -85,9 +90,14 @@ def _images_under(folder: str, problems: list[tuple[str, str]]) -> list[str]:
     return sorted(found)
 
 
-def _to_uint8_grey(arr: np.ndarray, full_scale: float) -> Image.Image:
-    grey = np.clip(np.rint(arr.astype(np.float64) * (255.0 / full_scale)), 0, 255).astype(np.uint8)
-    return Image.fromarray(grey).convert("RGB")
+def _to_uint8_grey(grey: np.ndarray, full_scale: float) -> Image.Image:
+    """`grey`, a float32 copy the caller owns, scaled to 0..255 in place: one 4-byte copy per
+    pixel instead of several float64 temporaries (see DEFAULT_MAX_IMAGE_PIXELS). Exact for 16-bit
+    input: no v * 255 / 65535 lies within float32 rounding of a .5 tie."""
+    grey *= np.float32(255.0 / full_scale)
+    np.rint(grey, out=grey)
+    np.clip(grey, 0, 255, out=grey)
+    return Image.fromarray(grey.astype(np.uint8)).convert("RGB")
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -103,21 +113,22 @@ def to_rgb(img: Image.Image) -> Image.Image:
     if mode == "RGB":
         return img
     if mode.startswith("I;16"):
-        return _to_uint8_grey(np.asarray(img), 65535.0)
+        return _to_uint8_grey(np.array(img, dtype=np.float32), 65535.0)
     if mode == "I":
-        arr = np.asarray(img)
+        arr = np.array(img, dtype=np.float32)
         return _to_uint8_grey(arr, 65535.0 if arr.size and arr.max() > 255 else 255.0)
     if mode == "F":
-        arr = np.nan_to_num(np.asarray(img), nan=0.0, posinf=0.0, neginf=0.0)
+        arr = np.nan_to_num(np.array(img, dtype=np.float32), copy=False, nan=0.0, posinf=0.0, neginf=0.0)
         return _to_uint8_grey(arr, 1.0 if arr.size and arr.max() <= 1.0 else 255.0)
     if mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     elif mode == "La":  # premultiplied grey+alpha has no direct RGBA conversion
         img = img.convert("LA")
     if img.mode in ("RGBA", "RGBa", "LA", "PA"):
-        rgba = img.convert("RGBA")
-        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return Image.alpha_composite(black, rgba).convert("RGB")
+        rgba = img if img.mode == "RGBA" else img.convert("RGBA")
+        rgb = Image.new("RGB", rgba.size, (0, 0, 0))
+        rgb.paste(rgba, mask=rgba.getchannel("A"))  # = alpha_composite onto black, in 8 B/pixel, not 19
+        return rgb
     return img.convert("RGB")
 
 
@@ -230,8 +241,8 @@ class ImageFolderDataset(Dataset):
     Unreadable, truncated, empty, non-image and too-large files are skipped on first load and
     replaced by another sample drawn with a generator seeded by the index (the same one every
     time); the first few are warned about (`UnreadableImageWarning`), all are recorded for
-    `skip_report()` across DataLoader workers. `max_image_pixels`: None takes PIL's limit
-    (`PIL.Image.MAX_IMAGE_PIXELS`, about 89.5M), 0 removes the limit.
+    `skip_report()` across DataLoader workers. `max_image_pixels`: None takes
+    `DEFAULT_MAX_IMAGE_PIXELS` (50M), 0 removes the limit.
     """
 
     def __init__(self, root: str | os.PathLike[str], max_image_pixels: int | None = None) -> None:
@@ -245,7 +256,7 @@ class ImageFolderDataset(Dataset):
                 f"data path '{self.root}' is a file, not a folder: pass the folder that holds the images"
             )
         if max_image_pixels is None:
-            max_image_pixels = Image.MAX_IMAGE_PIXELS
+            max_image_pixels = DEFAULT_MAX_IMAGE_PIXELS
         self.max_image_pixels: int | None = max_image_pixels if max_image_pixels else None
         self.unlisted: list[tuple[str, str]] = []
         self.keep_jpeg_encoded = False

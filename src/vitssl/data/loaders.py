@@ -8,7 +8,12 @@ travels with the key, one loader with persistent workers serves the whole run.
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import signal
+import weakref
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import torch
@@ -92,6 +97,87 @@ class SkipMonitor:
             self.reported = report.count
 
 
+# Signals that ask a run to stop (docs/fault-tolerance.md): `timeout`, schedulers and container
+# stops send SIGTERM, a terminal Ctrl-C sends SIGINT and a closed terminal SIGHUP, each often to
+# the whole process group, data-loader workers included.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+@contextmanager
+def stop_signals_held() -> Iterator[None]:
+    """Hold stop signals back (delivered on exit) while workers fork, so none reaches a worker
+    before it has set them to be ignored; workers inherit the mask and clear it themselves."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+class IgnoreStopSignals:
+    """A worker's `worker_init_fn`: ignore stop signals (until `closing` is set), then run `then`.
+
+    A signal to the process group would otherwise kill the workers first and the main process
+    would fail with "DataLoader worker ... killed" instead of saving. The main process stops the
+    workers itself; once it sets `closing`, SIGTERM ends a worker again (so `terminate()`, also
+    the one at interpreter exit, still works on a worker stuck in a read).
+    """
+
+    def __init__(self, closing: torch.Tensor, then: Callable[[int], None] | None = None) -> None:
+        self.closing, self.then = closing, then
+
+    def __call__(self, worker_id: int) -> None:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._on_signal)
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # held by `stop_signals_held`
+        if self.then is not None:
+            self.then(worker_id)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.closing.item() and signum == signal.SIGTERM:
+            os._exit(0)  # no clean-up that could wait on the main process: it is ending us
+
+
+class StopSignalSafeLoader(DataLoader):
+    """A DataLoader whose workers survive stop signals sent to the whole process group.
+
+    The main process ends them: `close()`, or automatically at interpreter exit.
+    """
+
+    def __init__(self, *args: Any, worker_init_fn: Callable[[int], None] | None = None, **kwargs: Any) -> None:
+        self.closing = torch.zeros(1, dtype=torch.uint8).share_memory_()
+        super().__init__(*args, worker_init_fn=IgnoreStopSignals(self.closing, worker_init_fn), **kwargs)
+        _open_loaders.add(self)
+
+    def __iter__(self):  # type: ignore[override]
+        if self.num_workers == 0 or getattr(self, "_iterator", None) is not None:
+            return super().__iter__()  # no worker starts (persistent ones are reused)
+        with stop_signals_held():
+            return super().__iter__()
+
+    def close(self) -> None:
+        """End the workers now; one that does not exit at once gets SIGTERM after torch's wait (5 s)."""
+        self.closing.fill_(1)
+        iterator = getattr(self, "_iterator", None)  # persistent workers live in this iterator
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        self._iterator = None
+
+
+_open_loaders: weakref.WeakSet[StopSignalSafeLoader] = weakref.WeakSet()
+
+
+@atexit.register  # registered after multiprocessing's exit hook, so it runs before it
+def _allow_workers_to_end() -> None:
+    for loader in list(_open_loaders):
+        loader.closing.fill_(1)
+
+
 def build_train_loader(
     dataset: AugmentedDataset,
     collate: Callable[[list], Any],
@@ -100,15 +186,17 @@ def build_train_loader(
     seed: int,
     max_batches: int = 0,
     pin_memory: bool = False,
-) -> DataLoader:
+    worker_init_fn: Callable[[int], None] | None = None,
+) -> StopSignalSafeLoader:
     """The run's loader; set the epoch with `loader.batch_sampler.set_epoch(...)` before `iter`.
 
-    Its own generator keeps worker seeding off the global RNG; workers persist across epochs.
+    Its own generator keeps worker seeding off the global RNG; workers persist across epochs
+    and ignore stop signals (`StopSignalSafeLoader`); `worker_init_fn` runs in each worker after that.
     Images an image folder skipped (in any worker) are logged once, at the next epoch's start.
     """
     sampler = EpochBatchSampler(len(dataset), batch_size, seed, max_batches=max_batches,
                                 on_epoch=SkipMonitor(dataset))
-    return DataLoader(
+    return StopSignalSafeLoader(
         dataset,
         batch_sampler=sampler,
         collate_fn=collate,
@@ -116,4 +204,5 @@ def build_train_loader(
         pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(sample_seed(seed, 0, -2)),
         persistent_workers=num_workers > 0,
+        worker_init_fn=worker_init_fn,
     )

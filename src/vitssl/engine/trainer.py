@@ -13,14 +13,21 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from vitssl.augment.device_input import collate_decoded, decoded_uint8
 from vitssl.data import folder_dataset
 from vitssl.data.device_decode import DeviceJPEGDecoder
-from vitssl.data.loaders import AugmentedDataset, EpochBatchSampler, build_train_loader, sample_seed
-from vitssl.distributed import is_main_process, mean_over_ranks, rank, world_size
+from vitssl.data.loaders import (
+    STOP_SIGNALS,
+    AugmentedDataset,
+    EpochBatchSampler,
+    StopSignalSafeLoader,
+    build_train_loader,
+    sample_seed,
+)
+from vitssl.distributed import all_reduce_sum, is_main_process, mean_over_ranks, rank, world_size
 from vitssl.engine.checkpoint import (
     LATEST,
     CheckpointError,
@@ -193,7 +200,7 @@ class Trainer(NonFiniteSteps):
         self.step = 0
         self._last_save = time.monotonic()
         self._stop_signal: int | None = None
-        self._loader: DataLoader | None = None
+        self._loader: StopSignalSafeLoader | None = None
         self.skipped_steps = 0  # non-finite-loss steps skipped over the whole run (kept in checkpoints)
         self._nonfinite_streak = 0
         self.guard = StepGuard(method, self.optimizer, self.params, self.device, check_grads=not self.scaler.is_enabled())
@@ -390,22 +397,38 @@ class Trainer(NonFiniteSteps):
         return {**sums, "lr": lr, "weight_decay": wd, "skipped_steps": self.skipped_steps, **decode}
 
     def _handle_signal(self, signum: int, _frame: Any) -> None:
-        """First Ctrl-C / SIGTERM: finish the current step, save, stop. A second Ctrl-C aborts."""
+        """First stop signal: finish the current step, save, stop. A second Ctrl-C aborts."""
         if self._stop_signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
+        if self._stop_signal is None:
+            log.warning("%s: stopping after this step (press Ctrl-C again to abort without saving)",
+                        signal.Signals(signum).name)
         self._stop_signal = signum
-        log.warning("stopping after this step (press Ctrl-C again to abort without saving)")
+
+    def _stop_agreed(self) -> bool:
+        """Did a stop signal reach any rank? Ranks stop at the same step (under torchrun one
+        all-reduce of a flag per step: a signal reaches ranks at slightly different times)."""
+        stop = self._stop_signal is not None
+        if world_size() == 1:
+            return stop
+        return bool(all_reduce_sum(torch.tensor(float(stop), device=self.device)).item())
 
     def fit(self) -> None:
-        """Train from `self.step` to the end; Ctrl-C / SIGTERM save a resumable checkpoint."""
+        """Train from `self.step` to the end; SIGINT, SIGTERM, SIGHUP save a resumable checkpoint.
+
+        A signal already set to be ignored (`nohup` ignores SIGHUP) stays ignored. Data-loader
+        workers ignore these signals (`StopSignalSafeLoader`), so one sent to the whole process
+        group reaches the trainer only; the workers are ended here.
+        """
         if is_main_process():
             self.run_dir.mkdir(parents=True, exist_ok=True)
         writer = MetricWriter(self.run_dir, self.cfg.tensorboard, enabled=is_main_process(),
                               wandb_project=self.cfg.wandb_project if self.cfg.wandb else None, config=self.config)
         handlers = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             try:
-                handlers[sig] = signal.signal(sig, self._handle_signal)
+                if signal.getsignal(sig) != signal.SIG_IGN:
+                    handlers[sig] = signal.signal(sig, self._handle_signal)
             except ValueError:  # not the main thread: leave signals alone
                 pass
         try:
@@ -413,6 +436,9 @@ class Trainer(NonFiniteSteps):
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
+            if self._loader is not None:
+                self._loader.close()
+                self._loader = None
             writer.close()
 
     def _fit(self, writer: MetricWriter) -> None:
@@ -443,7 +469,7 @@ class Trainer(NonFiniteSteps):
                         shown["t_temp"] = f"{metrics['teacher_temp']:.3f}"
                     bar.set_postfix(**shown)
                 self._maybe_checkpoint()
-                if self._stop_signal is not None:
+                if self._stop_agreed():
                     self.save()
                     raise TrainingInterrupted(
                         f"stopped at step {self.step}: continue with `vitssl pretrain --resume {self.run_dir}`"
