@@ -86,6 +86,11 @@ class TrainConfig:
     find_unused_parameters: bool = False
     compile: bool = False
 
+    def __post_init__(self) -> None:
+        from vitssl.engine.config_checks import check_train
+
+        check_train(self)
+
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
