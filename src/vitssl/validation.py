@@ -22,11 +22,11 @@ def _show(value: Any) -> str:
 
 def _bounds(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
     if lo is not None and hi is not None:
-        return f" in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        return f" in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
     if lo is not None:
-        return f" {'>' if lo_open else '>='} {lo}"
+        return f" {'>' if lo_open else '>='} {lo:g}"
     if hi is not None:
-        return f" {'<' if hi_open else '<='} {hi}"
+        return f" {'<' if hi_open else '<='} {hi:g}"
     return ""
 
 

@@ -64,7 +64,7 @@ class SelfPatchConfig:
     def __post_init__(self) -> None:
         check_dino_family(self, ("head", "patch_head"))
         require_number("method.patch_loss_weight", self.patch_loss_weight, lo=0.0)
-        require_int("method.aggregator_depth", self.aggregator_depth, lo=1)
+        require_int("method.aggregator_depth", self.aggregator_depth, lo=0)
         require_int("method.num_neighbours", self.num_neighbours)
         if self.neighbour_border not in BORDER_MODES:
             raise ValueError(f"method.neighbour_border must be one of {BORDER_MODES}, got '{self.neighbour_border}'")
