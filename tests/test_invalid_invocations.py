@@ -7,20 +7,24 @@ would: exit code 2; the last non-empty line of stderr starts with `vitssl` and h
 scratch folder before is byte-identical afterwards, and nothing new was written.
 
 Add a case by appending a `Case` to `CASES` (or a list of them, then `CASES += ...`); argv may
-use `{run}` (the tiny run folder), `{mine}` (the user's folder) and `{scratch}`.
+use `{run}` (the tiny run folder), `{run_2proc}` (the same, written by 2 processes), `{mine}`
+(the user's folder) and `{scratch}`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import shutil
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers import tiny_overrides
 from vitssl.cli import main
+from vitssl.engine.checkpoint import save_checkpoint
 from vitssl.engine.trainer import Trainer
 from vitssl.eval import finetune
 
@@ -29,7 +33,7 @@ from vitssl.eval import finetune
 class Case:
     argv: tuple[str, ...]
     expect: str = ""  # a fragment the error line must contain (the key or option at fault)
-    needs: frozenset[str] = frozenset()  # "run": the tiny run folder must exist (built once)
+    needs: frozenset[str] = frozenset()  # fixtures the argv's folders come from (see NEEDS)
     writes: bool = False  # the command may create new files (never change existing ones)
 
     @property
@@ -37,9 +41,11 @@ class Case:
         return " ".join(self.argv)[:90]
 
 
+NEEDS = {"{run}": "tiny_run", "{run_2proc}": "two_process_run"}  # placeholder -> fixture that makes it
+
+
 def case(*argv: str, expect: str = "", needs: tuple[str, ...] = (), writes: bool = False) -> Case:
-    if any("{run}" in a for a in argv):
-        needs = (*needs, "run")
+    needs = (*needs, *(fixture for mark, fixture in NEEDS.items() if any(mark in a for a in argv)))
     return Case(tuple(argv), expect, frozenset(needs), writes)
 
 
@@ -135,6 +141,7 @@ RESUME = [
     case("pretrain", "--resume", "{run}", "optim.lr=nan", expect="optim.lr"),
     case("pretrain", "--resume", "{run}", "--config", "demo_mnist", expect="--config"),
     case("pretrain", "--resume", "{scratch}/nothing", expect="config.yaml"),
+    case("pretrain", "--resume", "{run_2proc}", expect="2 processes"),
 ]
 EVAL = [
     *[case("eval", proto, "--checkpoint", "{run}", "--train", "digits", "--val", "digits", *bad, expect=bad[0])
@@ -233,6 +240,19 @@ def tiny_run(scratch) -> Path:
     return run
 
 
+@pytest.fixture(scope="module")
+def two_process_run(tiny_run) -> Path:
+    """The tiny run as if written by two processes (a global batch this single process cannot resume)."""
+    run = tiny_run.parent / "run_2proc"
+    shutil.copytree(tiny_run, run)
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    payload["world_size"] = 2
+    for path in run.glob("checkpoint*.pt"):
+        path.unlink()
+    save_checkpoint(payload, run / "checkpoint.pt")
+    return run
+
+
 def _snapshot(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
@@ -250,15 +270,16 @@ def _invoke(argv: list[str]) -> int:
 
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
 def test_invalid_invocation_ends_in_one_line(c: Case, scratch, request, capsys, monkeypatch):
-    if "run" in c.needs:
-        request.getfixturevalue("tiny_run")
+    for fixture in sorted(c.needs):
+        request.getfixturevalue(fixture)
     monkeypatch.chdir(scratch)  # relative outputs (demo's ./demo_run) land where they are watched
     monkeypatch.delenv("VITSSL_DEBUG", raising=False)
     # a case that is not refused must fail here, not train for minutes (its error is due before training)
     accepted = lambda *a, **k: pytest.fail("the invocation was accepted and reached training")  # noqa: E731
     monkeypatch.setattr(Trainer, "fit", accepted)
     monkeypatch.setattr(finetune, "finetune_backbone", accepted)
-    argv = [a.format(run=scratch / "run", mine=scratch / "mine", scratch=scratch) for a in c.argv]
+    folders = dict(run=scratch / "run", run_2proc=scratch / "run_2proc", mine=scratch / "mine", scratch=scratch)
+    argv = [a.format(**folders) for a in c.argv]
     before = _snapshot(scratch)
     capsys.readouterr()
     code = _invoke(argv)
