@@ -33,10 +33,8 @@ class MAEConfig:
     crop: MAECropConfig = field(default_factory=MAECropConfig)
 
     def __post_init__(self) -> None:
-        require_number("method.mask_ratio", self.mask_ratio)
+        require_number("method.mask_ratio", self.mask_ratio, 0.0, 1.0, lo_open=True, hi_open=True)
         self.decoder.validate("method.decoder")
-        if not 0.0 < self.mask_ratio < 1.0:
-            raise ValueError(f"method.mask_ratio must lie in (0, 1), got {self.mask_ratio}")
 
     def check_backbone_fit(self, backbone: BackboneConfig) -> None:
         """The encoder is a ViT with sin-cos positions that reads whole patches of each crop."""
