@@ -14,7 +14,10 @@ use `{run}` (the tiny run folder), `{run_2proc}` (the same, written by 2 process
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import subprocess
+import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,6 +299,17 @@ def test_invalid_invocation_ends_in_one_line(c: Case, scratch, request, capsys, 
     assert not changed, f"changed or removed: {changed}"
     if not c.writes:
         assert set(after) == set(before), f"new files: {sorted(set(after) - set(before))}"
+
+
+def test_a_separate_process_prints_exactly_one_line(tmp_path):
+    """The real entry point, with its own interpreter and stderr: nothing but the error line."""
+    argv = [sys.executable, "-m", "vitssl", "pretrain", "--data", "digits", "--out", str(tmp_path / "r"),
+            "optim.lr=nan"]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")  # third-party import-time warnings are not ours
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "vitssl: error: optim.lr=nan is not finite: use a finite number >= 0\n"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_table_is_large_and_distinct():
