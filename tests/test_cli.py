@@ -87,8 +87,8 @@ def test_image_folder_with_a_corrupt_file_trains_and_warns(tmp_path, capsys):
         (["--data", "digits", "--backbone", "vit_smal"], "unknown backbone 'vit_smal': did you mean 'vit_small'?"),
         (["--data", "digits", "--config", "nope"], "unknown preset 'nope'"),
         ([], "no training data"),
-        (["--data", "digits", "optim.clip_mode=layer"], "unknown optim.clip_mode 'layer'"),
-        (["--data", "digits", "optim.optimizer=lamb"], "unknown optimizer 'lamb'"),
+        (["--data", "digits", "optim.clip_mode=layer"], "optim.clip_mode='layer' is not a choice"),
+        (["--data", "digits", "optim.optimizer=lamb"], "optim.optimizer='lamb' is not a choice"),
     ],
 )
 def test_bad_pretrain_input_gives_one_line_error(tmp_path, capsys, argv, message):

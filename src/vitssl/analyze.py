@@ -10,7 +10,7 @@ from PIL import Image, UnidentifiedImageError
 from vitssl.data import BUILTIN_DATASETS, build_dataset
 from vitssl.data.datasets import is_image_file, to_rgb
 from vitssl.engine.trainer import resolve_device
-from vitssl.evaluate import default_image_size, load_pretrained, save_results
+from vitssl.evaluate import image_size_or_default, load_pretrained, save_results
 
 
 def load_images(source: str, limit: int = 16) -> list[Image.Image]:
@@ -44,7 +44,7 @@ def run_correspondence(checkpoint: str, images: str, out: str | None = None, ima
     from vitssl.analysis.correspondence import analyze_correspondence
 
     backbone, config = load_pretrained(checkpoint, which)
-    size = image_size or default_image_size(config)
+    size = image_size_or_default(image_size, config)
     out_dir = Path(out) if out else _beside(checkpoint) / "correspondence"
     result = analyze_correspondence(backbone.to(resolve_device(device)), load_images(images, limit), size, out_dir, top)
     result.update(checkpoint=str(checkpoint), image_source=images, backbone=which)
@@ -89,7 +89,7 @@ def run_attention_maps(checkpoint: str, images: str, out: str | None = None, ima
                          "(window attention has no image-wide map)")
     out_dir = Path(out) if out else _beside(checkpoint) / "attention"
     paths = save_attention_maps(vit.to(resolve_device(device)), load_images(images, limit), out_dir,
-                                image_size or default_image_size(config))
+                                image_size_or_default(image_size, config))
     return [str(p) for p in paths]
 
 
@@ -123,7 +123,7 @@ def run_layer_similarity(checkpoint_a: str, checkpoint_b: str, data: str, out: s
     b, _ = load_pretrained(checkpoint_b)
     a, b = _unwrap_vit(a, "layer similarity"), _unwrap_vit(b, "layer similarity")
     dev = resolve_device(device)
-    batches = _image_batches(data, image_size or default_image_size(config), limit, batch_size)
+    batches = _image_batches(data, image_size_or_default(image_size, config), limit, batch_size)
     if len(batches[-1]) < 4:  # the unbiased estimator needs 4 examples per batch
         batches = batches[:-1] or batches
     matrix = cka_matrix(a.to(dev), b.to(dev), batches, dev)
@@ -145,7 +145,7 @@ def run_attention_stats(checkpoint: str, data: str, out: str | None = None, imag
     backbone, config = load_pretrained(checkpoint)
     vit = _unwrap_vit(backbone, "attention statistics")
     dev = resolve_device(device)
-    batches = _image_batches(data, image_size or default_image_size(config), limit, batch_size)
+    batches = _image_batches(data, image_size_or_default(image_size, config), limit, batch_size)
     stats = attention_statistics(vit.to(dev), [x.to(dev) for x in batches], distance_unit=distance_unit)
     out_dir = Path(out) if out else _beside(checkpoint) / "attention_stats"
     picture = plot_attention_stats(stats, out_dir / "attention_stats.png")

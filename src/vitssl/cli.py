@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from vitssl.cli_args import OneLineParser, fraction, non_negative_int, positive_float, positive_int
+
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from vitssl.config import ConfigError
@@ -20,7 +22,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vitssl", description="Self-supervised pre-training of vision transformers.")
+    parser = OneLineParser(prog="vitssl", description="Self-supervised pre-training of vision transformers.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="short pre-training of a tiny ViT on built-in data: DINO then k-NN, "
@@ -29,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="dino: 20-NN before/after; mae: masked-patch loss before/after and a reconstruction grid")
     demo.add_argument("--out", default=None, help="run folder (default: ./demo_run or ./demo_mae_run, -N if taken)")
     demo.add_argument("--dataset", default="mnist", choices=["mnist", "digits", "shapes"])
-    demo.add_argument("--epochs", type=int, default=None, help="override the demo's epoch count")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--epochs", type=positive_int, default=None, help="override the demo's epoch count")
+    demo.add_argument("--seed", type=non_negative_int, default=0)
 
     pre = sub.add_parser("pretrain", help="pre-train a backbone on an image folder",
                          epilog="Overrides are dotted key=value pairs, e.g. optim.lr=1e-3 train.epochs=10 "
@@ -54,22 +56,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--train", required=True, help="labelled train images (ImageFolder) or a built-in set")
         p.add_argument("--val", required=True, help="labelled validation images or a built-in set")
         p.add_argument("--out", default=None, help="results JSON (default: next to the checkpoint)")
-        p.add_argument("--image-size", type=int, default=None, help="crop size (default: the training crop size)")
-        p.add_argument("--resize-size", type=int, default=None,
+        p.add_argument("--image-size", type=positive_int, default=None, help="crop size (default: the training crop size)")
+        p.add_argument("--resize-size", type=positive_int, default=None,
                        help="short side before the centre crop (default: size x 256/224; built-in sets: size)")
-        p.add_argument("--batch-size", type=int, default=256)
-        p.add_argument("--num-workers", type=int, default=4)
+        p.add_argument("--batch-size", type=positive_int, default=256)
+        p.add_argument("--num-workers", type=non_negative_int, default=4)
         p.add_argument("--device", default="auto")
         p.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
         if name == "knn":
-            p.add_argument("--ks", type=int, nargs="+", default=[10, 20, 100, 200])
-            p.add_argument("--temperature", type=float, default=0.07)
+            p.add_argument("--ks", type=positive_int, nargs="+", default=None,
+                           help="default: 10 20 100 200, those no larger than the train set")
+            p.add_argument("--temperature", type=positive_float, default=0.07)
         else:
-            p.add_argument("--n-last-blocks", type=int, default=4, help="concatenate the CLS of the last n blocks")
+            p.add_argument("--n-last-blocks", type=positive_int, default=4, help="concatenate the CLS of the last n blocks")
             p.add_argument("--avgpool", action="store_true", help="append the mean patch token (DINO ViT-B)")
-            p.add_argument("--epochs", type=int, default=100)
-            p.add_argument("--lr", type=float, default=None, help="default 0.001 x batch/256")
-            p.add_argument("--lrs", type=float, nargs="+", default=None, help="sweep these lrs, keep the best")
+            p.add_argument("--epochs", type=positive_int, default=100)
+            p.add_argument("--lr", type=positive_float, default=None, help="default 0.001 x batch/256")
+            p.add_argument("--lrs", type=positive_float, nargs="+", default=None, help="sweep these lrs, keep the best")
             p.add_argument("--batchnorm", action="store_true",
                            help="MAE linear probe: BatchNorm1d(affine=False) before the Linear layer "
                                 "(MAE probes the CLS token: add --n-last-blocks 1)")
@@ -81,18 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--train", required=True, help="labelled train images (ImageFolder) or a built-in set")
     ft.add_argument("--val", required=True, help="labelled validation images or a built-in set")
     ft.add_argument("--recipe", default="mae_lite_impr", help="mae_lite_impr | mae | transfer")
-    ft.add_argument("--epochs", type=int, default=None, help="default: the recipe's")
-    ft.add_argument("--lr", type=float, default=None, help="peak lr (default: recipe blr x batch/256)")
-    ft.add_argument("--batch-size", type=int, default=None, help="default: the recipe's, capped at the train size")
+    ft.add_argument("--epochs", type=positive_int, default=None, help="default: the recipe's")
+    ft.add_argument("--lr", type=positive_float, default=None, help="peak lr (default: recipe blr x batch/256)")
+    ft.add_argument("--batch-size", type=positive_int, default=None, help="default: the recipe's, capped at the train size")
     ft.add_argument("--scratch", action="store_true", help="random initialisation instead of pre-trained weights")
     ft.add_argument("--backbone-config", default=None, help="with --scratch: preset, YAML or checkpoint giving the architecture")
-    ft.add_argument("--train-fraction", type=float, default=None, help="fine-tune on this fraction of each class")
-    ft.add_argument("--samples-per-class", type=int, default=None, help="fine-tune on N images per class")
+    ft.add_argument("--train-fraction", type=fraction, default=None, help="fine-tune on this fraction of each class")
+    ft.add_argument("--samples-per-class", type=positive_int, default=None, help="fine-tune on N images per class")
     ft.add_argument("--out", default=None, help="results JSON (default: next to the checkpoint)")
-    ft.add_argument("--image-size", type=int, default=None, help="crop size (default: the training crop size)")
-    ft.add_argument("--resize-size", type=int, default=None, help="val: short side before the centre crop")
-    ft.add_argument("--seed", type=int, default=0, help="labelled subset, initialisation and data order")
-    ft.add_argument("--num-workers", type=int, default=4)
+    ft.add_argument("--image-size", type=positive_int, default=None, help="crop size (default: the training crop size)")
+    ft.add_argument("--resize-size", type=positive_int, default=None, help="val: short side before the centre crop")
+    ft.add_argument("--seed", type=non_negative_int, default=0, help="labelled subset, initialisation and data order")
+    ft.add_argument("--num-workers", type=non_negative_int, default=4)
     ft.add_argument("--device", default="auto")
     ft.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
     ft.add_argument("overrides", nargs="*", help="recipe key=value overrides")
@@ -102,12 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--train", required=True, help="folder with images/ and annotations/ (PNG class maps), or shapes | shapes-fg (built-in)")
     seg.add_argument("--val", required=True, help="same layout as --train, or 'shapes'")
     seg.add_argument("--out", default=None, help="results JSON (default: next to the checkpoint)")
-    seg.add_argument("--image-size", type=int, default=None, help="default: the training crop size")
-    seg.add_argument("--epochs", type=int, default=20)
-    seg.add_argument("--lr", type=float, default=None, help="default: the probe's own")
-    seg.add_argument("--batch-size", type=int, default=64)
-    seg.add_argument("--num-workers", type=int, default=0)
-    seg.add_argument("--seed", type=int, default=0)
+    seg.add_argument("--image-size", type=positive_int, default=None, help="default: the training crop size")
+    seg.add_argument("--epochs", type=positive_int, default=20)
+    seg.add_argument("--lr", type=positive_float, default=None, help="default: the probe's own")
+    seg.add_argument("--batch-size", type=positive_int, default=64)
+    seg.add_argument("--num-workers", type=non_negative_int, default=0)
+    seg.add_argument("--seed", type=non_negative_int, default=0)
     seg.add_argument("--device", default="auto")
     seg.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
 
@@ -117,10 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     vos.add_argument("--first-mask", required=True, help="indexed PNG with the object ids of the first frame")
     vos.add_argument("--gt", default=None, help="folder of ground-truth masks for J&F (optional)")
     vos.add_argument("--out", default=None, help="folder for predicted masks (default: RUN_DIR/video_segmentation)")
-    vos.add_argument("--short-side", type=int, default=480, help="frames are resized to this short side")
-    vos.add_argument("--n-last-frames", type=int, default=7)
-    vos.add_argument("--topk", type=int, default=5)
-    vos.add_argument("--neighborhood", type=int, default=12, help="spatial radius in patches (size_mask_neighborhood)")
+    vos.add_argument("--short-side", type=positive_int, default=480, help="frames are resized to this short side")
+    vos.add_argument("--n-last-frames", type=positive_int, default=7)
+    vos.add_argument("--topk", type=positive_int, default=5)
+    vos.add_argument("--neighborhood", type=non_negative_int, default=12, help="spatial radius in patches (size_mask_neighborhood)")
     vos.add_argument("--device", default="auto")
     vos.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
 
@@ -131,9 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     corr.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
     corr.add_argument("--images", required=True, help="image file, folder, or a built-in set")
     corr.add_argument("--out", default=None, help="output folder (default: RUN_DIR/correspondence)")
-    corr.add_argument("--image-size", type=int, default=None, help="default: the training crop size")
-    corr.add_argument("--top", type=int, default=10, help="score the N most similar region pairs per image")
-    corr.add_argument("--limit", type=int, default=16, help="use at most this many images")
+    corr.add_argument("--image-size", type=positive_int, default=None, help="default: the training crop size")
+    corr.add_argument("--top", type=positive_int, default=10, help="score the N most similar region pairs per image")
+    corr.add_argument("--limit", type=positive_int, default=16, help="use at most this many images")
     corr.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
     corr.add_argument("--device", default="auto")
 
@@ -141,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
     att.add_argument("--images", required=True, help="image file, folder, or a built-in set")
     att.add_argument("--out", default=None, help="output folder (default: RUN_DIR/attention)")
-    att.add_argument("--image-size", type=int, default=None, help="default: the training crop size")
-    att.add_argument("--limit", type=int, default=8, help="use at most this many images")
+    att.add_argument("--image-size", type=positive_int, default=None, help="default: the training crop size")
+    att.add_argument("--limit", type=positive_int, default=8, help="use at most this many images")
     att.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
     att.add_argument("--device", default="auto")
 
@@ -151,18 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     lay.add_argument("--b", required=True, help="second run folder or checkpoint")
     lay.add_argument("--data", required=True, help="image folder or a built-in set")
     lay.add_argument("--out", default=None, help="output folder (default: A/layer_similarity)")
-    lay.add_argument("--image-size", type=int, default=None)
-    lay.add_argument("--limit", type=int, default=512, help="use at most this many images")
-    lay.add_argument("--batch-size", type=int, default=64)
+    lay.add_argument("--image-size", type=positive_int, default=None)
+    lay.add_argument("--limit", type=positive_int, default=512, help="use at most this many images")
+    lay.add_argument("--batch-size", type=positive_int, default=64)
     lay.add_argument("--device", default="auto")
 
     ast = ansub.add_parser("attention-stats", help="mean attention distance and entropy per layer and head")
     ast.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
     ast.add_argument("--data", required=True, help="image folder or a built-in set")
     ast.add_argument("--out", default=None, help="output folder (default: RUN_DIR/attention_stats)")
-    ast.add_argument("--image-size", type=int, default=None)
-    ast.add_argument("--limit", type=int, default=256)
-    ast.add_argument("--batch-size", type=int, default=32)
+    ast.add_argument("--image-size", type=positive_int, default=None)
+    ast.add_argument("--limit", type=positive_int, default=256)
+    ast.add_argument("--batch-size", type=positive_int, default=32)
     ast.add_argument("--distance-unit", choices=["pixel", "grid", "compat_x14"], default="pixel",
                      help="compat_x14 reproduces the original code's grid x 14 scale")
     ast.add_argument("--device", default="auto")
@@ -172,10 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     tp = benchsub.add_parser("throughput", help="inference images/s, parameters and GFLOPs per backbone")
     tp.add_argument("--backbone", nargs="*", default=[], help="backbone names, e.g. vit_small swin_tiny")
     tp.add_argument("--checkpoint", default=None, help="also measure this checkpoint's backbone")
-    tp.add_argument("--batch-size", type=int, default=128)
-    tp.add_argument("--image-size", type=int, default=224)
+    tp.add_argument("--batch-size", type=positive_int, default=128)
+    tp.add_argument("--image-size", type=positive_int, default=224)
     tp.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="bf16", help="fp32 on CPU")
-    tp.add_argument("--iters", type=int, default=20)
+    tp.add_argument("--iters", type=positive_int, default=20)
     tp.add_argument("--device", default="auto")
     tp.add_argument("--json", default=None, help="also write the results to this JSON file")
 
@@ -206,8 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="one self-contained HTML page about a run: config, curves, results, pictures")
     rep.add_argument("run_dir", metavar="RUN_DIR", help="run folder written by vitssl pretrain")
     rep.add_argument("--images", default=None, help="images for the attention maps (default: the run's data)")
-    rep.add_argument("--limit", type=int, default=4, help="attention maps / correspondences for this many images")
-    rep.add_argument("--image-size", type=int, default=None, help="for the pictures (default: the training crop size)")
+    rep.add_argument("--limit", type=positive_int, default=4, help="attention maps / correspondences for this many images")
+    rep.add_argument("--image-size", type=positive_int, default=None, help="for the pictures (default: the training crop size)")
     rep.add_argument("--no-pictures", action="store_true", help="skip attention maps and correspondences")
     rep.add_argument("--out", default=None, help="HTML file (default: RUN_DIR/report/report.html)")
     show = sub.add_parser("config", help="print the resolved config of a preset with overrides")
@@ -254,7 +257,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     common = dict(image_size=args.image_size, resize_size=args.resize_size, device=args.device, batch_size=args.batch_size,
                   num_workers=args.num_workers, which=args.backbone)
     if args.protocol == "knn":
-        results = run_knn(args.checkpoint, args.train, args.val, ks=tuple(args.ks), temperature=args.temperature, **common)
+        results = run_knn(args.checkpoint, args.train, args.val, ks=args.ks and tuple(args.ks), temperature=args.temperature, **common)
         print(format_knn_table({int(k): v for k, v in results["results"].items()}))
     else:
         results = run_linear(args.checkpoint, args.train, args.val, n_last_blocks=args.n_last_blocks,

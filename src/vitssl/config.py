@@ -14,12 +14,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from vitssl.backbones import BackboneConfig
 from vitssl.engine.optim import OptimConfig
 from vitssl.engine.trainer import TrainConfig
+from vitssl.validation import ConfigError, require_int
+
+__all__ = ["ConfigError", "DataConfig", "RunConfig", "load_config", "preset_names", "read_yaml", "save_config",
+           "to_container", "to_objects"]
 
 DEFAULT_METHOD = "dino"
 
@@ -34,6 +39,9 @@ class DataConfig:
 
     path: str = ""
     max_image_pixels: int | None = None
+
+    def __post_init__(self) -> None:
+        require_int("data.max_image_pixels", self.max_image_pixels, lo=0, optional=True)
 
 
 @dataclass
@@ -51,9 +59,11 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     init_from: str = ""
 
-
-class ConfigError(ValueError):
-    """A config problem, reported in one line."""
+    def __post_init__(self) -> None:
+        """Each section checked itself when built; here what spans sections (crops vs. patches)."""
+        fits = getattr(self.method, "check_backbone_fit", None)
+        if fits is not None:
+            fits(self.backbone)
 
 
 def preset_names() -> list[str]:
@@ -61,28 +71,60 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def read_yaml(path: str | Path, what: str = "config file") -> DictConfig:
+    """A YAML mapping from a file; any read or parse problem is one line naming the file and the fix."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} '{path}' is a folder: pass a YAML file (or a preset name)")
+    if not path.exists():
+        raise ConfigError(f"{what} '{path}' does not exist: pass a YAML path or one of {preset_names()}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} '{path}' is not a UTF-8 text file: pass a YAML file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} '{path}': {e.strerror or e}; check the path and its permissions") from None
+    return parse_yaml(text, f"{what} '{path}'")
+
+
+def parse_yaml(text: str, where: str) -> DictConfig:
+    """YAML text that must hold a mapping (or nothing) -> DictConfig; errors name `where`."""
+    try:
+        data = yaml.safe_load(text)  # syntax and top-level type first: OmegaConf asserts on a bare scalar
+        if data is not None and not isinstance(data, dict):
+            raise ConfigError(f"{where} holds a YAML {type(data).__name__}, not a mapping: write `section:` lines "
+                              "with indented `key: value` pairs (see `vitssl config`)")
+        cfg = OmegaConf.create(text) if data else OmegaConf.create({})
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{where} is not valid YAML: {problem}{at}; fix the file") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{where} cannot be read as a config: {str(e).splitlines()[0]}; fix the file") from None
+    assert isinstance(cfg, DictConfig)
+    return cfg
+
+
 def _read_preset(name_or_path: str, seen: tuple[str, ...] = ()) -> DictConfig:
     """Load a preset by packaged name or path, following its `inherit:` chain."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.exists():
-            raise ConfigError(f"config file '{path}' does not exist: pass a YAML path or one of {preset_names()}")
-        text = path.read_text()
+    if path.suffix in (".yaml", ".yml") or path.exists() or any(sep in name_or_path for sep in "/\\"):
+        cfg = read_yaml(path)
     else:
         packaged = resources.files("vitssl") / "configs" / f"{name_or_path}.yaml"
         if not packaged.is_file():
             close = difflib.get_close_matches(name_or_path, preset_names(), n=1)
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise ConfigError(f"unknown preset '{name_or_path}': {hint}choose one of {preset_names()}")
-        text = packaged.read_text()
+        cfg = parse_yaml(packaged.read_text(), f"preset '{name_or_path}'")
     if name_or_path in seen:
         raise ConfigError(f"preset '{name_or_path}' inherits from itself through {seen}")
-    cfg = OmegaConf.create(text) if text.strip() else OmegaConf.create({})
-    if not isinstance(cfg, DictConfig):
-        raise ConfigError(f"preset '{name_or_path}' is not a YAML mapping")
     parent = cfg.pop("inherit", None)
     if parent:
-        cfg = OmegaConf.merge(_read_preset(str(parent), seen + (name_or_path,)), cfg)
+        if not isinstance(parent, str):
+            raise ConfigError(f"inherit: {parent!r} in '{name_or_path}' is not one name: inherit from one preset or YAML path")
+        cfg = OmegaConf.merge(_read_preset(parent, seen + (name_or_path,)), cfg)
     return cfg
 
 
@@ -139,7 +181,21 @@ def load_config(
         full_key = getattr(e, "full_key", "?")
         raise ConfigError(f"bad value for config key '{full_key}': {str(e).splitlines()[0]}") from None
     assert isinstance(cfg, DictConfig)
+    _check_values(cfg)
     return cfg
+
+
+def _check_values(cfg: DictConfig) -> None:
+    """Build the dataclasses once: each checks its values (ranges, finiteness, choices) in __post_init__."""
+    try:
+        to_objects(cfg)
+    except ConfigError:
+        raise
+    except ValueError as e:  # a check written before ConfigError existed
+        raise ConfigError(str(e).strip().splitlines()[0]) from None
+    except OmegaConfBaseException as e:
+        full_key = getattr(e, "full_key", None) or "?"
+        raise ConfigError(f"bad value for config key '{full_key}': {str(e).splitlines()[0]}") from None
 
 
 def to_objects(cfg: DictConfig) -> RunConfig:

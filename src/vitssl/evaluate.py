@@ -69,6 +69,16 @@ def default_image_size(config: dict[str, Any]) -> int:
     return int(crops.get("global_crops_size") or config.get("backbone", {}).get("img_size", 224))
 
 
+def image_size_or_default(image_size: int | None, config: dict[str, Any]) -> int:
+    """An asked-for evaluation size, else the training one; 0 or less is refused, not read as "default"."""
+    if image_size is None:
+        return default_image_size(config)
+    if image_size < 1:
+        raise ValueError(f"image size {image_size} is out of range: use an integer >= 1 (or leave it out for the "
+                         "training crop size)")
+    return image_size
+
+
 class _Transformed(Dataset):
     def __init__(self, base: Dataset, transform: Any) -> None:
         self.base, self.transform = base, transform
@@ -153,18 +163,36 @@ def checkpoint_features(checkpoint: str | Path, train: str, val: str, which: str
     """Load a checkpoint's backbone once and extract train and val features with it."""
     backbone, config = load_pretrained(checkpoint, which)
     dev = resolve_device(init_distributed(device)[0])  # under torchrun: this rank's GPU, shards gathered
-    size = image_size or default_image_size(config)
+    size = image_size_or_default(image_size, config)
     kw = dict(n_last_blocks=n_last_blocks, avgpool_patchtokens=avgpool_patchtokens, resize_size=resize_size)
     tr_f, tr_y, n_cls = labelled_features(backbone, train, "train", size, dev, batch_size, num_workers, **kw)
     va_f, va_y, _ = labelled_features(backbone, val, "val", size, dev, batch_size, num_workers, **kw)
     return FeatureSplits((tr_f, tr_y), (va_f, va_y), n_cls, size, dev)
 
 
-def run_knn(checkpoint: str | Path, train: str, val: str, ks: tuple[int, ...] = (10, 20, 100, 200),
+DEFAULT_KS = (10, 20, 100, 200)  # DINO's
+
+
+def knn_ks(ks: tuple[int, ...] | None, train: str) -> tuple[int, ...]:
+    """The k values to report: a k above the memory bank (the labelled train images) would be
+    clipped to it and reported under the wrong k, so an asked-for one is refused and DINO's
+    defaults (`ks=None`) are cut to those that fit."""
+    bank = len(build_dataset(train, split="train"))
+    if ks is None:
+        return tuple(k for k in DEFAULT_KS if k <= bank) or (bank,)
+    too_big = [k for k in ks if k > bank]
+    if too_big:
+        raise ValueError(f"--ks {' '.join(map(str, too_big))}: the k-NN memory bank holds only {bank} train images "
+                         f"of '{train}': use k <= {bank}")
+    return tuple(ks)
+
+
+def run_knn(checkpoint: str | Path, train: str, val: str, ks: tuple[int, ...] | None = None,
             temperature: float = 0.07, image_size: int | None = None, resize_size: int | None = None,
             device: str = "auto", batch_size: int = 256, num_workers: int = 4,
             which: str = "teacher") -> dict[str, Any]:
-    """DINO k-NN protocol (spec 1.6) on a checkpoint."""
+    """DINO k-NN protocol (spec 1.6) on a checkpoint; `ks=None`: DINO's 10, 20, 100, 200 where they fit."""
+    ks = knn_ks(ks, train)
     f = checkpoint_features(checkpoint, train, val, which, image_size, resize_size, device, batch_size, num_workers)
     results = knn_classify(*f.train, *f.val, ks=ks, temperature=temperature, num_classes=f.num_classes)
     return {"protocol": "knn", "checkpoint": str(checkpoint), "backbone": which, "train": train, "val": val,
@@ -210,7 +238,7 @@ def run_finetune(checkpoint: str | Path | None, train: str, val: str, recipe: st
         raise ValueError("pass --checkpoint RUN, or --scratch --backbone-config PRESET for a from-scratch baseline")
     else:
         backbone, config = load_pretrained(checkpoint, which)
-    size = image_size or default_image_size(config)
+    size = image_size_or_default(image_size, config)
     mean, std = default_normalization(config)
     data = finetune_data(train, val, chosen, size, mean, std, resize_size, train_fraction, samples_per_class, seed)
     result = finetune_backbone(backbone, data, chosen, lr, resolve_device(device), seed, num_workers)
@@ -239,7 +267,7 @@ def run_segmentation(checkpoint: str | Path, train: str, val: str, image_size: i
 
     backbone, config = load_pretrained(checkpoint, which)
     kw: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, device=str(resolve_device(device)), seed=seed,
-                              num_workers=num_workers, image_size=image_size or default_image_size(config))
+                              num_workers=num_workers, image_size=image_size_or_default(image_size, config))
     if lr is not None:
         kw["lr"] = lr
     result = run_segmentation_probe(backbone, train, val, **kw)

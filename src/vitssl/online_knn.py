@@ -13,7 +13,7 @@ import torch
 from vitssl.engine.logging import log
 from vitssl.engine.trainer import Trainer
 from vitssl.eval import knn_classify
-from vitssl.evaluate import default_image_size, labelled_features
+from vitssl.evaluate import image_size_or_default, labelled_features
 
 
 class OnlineKNN:
@@ -33,7 +33,7 @@ class OnlineKNN:
         done = epoch + 1
         if done % self.every and done != trainer.cfg.epochs:
             return None
-        size = self.image_size or default_image_size(trainer.config)
+        size = image_size_or_default(self.image_size, trainer.config)
         backbone = trainer.method.evaluation_backbone()
         with torch.random.fork_rng(devices=[]):  # loaders draw seeds from the global generator
             train_f, train_y, classes = labelled_features(backbone, self.data, "train", size, trainer.device,

@@ -7,7 +7,15 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vitssl.config import ConfigError, RunConfig, load_config, save_config, to_container, to_objects
+from vitssl.config import (
+    ConfigError,
+    RunConfig,
+    load_config,
+    read_yaml,
+    save_config,
+    to_container,
+    to_objects,
+)
 from vitssl.data import build_dataset, report_skips
 from vitssl.distributed import is_main_process
 from vitssl.engine.checkpoint import (
@@ -32,8 +40,20 @@ def resolve_pretrain_config(preset: str | None, overrides: list[str], resume_dir
         raise CheckpointError(f"'{resume_dir}' holds no config.yaml: --resume takes a run folder written by vitssl pretrain")
     if preset:
         raise ConfigError("--config cannot be combined with --resume: the run folder's config.yaml is used")
-    base = OmegaConf.load(saved)
-    return load_config(None, overrides, method_configs(), base=base)
+    base = read_yaml(saved, "run config")
+    cfg = load_config(None, overrides, method_configs(), base=base)
+    refuse_batch_change(base, cfg)
+    return cfg
+
+
+def refuse_batch_change(saved: DictConfig, cfg: DictConfig) -> None:
+    """A resumed run keeps its batch: sample order, step count and lr scaling all follow from it
+    (a changed batch can still give the same steps per epoch, e.g. under train.max_steps_per_epoch)."""
+    for key in ("train.batch_size", "train.accum_steps"):
+        before, now = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
+        if before is not None and before != now:
+            raise ConfigError(f"{key}={now} differs from the run's {before}: a resumed run keeps its batch; "
+                              f"drop the override, or start a new run with --out")
 
 
 def prepare_run_dir(run_dir: Path, resume: bool) -> None:

@@ -197,7 +197,7 @@ def _load_model_images(run_dir: Path, images: str | None, limit: int, image_size
                        report: Report) -> tuple[Any, Any, int] | None:
     """(backbone, images, image size) for the pictures, or None with a note saying why not."""
     from vitssl.analyze import load_images
-    from vitssl.evaluate import default_image_size, load_pretrained
+    from vitssl.evaluate import image_size_or_default, load_pretrained
 
     checkpoint = run_dir / "checkpoint.pt"
     if not checkpoint.is_file():
@@ -210,7 +210,7 @@ def _load_model_images(run_dir: Path, images: str | None, limit: int, image_size
         report.notes.append(f"no images for the model pictures ({e}): pass --images PATH")
         return None
     backbone, config = load_pretrained(checkpoint)
-    return backbone, pictures, image_size or default_image_size(config)
+    return backbone, pictures, image_size_or_default(image_size, config)
 
 
 def attention_figures(backbone: Any, images: list[Any], size: int, out_dir: Path, report: Report) -> list[Figure]:

@@ -64,5 +64,5 @@ def test_methods_without_a_device_transform_are_refused_with_the_fix(tmp_path):
     method.__class__ = type("PlainDINO", (type(method),), {"device_transform": None})  # a method without one
     with pytest.raises(ValueError, match="train.augment_on=cpu"):
         Trainer(method, build_dataset("digits", "train"), objs.train, objs.optim, tmp_path)
-    with pytest.raises(ValueError, match="choose cpu or device"):
+    with pytest.raises(ValueError, match="train.augment_on=.gpu. is not a choice: use .cpu. or .device."):
         trainer_for("dino", tmp_path, "train.augment_on=gpu")

@@ -217,7 +217,7 @@ def test_teacher_with_another_patch_size_is_refused(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("method.distill_attn_layers=[2]", "out of range for the 2-block student"),
     ("method.distill_attn_layers=[1,-1]", "names a block twice"),
-    ("method.attn_alpha=-1", "attn_alpha must be >= 0"),
+    ("method.attn_alpha=-1", r"method.attn_alpha=-1.0 is out of range: use a finite number >= 0$"),
 ])
 def test_bad_distillation_options(override, message):
     with pytest.raises(ValueError, match=message):

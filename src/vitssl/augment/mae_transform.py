@@ -27,6 +27,7 @@ from vitssl.augment.photometric import (
     sample_resized_crop,
     to_normalized_tensor,
 )
+from vitssl.validation import require_int, require_number, require_numbers
 
 INTERPOLATIONS = ("bicubic", "bilinear", "random")
 
@@ -48,6 +49,10 @@ class MAECropConfig:
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
 
     def __post_init__(self) -> None:
+        require_int("method.crop.size", self.size)
+        require_numbers("method.crop.scale", self.scale)
+        require_numbers("method.crop.ratio", self.ratio)
+        require_number("method.crop.flip_prob", self.flip_prob)
         if self.size <= 0:
             raise ValueError(f"method.crop.size must be positive, got {self.size}")
         if len(self.scale) != 2 or not 0.0 < self.scale[0] <= self.scale[1] <= 1.0:
@@ -58,6 +63,8 @@ class MAECropConfig:
             raise ValueError(f"method.crop.interpolation must be one of {INTERPOLATIONS}, got '{self.interpolation}'")
         if not 0.0 <= self.flip_prob <= 1.0:
             raise ValueError(f"method.crop.flip_prob must be a probability in [0, 1], got {self.flip_prob}")
+        require_numbers("method.crop.mean", self.mean, length=3)
+        require_numbers("method.crop.std", self.std, length=3, lo=0.0, lo_open=True)
         if len(self.mean) != 3 or len(self.std) != 3 or any(s <= 0 for s in self.std):
             raise ValueError("method.crop.mean and std need 3 values each (R, G, B), std positive")
 

@@ -19,6 +19,7 @@ from vitssl.augment.photometric import (
     apply_view,
     sample_view_params,
 )
+from vitssl.validation import require_int, require_number, require_numbers
 
 GLOBAL_1, GLOBAL_2, LOCAL = 0, 1, 2  # index into the per-view probability lists
 
@@ -73,8 +74,24 @@ def local_crop_groups(cfg: MultiCropConfig) -> list[tuple[int, int]]:
         raise ValueError(f"method.crops.local_crops_number/size must be integers, got {numbers} and {sizes}") from None
 
 
+def _check_types(cfg: MultiCropConfig) -> None:
+    """Numbers finite, crop counts and sizes integers (a NaN passes every range comparison)."""
+    for name in ("global_crops_scale", "local_crops_scale", "blur_radius", "blur_prob", "solarization_prob",
+                 "mean", "std"):
+        require_numbers(f"method.crops.{name}", getattr(cfg, name))
+    for name in ("flip_prob", "color_jitter_prob", "brightness", "contrast", "saturation", "hue", "grayscale_prob"):
+        require_number(f"method.crops.{name}", getattr(cfg, name))
+    require_int("method.crops.global_crops_size", cfg.global_crops_size, lo=1)
+    for name in ("local_crops_number", "local_crops_size"):
+        value = getattr(cfg, name)
+        listed = hasattr(value, "__len__") and not isinstance(value, str)
+        for i, v in enumerate(value if listed else [value]):
+            require_int(f"method.crops.{name}" + (f"[{i}]" if listed else ""), v)
+
+
 def validate_config(cfg: MultiCropConfig) -> None:
     """Raise a one-line ValueError for a config that cannot work (caught at start-up, not mid-run)."""
+    _check_types(cfg)
     _check_pair("global_crops_scale", cfg.global_crops_scale, 0.0, 1.0)
     _check_pair("local_crops_scale", cfg.local_crops_scale, 0.0, 1.0)
     _check_pair("blur_radius", cfg.blur_radius, 0.0, float("inf"))

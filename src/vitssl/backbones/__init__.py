@@ -18,6 +18,14 @@ from torch import nn
 from vitssl.backbones.swin import Swin
 from vitssl.backbones.tokens import Tokens
 from vitssl.backbones.vit import ViT
+from vitssl.validation import (
+    ConfigError,
+    fail,
+    require_choice,
+    require_int,
+    require_multiple,
+    require_number,
+)
 
 
 @dataclass
@@ -46,6 +54,9 @@ class BackboneConfig:
     pos_embed: str = "learned"
     window_size: int | None = None
     mask_padding: bool | None = None
+
+    def __post_init__(self) -> None:
+        check_backbone(self)
 
 
 _VIT_SIZES = {
@@ -98,14 +109,49 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def patch_size_of(cfg: BackboneConfig) -> int:
+    """The patch-embedding size inputs must be a multiple of: set, else the model's (ViT 16, Swin 4)."""
+    return cfg.patch_size or (4 if cfg.name.startswith("swin") else 16)
+
+
+def _width_and_heads(cfg: BackboneConfig) -> tuple[int, int]:
+    """(width, heads) of the (first) attention layer: the named size's unless overridden."""
+    size = _VIT_SIZES.get(cfg.name) or _SWIN_SIZES[cfg.name.removesuffix("_w14")]
+    heads = size["num_heads"]
+    return cfg.embed_dim or size["embed_dim"], cfg.num_heads or (heads[0] if isinstance(heads, tuple) else heads)
+
+
+def check_backbone(c: BackboneConfig, p: str = "backbone") -> None:
+    """Every BackboneConfig field, and what timm would otherwise assert on (heads dividing the width)."""
+    if c.name not in BACKBONES:
+        close = difflib.get_close_matches(str(c.name), BACKBONES, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        raise ConfigError(f"unknown backbone '{c.name}': {hint}choose one of {sorted(BACKBONES)}")
+    require_int(f"{p}.img_size", c.img_size, lo=1)
+    for name in ("patch_size", "embed_dim", "depth", "num_heads", "window_size"):
+        require_int(f"{p}.{name}", getattr(c, name), lo=1, optional=True)
+    require_number(f"{p}.drop_path_rate", c.drop_path_rate, 0.0, 1.0, hi_open=True)
+    require_choice(f"{p}.pos_embed", c.pos_embed, ("learned", "sincos"))
+    swin = c.name.startswith("swin")
+    if swin and c.pos_embed != "learned":
+        fail(f"{p}.pos_embed", c.pos_embed, "is a ViT option", "Swin uses relative position bias only (learned)")
+    if not swin and (c.window_size is not None or c.mask_padding is not None):
+        raise ConfigError(f"{p}.window_size and {p}.mask_padding are Swin options: remove them for a ViT")
+    patch = patch_size_of(c)
+    require_multiple(f"{p}.img_size", c.img_size, patch, f"the patch size {patch}")
+    width, heads = _width_and_heads(c)
+    if width % heads:
+        fail(f"{p}.num_heads", heads, f"does not divide the width {width} ({p}.embed_dim)",
+             f"use a head count that divides {width}")
+    if c.pos_embed == "sincos" and width % 4:
+        fail(f"{p}.embed_dim", width, "is not a multiple of 4 (sin-cos positions)", "use a multiple of 4")
+
+
 def create_backbone(cfg: BackboneConfig | str, **overrides: Any) -> nn.Module:
     """Build a backbone from its config (or name plus keyword overrides)."""
     if isinstance(cfg, str):
         cfg = BackboneConfig(name=cfg, **overrides)
-    if cfg.name not in BACKBONES:
-        close = difflib.get_close_matches(cfg.name, BACKBONES, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        raise ValueError(f"unknown backbone '{cfg.name}': {hint}choose one of {sorted(BACKBONES)}")
+    check_backbone(cfg)  # a config edited after it was built
     return BACKBONES[cfg.name](
         patch_size=cfg.patch_size,
         img_size=cfg.img_size,
@@ -121,4 +167,4 @@ def create_backbone(cfg: BackboneConfig | str, **overrides: Any) -> nn.Module:
     )
 
 
-__all__ = ["BACKBONES", "BackboneConfig", "Swin", "Tokens", "ViT", "create_backbone"]
+__all__ = ["BACKBONES", "BackboneConfig", "Swin", "Tokens", "ViT", "check_backbone", "create_backbone", "patch_size_of"]

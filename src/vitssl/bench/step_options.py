@@ -7,6 +7,8 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from vitssl.cli_args import non_negative_int, positive_int
+
 
 @dataclass(frozen=True)
 class Setup:
@@ -30,16 +32,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", default="synthetic,jpeg", help="comma-separated: synthetic, jpeg")
     p.add_argument("--aug", choices=("cpu", "gpu"), default="gpu",
                    help="JPEG input: decode + augment on the device (gpu) or in DataLoader workers (cpu)")
-    p.add_argument("--workers", type=int, default=8, help="DataLoader workers for --aug cpu")
-    p.add_argument("--batch-size", type=int, default=None, help="override every setup's batch size")
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--workers", type=non_negative_int, default=8, help="DataLoader workers for --aug cpu")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="override every setup's batch size")
+    p.add_argument("--steps", type=positive_int, default=30)
+    p.add_argument("--warmup", type=non_negative_int, default=10)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="auto: bf16 autocast on a GPU, fp32 on a CPU")
     p.add_argument("--compile", action="store_true", help="torch.compile backbones, heads and decoders")
-    p.add_argument("--images", type=int, default=512, help="JPEGs in the in-memory pool")
-    p.add_argument("--jpeg-size", type=int, nargs=2, default=(375, 500), metavar=("H", "W"))
+    p.add_argument("--images", type=positive_int, default=512, help="JPEGs in the in-memory pool")
+    p.add_argument("--jpeg-size", type=positive_int, nargs=2, default=(375, 500), metavar=("H", "W"))
     p.add_argument("--tiny", action="store_true", help="tiny models and crops: a seconds-long smoke test")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
 

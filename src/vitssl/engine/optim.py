@@ -27,6 +27,11 @@ class OptimConfig:
     clip_mode: str = "per_tensor"
     no_weight_decay_names: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        from vitssl.engine.config_checks import check_optim
+
+        check_optim(self)
+
 
 OPTIMIZERS = ("adamw", "sgd")
 CLIP_MODES = ("per_tensor", "global", "none")

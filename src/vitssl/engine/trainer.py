@@ -95,6 +95,11 @@ class TrainConfig:
     find_unused_parameters: bool = False
     compile: bool = False
 
+    def __post_init__(self) -> None:
+        from vitssl.engine.config_checks import check_train
+
+        check_train(self)
+
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -259,6 +264,7 @@ class Trainer(NonFiniteSteps):
             "step": self.step,
             "epoch": self.step // self.steps_per_epoch,
             "steps_per_epoch": self.steps_per_epoch,
+            "world_size": world_size(),
             "skipped_steps": self.skipped_steps,
             "rng": rng_state(),
         }
@@ -304,6 +310,9 @@ class Trainer(NonFiniteSteps):
                 f"'{path}' was written with {ckpt['steps_per_epoch']} steps per epoch, this run has "
                 f"{self.steps_per_epoch}: resume with the same data, batch size and accum_steps"
             )
+        if ckpt.get("world_size", world_size()) != world_size():  # older checkpoints do not say
+            raise CheckpointError(f"'{path}' was written by {ckpt['world_size']} processes, this run has "
+                                  f"{world_size()}: resume with the same number of processes (global batch)")
         self.parallel.load_method_state(ckpt["method"])
         self.parallel.load_optimizer_state(self.optimizer, ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])

@@ -35,6 +35,14 @@ from vitssl.augment import EvalTransform
 from vitssl.data import build_dataset
 from vitssl.engine.layer_decay import layer_decay_groups, stage_depths
 from vitssl.engine.schedules import cosine_schedule
+from vitssl.validation import (
+    require_choice,
+    require_int,
+    require_number,
+    require_numbers,
+    require_probability,
+    require_range_pair,
+)
 
 log = logging.getLogger("vitssl.finetune")
 
@@ -76,6 +84,30 @@ class FinetuneRecipe:
     label_smoothing: float = 0.0
     head_init_std: float = 2e-5
 
+    def __post_init__(self) -> None:
+        check_recipe(self)
+
+
+def check_recipe(r: FinetuneRecipe) -> None:
+    """Every recipe field (keys as typed in `key=value` overrides); one line per problem."""
+    require_choice("optimizer", r.optimizer, ("adamw", "sgd"))
+    for name in ("blr", "min_lr", "weight_decay", "clip_grad", "color_jitter", "mixup", "cutmix", "head_init_std"):
+        require_number(name, getattr(r, name), lo=0.0)
+    require_number("layer_decay", r.layer_decay, 0.0, 1.0, lo_open=True)
+    require_numbers("betas", r.betas, length=2, lo=0.0, hi=1.0, hi_open=True)
+    for name in ("momentum", "hflip", "reprob"):
+        require_probability(name, getattr(r, name))
+    for name in ("drop_path", "label_smoothing"):
+        require_number(name, getattr(r, name), 0.0, 1.0, hi_open=True)
+    require_int("epochs", r.epochs, lo=1)
+    require_int("batch_size", r.batch_size, lo=1)
+    require_int("warmup_epochs", r.warmup_epochs, lo=0)
+    require_range_pair("crop_scale", r.crop_scale, 0.0, 1.0)
+    require_choice("interpolation", r.interpolation, INTERPOLATIONS)
+
+
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "random")
+
 
 RECIPES: dict[str, FinetuneRecipe] = {
     # MAE-Lite ViT-Tiny "impr." (spec 5.4): 300 epochs, bs 1024, lr 1e-3 x bs/256, layer decay 0.85.
@@ -104,10 +136,8 @@ def resolve_recipe(name: str, overrides: Sequence[str] = ()) -> FinetuneRecipe:
     except OmegaConfBaseException as e:
         raise ValueError(f"bad recipe override {list(overrides)}: {str(e).splitlines()[0]}; "
                          f"keys are {sorted(asdict(RECIPES[name]))}") from None
-    recipe = OmegaConf.to_object(merged)
+    recipe = OmegaConf.to_object(merged)  # checks every value (FinetuneRecipe.__post_init__)
     assert isinstance(recipe, FinetuneRecipe)
-    if recipe.optimizer not in ("adamw", "sgd"):
-        raise ValueError(f"recipe optimizer must be adamw or sgd, got '{recipe.optimizer}'")
     return recipe
 
 

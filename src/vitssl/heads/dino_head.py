@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from vitssl.validation import require_int
+
 
 @dataclass
 class DINOHeadConfig:
@@ -20,6 +22,11 @@ class DINOHeadConfig:
     nlayers: int = 3
     use_bn: bool = False
     norm_last_layer: bool = True
+
+    def validate(self, prefix: str) -> None:
+        """Sizes >= 1; `prefix` is where the head sits (method.head, method.region_head, ...)."""
+        for name in ("out_dim", "hidden_dim", "bottleneck_dim", "nlayers"):
+            require_int(f"{prefix}.{name}", getattr(self, name), lo=1)
 
 
 class DINOHead(nn.Module):

@@ -16,6 +16,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from vitssl.backbones.vit import sincos_pos_embed
+from vitssl.validation import fail, require_int, require_multiple, require_number
 
 
 @dataclass
@@ -27,6 +28,17 @@ class MAEDecoderConfig:
     embed_dim: int = 512
     num_heads: int = 16
     mlp_ratio: float = 4.0
+
+    def validate(self, prefix: str = "method.decoder") -> None:
+        """Sizes >= 1, the width split evenly over the heads and into sin-cos quarters."""
+        require_int(f"{prefix}.depth", self.depth, lo=0)
+        require_int(f"{prefix}.embed_dim", self.embed_dim, lo=1)
+        require_int(f"{prefix}.num_heads", self.num_heads, lo=1)
+        require_number(f"{prefix}.mlp_ratio", self.mlp_ratio, lo=0.0, lo_open=True)
+        if self.embed_dim % self.num_heads:
+            fail(f"{prefix}.num_heads", self.num_heads, f"does not divide the width {self.embed_dim} "
+                 f"({prefix}.embed_dim)", f"use a head count that divides {self.embed_dim}")
+        require_multiple(f"{prefix}.embed_dim", self.embed_dim, 4, "4 (sin-cos positions)")
 
 
 class MAEDecoder(nn.Module):

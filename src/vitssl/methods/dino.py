@@ -15,13 +15,15 @@ from torch import nn
 
 from vitssl.augment import MultiCrop, MultiCropConfig, collate_views
 from vitssl.augment.gpu_multicrop import GPUMultiCrop
-from vitssl.backbones import BackboneConfig, create_backbone
+from vitssl.augment.multicrop import local_crop_groups, validate_config
+from vitssl.backbones import BackboneConfig, create_backbone, patch_size_of
 from vitssl.engine.ema import TeacherEMA
 from vitssl.engine.protocol import StepContext, StepOutput
 from vitssl.engine.schedules import cosine_schedule, teacher_temperature
 from vitssl.heads import DINOHead, DINOHeadConfig
 from vitssl.losses import DINOLoss, teacher_statistics
 from vitssl.methods.views import resolution_batches
+from vitssl.validation import require_int, require_multiple, require_number, require_probability
 
 
 @dataclass
@@ -38,6 +40,34 @@ class DINOConfig:
     center_momentum: float = 0.9
     momentum_teacher: float = 0.996
     freeze_last_layer: int = 1
+
+    def __post_init__(self) -> None:
+        check_dino_family(self)
+
+    def check_backbone_fit(self, backbone: BackboneConfig) -> None:
+        check_crops_fit(self.crops, backbone)
+
+
+def check_crops_fit(crops: MultiCropConfig, backbone: BackboneConfig) -> None:
+    """Every crop a whole number of patches: otherwise the first step fails, after the data scan."""
+    patch = patch_size_of(backbone)
+    what = f"the patch size {patch} (backbone.patch_size)"
+    require_multiple("method.crops.global_crops_size", crops.global_crops_size, patch, what)
+    for _, size in local_crop_groups(crops):
+        require_multiple("method.crops.local_crops_size", size, patch, what)
+
+
+def check_dino_family(c: Any, heads: tuple[str, ...] = ("head",), p: str = "method") -> None:
+    """What DINO, EsViT and SelfPatch share: head sizes, crops, temperatures > 0, momentums in [0, 1]."""
+    for name in heads:
+        getattr(c, name).validate(f"{p}.{name}")
+    validate_config(c.crops)
+    for name in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
+        require_number(f"{p}.{name}", getattr(c, name), lo=0.0, lo_open=True)
+    for name in ("center_momentum", "momentum_teacher"):
+        require_probability(f"{p}.{name}", getattr(c, name))
+    for name in ("warmup_teacher_temp_epochs", "freeze_last_layer"):
+        require_int(f"{p}.{name}", getattr(c, name), lo=0)
 
 
 class StudentTeacher(nn.Module):

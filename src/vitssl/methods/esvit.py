@@ -25,7 +25,9 @@ from vitssl.engine.schedules import cosine_schedule, teacher_temperature
 from vitssl.heads import DINOHead, DINOHeadConfig
 from vitssl.losses import DINOLoss, teacher_statistics
 from vitssl.losses.esvit import RegionLoss
+from vitssl.methods.dino import check_crops_fit, check_dino_family
 from vitssl.methods.views import resolution_batches
+from vitssl.validation import require_int, require_number
 
 
 @dataclass
@@ -46,6 +48,15 @@ class EsViTConfig:
     center_momentum: float = 0.9
     momentum_teacher: float = 0.996
     freeze_last_layer: int = 1
+
+    def __post_init__(self) -> None:
+        check_dino_family(self, ("head", "region_head"))
+        for name in ("view_weight", "region_weight"):
+            require_number(f"method.{name}", getattr(self, name), lo=0.0)
+        require_int("method.region_start_epoch", self.region_start_epoch, lo=0)
+
+    def check_backbone_fit(self, backbone: BackboneConfig) -> None:
+        check_crops_fit(self.crops, backbone)
 
 
 class EsViTNetwork(nn.Module):

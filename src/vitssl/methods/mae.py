@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from vitssl.augment.mae_transform import MAECropConfig, MAEDeviceCrop, MAETransform, collate_images
-from vitssl.backbones import BackboneConfig, create_backbone
+from vitssl.backbones import BackboneConfig, create_backbone, patch_size_of
 from vitssl.engine.protocol import StepContext, StepOutput
 from vitssl.heads.mae_decoder import MAEDecoder, MAEDecoderConfig
 from vitssl.losses.mae import MAELoss, patch_statistics, patchify, random_masking, unpatchify
+from vitssl.validation import ConfigError, require_multiple, require_number
 
 
 @dataclass
@@ -32,8 +33,17 @@ class MAEConfig:
     crop: MAECropConfig = field(default_factory=MAECropConfig)
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.mask_ratio < 1.0:
-            raise ValueError(f"method.mask_ratio must lie in (0, 1), got {self.mask_ratio}")
+        require_number("method.mask_ratio", self.mask_ratio, 0.0, 1.0, lo_open=True, hi_open=True)
+        self.decoder.validate("method.decoder")
+
+    def check_backbone_fit(self, backbone: BackboneConfig) -> None:
+        """The encoder is a ViT with sin-cos positions that reads whole patches of each crop."""
+        if backbone.name.startswith("swin"):
+            raise ConfigError(f"method.name={self.name} needs a ViT (a visible-only encoder), got backbone.name="
+                              f"{backbone.name}: use vit_tiny, vit_small or vit_base")
+        replace(backbone, pos_embed="sincos")  # checks the width splits into sin-cos quarters
+        patch = patch_size_of(backbone)
+        require_multiple("method.crop.size", self.crop.size, patch, f"the patch size {patch} (backbone.patch_size)")
 
 
 def init_mae_weights(module: nn.Module) -> None:

@@ -37,6 +37,7 @@ from vitssl.heads.attention_mixer import AttentionMixer
 from vitssl.losses.attention_distill import distillation_mse
 from vitssl.losses.mae import random_masking
 from vitssl.methods.mae import MAE, MAEConfig
+from vitssl.validation import require_int, require_number
 
 TEACHER_METHODS = ("mae", "mae-distill")  # runs whose `encoder.*` weights make a teacher
 
@@ -59,8 +60,10 @@ class MAEDistillConfig(MAEConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         for key in ("attn_alpha", "hidden_alpha"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"method.{key} must be >= 0, got {getattr(self, key)}")
+            require_number(f"method.{key}", getattr(self, key), lo=0.0)
+        for key in ("distill_attn_layers", "distill_hidden_layers"):
+            for i, layer in enumerate(getattr(self, key)):
+                require_int(f"method.{key}[{i}]", layer)
 
 
 def load_mae_teacher(path: str) -> nn.Module:
@@ -79,7 +82,7 @@ def load_mae_teacher(path: str) -> nn.Module:
                               f"(method {' or '.join(TEACHER_METHODS)})")
     try:
         backbone = BackboneConfig(**(config.get("backbone") or {}))
-    except TypeError as e:
+    except (TypeError, ValueError) as e:  # ValueError: a value this vitssl's checks refuse
         raise CheckpointError(f"method.teacher '{path}' has a backbone config this vitssl cannot read ({e})") from e
     encoder = create_backbone(replace(backbone, pos_embed="sincos", drop_path_rate=0.0))
     prefix = "encoder."

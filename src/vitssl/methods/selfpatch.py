@@ -26,7 +26,9 @@ from vitssl.heads.patch_aggregator import PatchAggregator
 from vitssl.losses.center import Center
 from vitssl.losses.dino import teacher_statistics
 from vitssl.losses.selfpatch import BORDER_MODES, PatchLoss, aggregate_positives, image_level_loss
+from vitssl.methods.dino import check_crops_fit, check_dino_family
 from vitssl.methods.views import resolution_batches
+from vitssl.validation import require_int, require_number
 
 
 @dataclass
@@ -53,12 +55,19 @@ class SelfPatchConfig:
     freeze_last_layer: int = 1
 
     def __post_init__(self) -> None:
+        check_dino_family(self, ("head", "patch_head"))
+        require_number("method.patch_loss_weight", self.patch_loss_weight, lo=0.0)
+        require_int("method.aggregator_depth", self.aggregator_depth, lo=0)
+        require_int("method.num_neighbours", self.num_neighbours)
         if self.neighbour_border not in BORDER_MODES:
             raise ValueError(f"method.neighbour_border must be one of {BORDER_MODES}, got '{self.neighbour_border}'")
         if self.image_center_views not in ("all", "global"):
             raise ValueError(f"method.image_center_views must be 'all' or 'global', got '{self.image_center_views}'")
         if not 1 <= self.num_neighbours <= 8:
             raise ValueError(f"method.num_neighbours must lie in 1..8 (a 3x3 window), got {self.num_neighbours}")
+
+    def check_backbone_fit(self, backbone: BackboneConfig) -> None:
+        check_crops_fit(self.crops, backbone)
 
 
 class SelfPatchEncoder(nn.Module):
