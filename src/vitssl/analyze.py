@@ -11,6 +11,7 @@ from vitssl.data import BUILTIN_DATASETS, build_dataset
 from vitssl.data.datasets import is_image_file, to_rgb
 from vitssl.engine.trainer import resolve_device
 from vitssl.evaluate import default_image_size, load_pretrained, save_results
+from vitssl.outputs import check_output_dir
 
 
 def load_images(source: str, limit: int = 16) -> list[Image.Image]:
@@ -39,13 +40,17 @@ def load_images(source: str, limit: int = 16) -> list[Image.Image]:
 
 
 def run_correspondence(checkpoint: str, images: str, out: str | None = None, image_size: int | None = None,
-                       top: int = 10, limit: int = 16, which: str = "teacher", device: str = "auto") -> dict[str, Any]:
-    """EsViT correspondence analysis of a checkpoint's backbone; pictures and JSON in `out`."""
+                       top: int = 10, limit: int = 16, which: str = "teacher", device: str = "auto",
+                       overwrite: bool = True) -> dict[str, Any]:
+    """EsViT correspondence analysis of a checkpoint's backbone; pictures and JSON in `out`.
+
+    `overwrite=False` (the CLI's default) refuses a folder that already holds these outputs."""
     from vitssl.analysis.correspondence import analyze_correspondence
 
+    out_dir = check_output_dir(Path(out) if out else _beside(checkpoint) / "correspondence", overwrite,
+                               ("correspondence_*.png", "correspondence.json"))
     backbone, config = load_pretrained(checkpoint, which)
     size = image_size or default_image_size(config)
-    out_dir = Path(out) if out else _beside(checkpoint) / "correspondence"
     result = analyze_correspondence(backbone.to(resolve_device(device)), load_images(images, limit), size, out_dir, top)
     result.update(checkpoint=str(checkpoint), image_source=images, backbone=which)
     save_results(result, out_dir / "correspondence.json")
@@ -77,17 +82,17 @@ def _beside(checkpoint: str | Path) -> Path:
 
 
 def run_attention_maps(checkpoint: str, images: str, out: str | None = None, image_size: int | None = None,
-                       limit: int = 8, which: str = "teacher", device: str = "auto") -> list[str]:
+                       limit: int = 8, which: str = "teacher", device: str = "auto", overwrite: bool = True) -> list[str]:
     """Last-layer attention of a checkpoint's ViT per head, as PNG overlays in `out`."""
     from vitssl.analysis.attention_maps import save_attention_maps
     from vitssl.backbones import ViT
 
+    out_dir = check_output_dir(Path(out) if out else _beside(checkpoint) / "attention", overwrite, ("attention_*.png",))
     backbone, config = load_pretrained(checkpoint, which)
     vit = getattr(backbone, "vit", backbone)  # SelfPatch's encoder wraps its ViT
     if not isinstance(vit, ViT):
         raise ValueError(f"attention maps need a ViT backbone, this checkpoint has {type(vit).__name__} "
                          "(window attention has no image-wide map)")
-    out_dir = Path(out) if out else _beside(checkpoint) / "attention"
     paths = save_attention_maps(vit.to(resolve_device(device)), load_images(images, limit), out_dir,
                                 image_size or default_image_size(config))
     return [str(p) for p in paths]
@@ -115,10 +120,12 @@ def _unwrap_vit(backbone: Any, what: str) -> Any:
 
 def run_layer_similarity(checkpoint_a: str, checkpoint_b: str, data: str, out: str | None = None,
                          image_size: int | None = None, limit: int = 512, batch_size: int = 64,
-                         device: str = "auto") -> dict[str, Any]:
+                         device: str = "auto", overwrite: bool = True) -> dict[str, Any]:
     """MAE-Lite's layer-representation similarity: linear CKA between every layer of two ViTs."""
     from vitssl.analysis.cka import cka_heatmap, cka_matrix
 
+    out_dir = check_output_dir(Path(out) if out else _beside(checkpoint_a) / "layer_similarity", overwrite,
+                               ("cka.png", "cka.json"))
     a, config = load_pretrained(checkpoint_a)
     b, _ = load_pretrained(checkpoint_b)
     a, b = _unwrap_vit(a, "layer similarity"), _unwrap_vit(b, "layer similarity")
@@ -127,7 +134,6 @@ def run_layer_similarity(checkpoint_a: str, checkpoint_b: str, data: str, out: s
     if len(batches[-1]) < 4:  # the unbiased estimator needs 4 examples per batch
         batches = batches[:-1] or batches
     matrix = cka_matrix(a.to(dev), b.to(dev), batches, dev)
-    out_dir = Path(out) if out else _beside(checkpoint_a) / "layer_similarity"
     names = (Path(checkpoint_a).name or "A", Path(checkpoint_b).name or "B")
     picture = cka_heatmap(matrix, out_dir / "cka.png", labels=names)
     result = {"cka": matrix.tolist(), "a": str(checkpoint_a), "b": str(checkpoint_b), "data": data,
@@ -138,16 +144,17 @@ def run_layer_similarity(checkpoint_a: str, checkpoint_b: str, data: str, out: s
 
 def run_attention_stats(checkpoint: str, data: str, out: str | None = None, image_size: int | None = None,
                         limit: int = 256, batch_size: int = 32, distance_unit: str = "pixel",
-                        device: str = "auto") -> dict[str, Any]:
+                        device: str = "auto", overwrite: bool = True) -> dict[str, Any]:
     """Mean attention distance and entropy per layer and head (MAE-Lite's attention analysis)."""
     from vitssl.analysis.attention_stats import attention_statistics, plot_attention_stats
 
+    out_dir = check_output_dir(Path(out) if out else _beside(checkpoint) / "attention_stats", overwrite,
+                               ("attention_stats.png", "attention_stats.json"))
     backbone, config = load_pretrained(checkpoint)
     vit = _unwrap_vit(backbone, "attention statistics")
     dev = resolve_device(device)
     batches = _image_batches(data, image_size or default_image_size(config), limit, batch_size)
     stats = attention_statistics(vit.to(dev), [x.to(dev) for x in batches], distance_unit=distance_unit)
-    out_dir = Path(out) if out else _beside(checkpoint) / "attention_stats"
     picture = plot_attention_stats(stats, out_dir / "attention_stats.png")
     result = {**stats, "checkpoint": str(checkpoint), "data": data, "picture": str(picture)}
     save_results(result, out_dir / "attention_stats.json")

@@ -9,14 +9,15 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from vitssl.outputs import add_overwrite_flag, check_output_file, find_os_error, os_error_line
+
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from vitssl.config import ConfigError
     from vitssl.engine.checkpoint import CheckpointError
     from vitssl.engine.trainer import TrainingDiverged, TrainingInterrupted
 
-    return (ConfigError, CheckpointError, TrainingDiverged, TrainingInterrupted, FileNotFoundError,
-            NotADirectoryError, ValueError, RuntimeError)
+    return (ConfigError, CheckpointError, TrainingDiverged, TrainingInterrupted, OSError, ValueError, RuntimeError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--train", required=True, help="labelled train images (ImageFolder) or a built-in set")
         p.add_argument("--val", required=True, help="labelled validation images or a built-in set")
         p.add_argument("--out", default=None, help="results JSON (default: next to the checkpoint)")
+        add_overwrite_flag(p)
         p.add_argument("--image-size", type=int, default=None, help="crop size (default: the training crop size)")
         p.add_argument("--resize-size", type=int, default=None,
                        help="short side before the centre crop (default: size x 256/224; built-in sets: size)")
@@ -89,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--train-fraction", type=float, default=None, help="fine-tune on this fraction of each class")
     ft.add_argument("--samples-per-class", type=int, default=None, help="fine-tune on N images per class")
     ft.add_argument("--out", default=None, help="results JSON (default: next to the checkpoint)")
+    add_overwrite_flag(ft)
     ft.add_argument("--image-size", type=int, default=None, help="crop size (default: the training crop size)")
     ft.add_argument("--resize-size", type=int, default=None, help="val: short side before the centre crop")
     ft.add_argument("--seed", type=int, default=0, help="labelled subset, initialisation and data order")
@@ -102,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--train", required=True, help="folder with images/ and annotations/ (PNG class maps), or shapes | shapes-fg (built-in)")
     seg.add_argument("--val", required=True, help="same layout as --train, or 'shapes'")
     seg.add_argument("--out", default=None, help="results JSON (default: next to the checkpoint)")
+    add_overwrite_flag(seg)
     seg.add_argument("--image-size", type=int, default=None, help="default: the training crop size")
     seg.add_argument("--epochs", type=int, default=20)
     seg.add_argument("--lr", type=float, default=None, help="default: the probe's own")
@@ -117,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     vos.add_argument("--first-mask", required=True, help="indexed PNG with the object ids of the first frame")
     vos.add_argument("--gt", default=None, help="folder of ground-truth masks for J&F (optional)")
     vos.add_argument("--out", default=None, help="folder for predicted masks (default: RUN_DIR/video_segmentation)")
+    add_overwrite_flag(vos)
     vos.add_argument("--short-side", type=int, default=480, help="frames are resized to this short side")
     vos.add_argument("--n-last-frames", type=int, default=7)
     vos.add_argument("--topk", type=int, default=5)
@@ -131,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     corr.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
     corr.add_argument("--images", required=True, help="image file, folder, or a built-in set")
     corr.add_argument("--out", default=None, help="output folder (default: RUN_DIR/correspondence)")
+    add_overwrite_flag(corr)
     corr.add_argument("--image-size", type=int, default=None, help="default: the training crop size")
     corr.add_argument("--top", type=int, default=10, help="score the N most similar region pairs per image")
     corr.add_argument("--limit", type=int, default=16, help="use at most this many images")
@@ -141,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
     att.add_argument("--images", required=True, help="image file, folder, or a built-in set")
     att.add_argument("--out", default=None, help="output folder (default: RUN_DIR/attention)")
+    add_overwrite_flag(att)
     att.add_argument("--image-size", type=int, default=None, help="default: the training crop size")
     att.add_argument("--limit", type=int, default=8, help="use at most this many images")
     att.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
@@ -151,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     lay.add_argument("--b", required=True, help="second run folder or checkpoint")
     lay.add_argument("--data", required=True, help="image folder or a built-in set")
     lay.add_argument("--out", default=None, help="output folder (default: A/layer_similarity)")
+    add_overwrite_flag(lay)
     lay.add_argument("--image-size", type=int, default=None)
     lay.add_argument("--limit", type=int, default=512, help="use at most this many images")
     lay.add_argument("--batch-size", type=int, default=64)
@@ -160,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     ast.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
     ast.add_argument("--data", required=True, help="image folder or a built-in set")
     ast.add_argument("--out", default=None, help="output folder (default: RUN_DIR/attention_stats)")
+    add_overwrite_flag(ast)
     ast.add_argument("--image-size", type=int, default=None)
     ast.add_argument("--limit", type=int, default=256)
     ast.add_argument("--batch-size", type=int, default=32)
@@ -178,12 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--iters", type=int, default=20)
     tp.add_argument("--device", default="auto")
     tp.add_argument("--json", default=None, help="also write the results to this JSON file")
+    add_overwrite_flag(tp)
 
     from vitssl.bench.step_options import add_arguments as add_step_arguments
 
     step = benchsub.add_parser("step", help="the whole pre-training step per method: images/s, step time, data "
                                             "stall, peak memory, MFU (synthetic or JPEG input)")
     add_step_arguments(step)
+    add_overwrite_flag(step)
 
     ex = sub.add_parser("export", help="write a checkpoint's backbone in timm's key layout (safetensors or .pth)")
     ex.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
@@ -191,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=["safetensors", "timm"], default="safetensors",
                     help="safetensors, or timm: a torch state dict (.pth)")
     ex.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
+    add_overwrite_flag(ex)
 
     imp = sub.add_parser("import", help="convert an original DINO / EsViT / SelfPatch / MAE-Lite checkpoint",
                          epilog="Sizes are read off the weights; overrides (key=value) fix what is not in them, "
@@ -198,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--from", dest="source", required=True, choices=["dino", "esvit", "selfpatch", "mae-lite"])
     imp.add_argument("--checkpoint", required=True, help="the original .pth file")
     imp.add_argument("--out", required=True, help="run folder (gets checkpoint.pt + config.yaml) or a .pt file")
+    add_overwrite_flag(imp)
     imp.add_argument("overrides", nargs="*", help="key=value config overrides")
 
     sub.add_parser("presets", help="list the packaged config presets")
@@ -210,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--image-size", type=int, default=None, help="for the pictures (default: the training crop size)")
     rep.add_argument("--no-pictures", action="store_true", help="skip attention maps and correspondences")
     rep.add_argument("--out", default=None, help="HTML file (default: RUN_DIR/report/report.html)")
+    add_overwrite_flag(rep)
     show = sub.add_parser("config", help="print the resolved config of a preset with overrides")
     show.add_argument("--config", default=None)
     show.add_argument("overrides", nargs="*")
@@ -251,6 +265,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return cmd_dense_eval(args)
     if args.protocol == "finetune":
         return cmd_finetune(args)
+    out = check_output_file(args.out or _beside(args.checkpoint) / f"eval_{args.protocol}.json", args.overwrite)
     common = dict(image_size=args.image_size, resize_size=args.resize_size, device=args.device, batch_size=args.batch_size,
                   num_workers=args.num_workers, which=args.backbone)
     if args.protocol == "knn":
@@ -261,10 +276,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
                              avgpool_patchtokens=args.avgpool, epochs=args.epochs, lr=args.lr, lrs=args.lrs,
                              batchnorm=args.batchnorm, **common)
         print(f"linear probe top-1 {results['top1']:.4f}  top-5 {results['top5']:.4f}  (lr {results['best_lr']:.2e})")
-    ckpt = Path(args.checkpoint)
-    default = (ckpt if ckpt.is_dir() else ckpt.parent) / f"eval_{args.protocol}.json"
-    print(f"saved {save_results(results, args.out or default)}")
+    print(f"saved {save_results(results, out)}")
     return 0
+
+
+def _beside(checkpoint: str) -> Path:
+    """The run folder of a checkpoint argument (the folder itself, or the .pt file's folder)."""
+    path = Path(checkpoint)
+    return path if path.is_dir() else path.parent
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
@@ -272,6 +291,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     if args.checkpoint is None and args.out is None:
         raise ValueError("without --checkpoint there is no run folder to write into: pass --out RESULTS.json")
+    name = "eval_finetune_scratch.json" if args.scratch else "eval_finetune.json"
+    out = check_output_file(args.out or _beside(args.checkpoint) / name, args.overwrite)
     r = run_finetune(args.checkpoint, args.train, args.val, recipe=args.recipe, overrides=list(args.overrides),
                      epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, scratch=args.scratch,
                      backbone_config=args.backbone_config, train_fraction=args.train_fraction,
@@ -280,30 +301,27 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                      num_workers=args.num_workers, which=args.backbone)
     print(f"fine-tuning ({r['recipe']}{', from scratch' if r['scratch'] else ''}) on {r['train_images']} images: "
           f"val top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  (best top-1 {r['best_top1']:.4f}, lr {r['lr']:.2e})")
-    if args.out is None:
-        ckpt = Path(args.checkpoint)
-        name = "eval_finetune_scratch.json" if args.scratch else "eval_finetune.json"
-        args.out = (ckpt if ckpt.is_dir() else ckpt.parent) / name
-    print(f"saved {save_results(r, args.out)}")
+    print(f"saved {save_results(r, out)}")
     return 0
 
 
 def cmd_dense_eval(args: argparse.Namespace) -> int:
     from vitssl.evaluate import run_segmentation, run_video_segmentation, save_results
 
-    ckpt = Path(args.checkpoint)
-    here = ckpt if ckpt.is_dir() else ckpt.parent
+    here = _beside(args.checkpoint)
     if args.protocol == "segmentation":
+        out_file = check_output_file(args.out or here / "eval_segmentation.json", args.overwrite)
         r = run_segmentation(args.checkpoint, args.train, args.val, image_size=args.image_size, epochs=args.epochs,
                              lr=args.lr, batch_size=args.batch_size, device=args.device, seed=args.seed,
                              num_workers=args.num_workers, which=args.backbone)
         print(f"segmentation probe mIoU {r['miou']:.4f}  pixel accuracy {r['pixel_acc']:.4f}")
-        print(f"saved {save_results(r, args.out or here / 'eval_segmentation.json')}")
+        print(f"saved {save_results(r, out_file)}")
         return 0
     out = Path(args.out) if args.out else here / "video_segmentation"
     r = run_video_segmentation(args.checkpoint, args.frames, args.first_mask, out, gt_dir=args.gt,
                                short_side=args.short_side, n_last_frames=args.n_last_frames, topk=args.topk,
-                               size_mask_neighborhood=args.neighborhood, device=args.device, which=args.backbone)
+                               size_mask_neighborhood=args.neighborhood, device=args.device, which=args.backbone,
+                               overwrite=args.overwrite)
     scores = "  ".join(f"{k} {r[k]:.4f}" for k in ("J_mean", "F_mean", "JF_mean") if k in r)
     print(f"propagated masks in {out}" + (f"; {scores}" if scores else ""))
     print(f"saved {save_results(r, out / 'video_segmentation.json')}")
@@ -325,9 +343,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _free_folder(base: Path) -> Path:
-    """`base`, or `base-2`, `base-3`, ... : the first that holds no run yet."""
+    """`base`, or `base-2`, `base-3`, ... : the first that is missing or empty."""
     candidate, n = base, 1
-    while (candidate / "checkpoint.pt").exists():
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
@@ -340,13 +358,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         from vitssl.analyze import run_attention_maps
 
         paths = run_attention_maps(args.checkpoint, args.images, args.out, args.image_size, args.limit, args.backbone,
-                                   args.device)
+                                   args.device, overwrite=args.overwrite)
         print(f"saved {len(paths)} attention pictures in {Path(paths[0]).parent}")
     if args.analysis == "layers":
         from vitssl.analyze import run_layer_similarity
 
         r = run_layer_similarity(args.a, args.b, args.data, args.out, args.image_size, args.limit, args.batch_size,
-                                 args.device)
+                                 args.device, overwrite=args.overwrite)
         diagonal = [row[i] for i, row in enumerate(r["cka"]) if i < len(row)]
         print("CKA of matching layers: " + " ".join(f"{v:.2f}" for v in diagonal))
         print(f"heat map {r['picture']}")
@@ -354,17 +372,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         from vitssl.analyze import run_attention_stats
 
         r = run_attention_stats(args.checkpoint, args.data, args.out, args.image_size, args.limit, args.batch_size,
-                                args.distance_unit, args.device)
+                                args.distance_unit, args.device, overwrite=args.overwrite)
         print(f"attention statistics of {len(r['distance'])} layers; plot {r['picture']}")
     if args.analysis == "correspondence":
         r = run_correspondence(args.checkpoint, args.images, args.out, args.image_size, args.top, args.limit,
-                               args.backbone, args.device)
+                               args.backbone, args.device, overwrite=args.overwrite)
         print(f"correspondence accuracy {r['accuracy']:.3f} over {r['pairs']} top pairs of {r['images']} images; "
               f"mean distance error {r['distance_error_px']:.1f} px; pictures in {Path(r['pictures'][0]).parent}")
     return 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    if args.json:
+        check_output_file(args.json, args.overwrite, flag="--json")
     if args.benchmark == "step":
         from vitssl.bench.pretrain_step import check_arguments, run
 
@@ -386,7 +406,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from vitssl.export import export_backbone
 
-    r = export_backbone(args.checkpoint, args.out, args.format, args.backbone)
+    r = export_backbone(args.checkpoint, args.out, args.format, args.backbone, overwrite=args.overwrite)
     spec = r["spec"]
     print(f"wrote {r['weights']} and timm_model.json; load with timm:")
     print(f"  timm.create_model('{spec['model_name']}', pretrained=True, num_classes=0, "
@@ -399,7 +419,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from vitssl.convert import import_checkpoint
 
-    r = import_checkpoint(args.source, args.checkpoint, args.out, list(args.overrides))
+    r = import_checkpoint(args.source, args.checkpoint, args.out, list(args.overrides), overwrite=args.overwrite)
     print(f"imported {args.source} weights into {r.path} ({r.config.method.name}, {r.config.backbone.name})")
     if r.fresh:
         parts = sorted({".".join(k.split(".")[:2]) for k in r.fresh})
@@ -434,7 +454,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from vitssl.report import build_report
 
     path = build_report(args.run_dir, images=args.images, limit=args.limit, pictures=not args.no_pictures,
-                        out=args.out, image_size=args.image_size)
+                        out=args.out, image_size=args.image_size, overwrite=args.overwrite)
     print(f"report written to {path} (figures as PNG in {Path(args.run_dir) / 'report'})")
     return 0
 
@@ -455,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("VITSSL_DEBUG"):
             raise
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        cause = e if isinstance(e, OSError) else find_os_error(e) if type(e) is RuntimeError else None
+        if cause is not None:  # torch reports a failed write as a RuntimeError around the OSError
+            message = os_error_line(cause)
         print(f"vitssl: error: {message}", file=sys.stderr)
         return 2
 

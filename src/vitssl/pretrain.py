@@ -21,15 +21,15 @@ from vitssl.engine.logging import log
 from vitssl.engine.trainer import Trainer, seed_everything
 from vitssl.methods import build_method, method_configs
 from vitssl.plots import plot_loss_curve
+from vitssl.run_folder import check_new_run_dir, check_resumable, remove_stale_temp_files
 
 
 def resolve_pretrain_config(preset: str | None, overrides: list[str], resume_dir: Path | None) -> DictConfig:
     """A fresh run starts from the preset; a resumed one from the config saved in its folder."""
     if resume_dir is None:
         return load_config(preset, overrides, method_configs())
+    check_resumable(resume_dir)  # a vitssl run with training state, before its config is read
     saved = resume_dir / "config.yaml"
-    if not saved.exists():
-        raise CheckpointError(f"'{resume_dir}' holds no config.yaml: --resume takes a run folder written by vitssl pretrain")
     if preset:
         raise ConfigError("--config cannot be combined with --resume: the run folder's config.yaml is used")
     base = OmegaConf.load(saved)
@@ -37,14 +37,18 @@ def resolve_pretrain_config(preset: str | None, overrides: list[str], resume_dir
 
 
 def prepare_run_dir(run_dir: Path, resume: bool) -> None:
-    """Refuse to overwrite another run; refuse to resume nothing."""
+    """Refuse a folder that is neither new, empty nor this run (`vitssl.run_folder`); refuse to
+    resume nothing; remove the temp files of interrupted checkpoint writes."""
     if resume:
         if not resume_candidates(run_dir):
             raise CheckpointError(f"'{run_dir}' has no checkpoint.pt to resume from: start the run without --resume")
+        if is_main_process():
+            removed = remove_stale_temp_files(run_dir)
+            if removed:
+                log.info("removed %d temp file(s) of interrupted checkpoint writes: %s", len(removed), ", ".join(removed))
         return
-    # rolling and epoch checkpoints count too: a new run would prune or mix with them
-    if resume_candidates(run_dir) and is_main_process():
-        raise ConfigError(f"run folder '{run_dir}' already holds a run: continue it with --resume {run_dir} or choose another --out")
+    if is_main_process():  # other ranks may already see rank 0's files
+        check_new_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -74,6 +78,11 @@ def pretrain(cfg: DictConfig, run_dir: str | Path, resume: bool = False) -> Trai
 
 
 def _pretrain(cfg: DictConfig, objs: RunConfig, run_dir: Path, resume: bool) -> Trainer:
+    if is_main_process():  # before the data scan: a folder that cannot take the run is refused at once
+        if resume:
+            check_resumable(run_dir)
+        else:
+            check_new_run_dir(run_dir)
     if not objs.data.path:
         raise ConfigError("no training data: pass --data PATH (an image folder) or a built-in set (mnist, digits, shapes)")
     dataset = build_dataset(objs.data.path, split="train", seed=objs.train.seed,
