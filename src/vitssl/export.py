@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from torch import nn
 
 from vitssl.backbones import Swin, ViT
 from vitssl.evaluate import load_pretrained
-from vitssl.outputs import check_output_dir, write_text_atomic
+from vitssl.outputs import check_output_dir, find_os_error, write_text_atomic
 
 FORMATS = ("safetensors", "timm")
 WEIGHT_FILES = {"safetensors": "model.safetensors", "timm": "pytorch_model.pth"}
@@ -62,23 +63,37 @@ def export_backbone(checkpoint: str | Path, out_dir: str | Path, fmt: str = "saf
     name, kwargs = timm_model_spec(backbone)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
-    weights = out_dir / WEIGHT_FILES[fmt]
-    tmp = out_dir / f".{weights.name}.{os.getpid()}.tmp"  # renamed over the target once complete
-    try:
-        if fmt == "safetensors":
-            from safetensors.torch import save_file
-
-            save_file(state, str(tmp), metadata={"source": "vitssl", "method": str(config["method"]["name"])})
-        else:
-            with open(tmp, "wb") as f:  # through a Python file: a failed write surfaces as its OSError
-                torch.save(state, f)
-        os.replace(tmp, weights)
-    finally:
-        tmp.unlink(missing_ok=True)
+    weights = write_weights(state, out_dir / WEIGHT_FILES[fmt], fmt, {"source": "vitssl",
+                                                                      "method": str(config["method"]["name"])})
     spec = {"model_name": name, "kwargs": kwargs, "file": weights.name, "backbone": which,
             "method": config["method"]["name"], "note": _note(backbone)}
     write_text_atomic(out_dir / "timm_model.json", json.dumps(spec, indent=2))
     return {"weights": str(weights), "spec": spec}
+
+
+def write_weights(state: dict[str, torch.Tensor], weights: Path, fmt: str, metadata: dict[str, str]) -> Path:
+    """Write through a temp file renamed over `weights` once complete; a failed write (disk
+    full) is an `OSError` naming `weights`, whatever library reported it."""
+    tmp = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
+    try:
+        if fmt == "safetensors":
+            from safetensors.torch import save_file
+
+            save_file(state, str(tmp), metadata=metadata)
+        else:
+            with open(tmp, "wb") as f:  # through a Python file: a failed write surfaces as its OSError
+                torch.save(state, f)
+        os.replace(tmp, weights)
+    except Exception as e:
+        cause = find_os_error(e)  # torch: a RuntimeError around it; safetensors: "... (os error N)"
+        code = cause.errno if cause is not None else re.search(r"os error (\d+)", str(e))
+        if code is None:
+            raise
+        number = code if isinstance(code, int) else int(code.group(1))
+        raise OSError(number, os.strerror(number), str(weights)) from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    return weights
 
 
 def _note(backbone: nn.Module) -> str:

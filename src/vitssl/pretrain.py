@@ -94,9 +94,9 @@ def _pretrain(cfg: DictConfig, objs: RunConfig, run_dir: Path, resume: bool) -> 
         from vitssl.online_knn import OnlineKNN  # evaluation imports stay out of plain runs
 
         online_knn = OnlineKNN(objs.train.knn_data, objs.train.knn_every_epochs, objs.train.knn_k)
-    prepare_run_dir(run_dir, resume)
-    if objs.init_from and not resume:
+    if objs.init_from and not resume:  # a bad init_from is refused before the run folder is made
         initialise_from(method, objs.init_from)
+    prepare_run_dir(run_dir, resume)
     trainer = Trainer(method, dataset, objs.train, objs.optim, run_dir, config=to_container(cfg))
     if online_knn is not None:
         trainer.epoch_end_callbacks.append(online_knn)

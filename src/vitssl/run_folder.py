@@ -91,7 +91,8 @@ def check_resumable(run_dir: str | Path) -> None:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         kind = "is a file" if run_dir.exists() else "does not exist"
-        raise CheckpointError(f"--resume '{run_dir}' {kind}: pass the run folder written by vitssl pretrain")
+        raise CheckpointError(f"--resume '{run_dir}' {kind}: pass the run folder written by vitssl pretrain "
+                              "(it holds config.yaml and checkpoint.pt)")
     config = run_dir / "config.yaml"
     if not config.is_file():
         raise CheckpointError(f"'{run_dir}' holds no config.yaml: --resume takes a run folder written by vitssl pretrain")
