@@ -424,3 +424,15 @@ def test_old_temp_files_without_a_writer_count_as_stale(tmp_path):
     old = time.time() - STALE_TEMP_SECONDS - 5
     os.utime(legacy, (old, old))
     assert stale_temp_files(tmp_path) == [legacy]
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_in_its_folder(tmp_path, capsys):
+    """What a requeued job does (docs/distributed.md): `--out RUN` again when RUN has no checkpoint."""
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", "digits", "--out", str(run), *TINY_PRETRAIN]) == 0
+    for p in run.glob("checkpoint*.pt"):
+        p.unlink()
+    rows = len((run / "metrics.jsonl").read_text().splitlines())
+    assert main(["pretrain", "--data", "digits", "--out", str(run), *TINY_PRETRAIN]) == 0
+    assert "stopped before its first checkpoint" in capsys.readouterr().err
+    assert (run / "checkpoint.pt").exists() and len((run / "metrics.jsonl").read_text().splitlines()) == 2 * rows

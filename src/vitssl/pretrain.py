@@ -49,6 +49,9 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> None:
         return
     if is_main_process():  # other ranks may already see rank 0's files
         check_new_run_dir(run_dir)
+        if (run_dir / "config.yaml").exists():
+            log.info("'%s' holds a run that stopped before its first checkpoint: starting it again", run_dir)
+            remove_stale_temp_files(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
 

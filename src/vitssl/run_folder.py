@@ -6,8 +6,10 @@ is not a section of vitssl's config), with `method.name` naming a vitssl method.
 files alone (`checkpoint.pt`, `checkpoint-stepN.pt`, `checkpoint_epochN.pt`) also mark a folder
 as taken by a run.
 
-- A new run starts only in a missing or empty folder: vitssl never writes its `config.yaml`,
-  `metrics.jsonl` or `loss_curve.png` over files of the same name that it did not write.
+- A new run starts only in a missing or empty folder, or in a vitssl run that stopped before its
+  first checkpoint (a requeued job starting again; its metrics.jsonl keeps the earlier lines, the
+  later ones count): vitssl never writes its `config.yaml`, `metrics.jsonl` or `loss_curve.png`
+  over files of the same name that it did not write.
 - `--resume` takes only a vitssl run whose newest checkpoint holds training state (optimizer,
   step). An imported run (`vitssl import`) holds weights only: it starts a new run with
   `init_from=RUN` instead.
@@ -63,7 +65,8 @@ def is_vitssl_run(run_dir: str | Path) -> bool:
 
 
 def check_new_run_dir(run_dir: str | Path) -> None:
-    """A new run may start in `run_dir`: missing or empty, and writable. Writes nothing."""
+    """A new run may start in `run_dir`: missing, empty or a vitssl run without a checkpoint, and
+    writable. Writes nothing."""
     from vitssl.engine.checkpoint import resume_candidates
 
     run_dir = Path(run_dir)
@@ -76,9 +79,8 @@ def check_new_run_dir(run_dir: str | Path) -> None:
     if resume_candidates(run_dir):
         raise OutputError(f"run folder '{run_dir}' already holds a run: continue it with --resume {run_dir} "
                           "or choose another --out")
-    if is_vitssl_run(run_dir):
-        raise OutputError(f"run folder '{run_dir}' holds a vitssl run that stopped before its first checkpoint, so "
-                          "there is nothing to resume: delete the folder or choose another --out")
+    if is_vitssl_run(run_dir):  # stopped before its first checkpoint (a requeued job starts it again)
+        return
     shown = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
     raise OutputError(f"run folder '{run_dir}' is not empty and is not a vitssl run (it holds {shown}): a new run "
                       "starts only in a new or empty folder, so nothing of yours is overwritten; choose another --out")
