@@ -9,8 +9,6 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from vitssl.outputs import add_overwrite_flag, check_output_file, find_os_error, os_error_line
-
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from vitssl.config import ConfigError
@@ -55,7 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--train", required=True, help="labelled train images (ImageFolder) or a built-in set")
         p.add_argument("--val", required=True, help="labelled validation images or a built-in set")
         p.add_argument("--out", default=None, help="results JSON (default: next to the checkpoint)")
-        add_overwrite_flag(p)
         p.add_argument("--image-size", type=int, default=None, help="crop size (default: the training crop size)")
         p.add_argument("--resize-size", type=int, default=None,
                        help="short side before the centre crop (default: size x 256/224; built-in sets: size)")
@@ -91,7 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--train-fraction", type=float, default=None, help="fine-tune on this fraction of each class")
     ft.add_argument("--samples-per-class", type=int, default=None, help="fine-tune on N images per class")
     ft.add_argument("--out", default=None, help="results JSON (default: next to the checkpoint)")
-    add_overwrite_flag(ft)
     ft.add_argument("--image-size", type=int, default=None, help="crop size (default: the training crop size)")
     ft.add_argument("--resize-size", type=int, default=None, help="val: short side before the centre crop")
     ft.add_argument("--seed", type=int, default=0, help="labelled subset, initialisation and data order")
@@ -105,7 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--train", required=True, help="folder with images/ and annotations/ (PNG class maps), or shapes | shapes-fg (built-in)")
     seg.add_argument("--val", required=True, help="same layout as --train, or 'shapes'")
     seg.add_argument("--out", default=None, help="results JSON (default: next to the checkpoint)")
-    add_overwrite_flag(seg)
     seg.add_argument("--image-size", type=int, default=None, help="default: the training crop size")
     seg.add_argument("--epochs", type=int, default=20)
     seg.add_argument("--lr", type=float, default=None, help="default: the probe's own")
@@ -121,7 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     vos.add_argument("--first-mask", required=True, help="indexed PNG with the object ids of the first frame")
     vos.add_argument("--gt", default=None, help="folder of ground-truth masks for J&F (optional)")
     vos.add_argument("--out", default=None, help="folder for predicted masks (default: RUN_DIR/video_segmentation)")
-    add_overwrite_flag(vos)
     vos.add_argument("--short-side", type=int, default=480, help="frames are resized to this short side")
     vos.add_argument("--n-last-frames", type=int, default=7)
     vos.add_argument("--topk", type=int, default=5)
@@ -136,7 +130,6 @@ def build_parser() -> argparse.ArgumentParser:
     corr.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
     corr.add_argument("--images", required=True, help="image file, folder, or a built-in set")
     corr.add_argument("--out", default=None, help="output folder (default: RUN_DIR/correspondence)")
-    add_overwrite_flag(corr)
     corr.add_argument("--image-size", type=int, default=None, help="default: the training crop size")
     corr.add_argument("--top", type=int, default=10, help="score the N most similar region pairs per image")
     corr.add_argument("--limit", type=int, default=16, help="use at most this many images")
@@ -147,7 +140,6 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
     att.add_argument("--images", required=True, help="image file, folder, or a built-in set")
     att.add_argument("--out", default=None, help="output folder (default: RUN_DIR/attention)")
-    add_overwrite_flag(att)
     att.add_argument("--image-size", type=int, default=None, help="default: the training crop size")
     att.add_argument("--limit", type=int, default=8, help="use at most this many images")
     att.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
@@ -158,7 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
     lay.add_argument("--b", required=True, help="second run folder or checkpoint")
     lay.add_argument("--data", required=True, help="image folder or a built-in set")
     lay.add_argument("--out", default=None, help="output folder (default: A/layer_similarity)")
-    add_overwrite_flag(lay)
     lay.add_argument("--image-size", type=int, default=None)
     lay.add_argument("--limit", type=int, default=512, help="use at most this many images")
     lay.add_argument("--batch-size", type=int, default=64)
@@ -168,7 +159,6 @@ def build_parser() -> argparse.ArgumentParser:
     ast.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
     ast.add_argument("--data", required=True, help="image folder or a built-in set")
     ast.add_argument("--out", default=None, help="output folder (default: RUN_DIR/attention_stats)")
-    add_overwrite_flag(ast)
     ast.add_argument("--image-size", type=int, default=None)
     ast.add_argument("--limit", type=int, default=256)
     ast.add_argument("--batch-size", type=int, default=32)
@@ -187,14 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--iters", type=int, default=20)
     tp.add_argument("--device", default="auto")
     tp.add_argument("--json", default=None, help="also write the results to this JSON file")
-    add_overwrite_flag(tp)
 
     from vitssl.bench.step_options import add_arguments as add_step_arguments
 
     step = benchsub.add_parser("step", help="the whole pre-training step per method: images/s, step time, data "
                                             "stall, peak memory, MFU (synthetic or JPEG input)")
     add_step_arguments(step)
-    add_overwrite_flag(step)
 
     ex = sub.add_parser("export", help="write a checkpoint's backbone in timm's key layout (safetensors or .pth)")
     ex.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
@@ -202,7 +190,6 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=["safetensors", "timm"], default="safetensors",
                     help="safetensors, or timm: a torch state dict (.pth)")
     ex.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
-    add_overwrite_flag(ex)
 
     imp = sub.add_parser("import", help="convert an original DINO / EsViT / SelfPatch / MAE-Lite checkpoint",
                          epilog="Sizes are read off the weights; overrides (key=value) fix what is not in them, "
@@ -210,7 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--from", dest="source", required=True, choices=["dino", "esvit", "selfpatch", "mae-lite"])
     imp.add_argument("--checkpoint", required=True, help="the original .pth file")
     imp.add_argument("--out", required=True, help="run folder (gets checkpoint.pt + config.yaml) or a .pt file")
-    add_overwrite_flag(imp)
     imp.add_argument("overrides", nargs="*", help="key=value config overrides")
 
     sub.add_parser("presets", help="list the packaged config presets")
@@ -223,10 +209,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--image-size", type=int, default=None, help="for the pictures (default: the training crop size)")
     rep.add_argument("--no-pictures", action="store_true", help="skip attention maps and correspondences")
     rep.add_argument("--out", default=None, help="HTML file (default: RUN_DIR/report/report.html)")
-    add_overwrite_flag(rep)
     show = sub.add_parser("config", help="print the resolved config of a preset with overrides")
     show.add_argument("--config", default=None)
     show.add_argument("overrides", nargs="*")
+    from vitssl.outputs import add_overwrite_flag
+
+    for writer in (evsub.choices["knn"], evsub.choices["linear"], ft, seg, vos, corr, att, lay, ast, tp, step, ex,
+                   imp, rep):  # every subcommand that writes results (vitssl.outputs)
+        add_overwrite_flag(writer)
     return parser
 
 
@@ -260,6 +250,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from vitssl.eval import format_knn_table
     from vitssl.evaluate import run_knn, run_linear, save_results
+    from vitssl.outputs import check_output_file
 
     if args.protocol in ("segmentation", "video-segmentation"):
         return cmd_dense_eval(args)
@@ -288,6 +279,7 @@ def _beside(checkpoint: str) -> Path:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from vitssl.evaluate import run_finetune, save_results
+    from vitssl.outputs import check_output_file
 
     if args.checkpoint is None and args.out is None:
         raise ValueError("without --checkpoint there is no run folder to write into: pass --out RESULTS.json")
@@ -307,6 +299,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_dense_eval(args: argparse.Namespace) -> int:
     from vitssl.evaluate import run_segmentation, run_video_segmentation, save_results
+    from vitssl.outputs import check_output_file
 
     here = _beside(args.checkpoint)
     if args.protocol == "segmentation":
@@ -384,6 +377,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     if args.json:
+        from vitssl.outputs import check_output_file
+
         check_output_file(args.json, args.overwrite, flag="--json")
     if args.benchmark == "step":
         from vitssl.bench.pretrain_step import check_arguments, run
@@ -466,6 +461,7 @@ COMMANDS = {"pretrain": cmd_pretrain, "eval": cmd_eval, "demo": cmd_demo, "prese
 
 def main(argv: list[str] | None = None) -> int:
     from vitssl.engine.logging import setup_console_logging
+    from vitssl.outputs import find_os_error, os_error_line
 
     args = build_parser().parse_args(argv)
     setup_console_logging()
