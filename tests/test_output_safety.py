@@ -436,3 +436,22 @@ def test_a_run_stopped_before_its_first_checkpoint_starts_again_in_its_folder(tm
     assert main(["pretrain", "--data", "digits", "--out", str(run), *TINY_PRETRAIN]) == 0
     assert "stopped before its first checkpoint" in capsys.readouterr().err
     assert (run / "checkpoint.pt").exists() and len((run / "metrics.jsonl").read_text().splitlines()) == 2 * rows
+
+
+def test_an_os_error_wrapped_by_a_library_is_one_line_naming_the_path(monkeypatch, capsys):
+    """torch reports a failed write as `RuntimeError('[enforce fail at inline_container.cc ...')`
+    raised while handling the real OSError: the line names the OSError's path and errno."""
+    import errno
+
+    import vitssl.cli as cli
+
+    def failing_write(_args):
+        try:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), "/mnt/ro/out.pt")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setitem(cli.COMMANDS, "presets", failing_write)
+    assert main(["presets"]) == 2
+    assert capsys.readouterr().err.strip() == ("vitssl: error: '/mnt/ro/out.pt' is on a read-only file system: "
+                                               "choose a path on a writable disk")

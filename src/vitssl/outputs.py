@@ -29,11 +29,11 @@ def add_overwrite_flag(parser: argparse.ArgumentParser) -> None:
 
 _ADVICE = {
     errno.EROFS: ("is on a read-only file system", "choose a path on a writable disk"),
-    errno.EACCES: ("is not writable (permission denied)", "choose a folder you may write to, or fix its permissions"),
-    errno.EPERM: ("is not writable (operation not permitted)", "choose a folder you may write to"),
+    errno.EACCES: ("is not accessible (permission denied)", "fix its permissions or choose another path"),
+    errno.EPERM: ("is not accessible (operation not permitted)", "fix its permissions or choose another path"),
     errno.ENOSPC: ("cannot be written: no space left on device", "free some space or choose another disk"),
     errno.EDQUOT: ("cannot be written: disk quota exceeded", "free some space or choose another disk"),
-    errno.EISDIR: ("is a folder where a file is expected", "name a file, e.g. a path ending in .json"),
+    errno.EISDIR: ("is a folder where a file is expected", "name a file instead"),
     errno.ENOTDIR: ("has a file where a folder is expected on its path", "choose a path whose folders are folders"),
     errno.ENOENT: ("does not exist", "check the path"),
     errno.EEXIST: ("already exists", "choose another path"),
