@@ -11,7 +11,6 @@ from vitssl.data import BUILTIN_DATASETS, build_dataset
 from vitssl.data.datasets import is_image_file, to_rgb
 from vitssl.engine.trainer import resolve_device
 from vitssl.evaluate import default_image_size, load_pretrained, save_results
-from vitssl.outputs import check_output_dir
 
 
 def load_images(source: str, limit: int = 16) -> list[Image.Image]:
@@ -47,10 +46,11 @@ def run_correspondence(checkpoint: str, images: str, out: str | None = None, ima
     `overwrite=False` (the CLI's default) refuses a folder that already holds these outputs."""
     from vitssl.analysis.correspondence import analyze_correspondence
 
-    out_dir = check_output_dir(Path(out) if out else _beside(checkpoint) / "correspondence", overwrite,
-                               ("correspondence_*.png", "correspondence.json"))
+    _check_out(out, checkpoint, "correspondence", overwrite, ("correspondence_*.png", "correspondence.json"))
+
     backbone, config = load_pretrained(checkpoint, which)
     size = image_size or default_image_size(config)
+    out_dir = Path(out) if out else _beside(checkpoint) / "correspondence"
     result = analyze_correspondence(backbone.to(resolve_device(device)), load_images(images, limit), size, out_dir, top)
     result.update(checkpoint=str(checkpoint), image_source=images, backbone=which)
     save_results(result, out_dir / "correspondence.json")
@@ -76,6 +76,15 @@ def run_throughput(backbones: list[str], checkpoint: str | None = None, batch_si
             for name, model in models]
 
 
+def _check_out(out: str | None, checkpoint: str | Path, default: str, overwrite: bool,
+               patterns: tuple[str, ...]) -> None:
+    """Refuse, before the model is loaded, an output folder that cannot be written or already
+    holds these outputs (`vitssl.outputs`)."""
+    from vitssl.outputs import check_output_dir
+
+    check_output_dir(Path(out) if out else _beside(checkpoint) / default, overwrite, patterns)
+
+
 def _beside(checkpoint: str | Path) -> Path:
     path = Path(checkpoint)
     return path if path.is_dir() else path.parent
@@ -87,12 +96,14 @@ def run_attention_maps(checkpoint: str, images: str, out: str | None = None, ima
     from vitssl.analysis.attention_maps import save_attention_maps
     from vitssl.backbones import ViT
 
-    out_dir = check_output_dir(Path(out) if out else _beside(checkpoint) / "attention", overwrite, ("attention_*.png",))
+    _check_out(out, checkpoint, "attention", overwrite, ("attention_*.png",))
+
     backbone, config = load_pretrained(checkpoint, which)
     vit = getattr(backbone, "vit", backbone)  # SelfPatch's encoder wraps its ViT
     if not isinstance(vit, ViT):
         raise ValueError(f"attention maps need a ViT backbone, this checkpoint has {type(vit).__name__} "
                          "(window attention has no image-wide map)")
+    out_dir = Path(out) if out else _beside(checkpoint) / "attention"
     paths = save_attention_maps(vit.to(resolve_device(device)), load_images(images, limit), out_dir,
                                 image_size or default_image_size(config))
     return [str(p) for p in paths]
@@ -124,8 +135,8 @@ def run_layer_similarity(checkpoint_a: str, checkpoint_b: str, data: str, out: s
     """MAE-Lite's layer-representation similarity: linear CKA between every layer of two ViTs."""
     from vitssl.analysis.cka import cka_heatmap, cka_matrix
 
-    out_dir = check_output_dir(Path(out) if out else _beside(checkpoint_a) / "layer_similarity", overwrite,
-                               ("cka.png", "cka.json"))
+    _check_out(out, checkpoint_a, "layer_similarity", overwrite, ("cka.png", "cka.json"))
+
     a, config = load_pretrained(checkpoint_a)
     b, _ = load_pretrained(checkpoint_b)
     a, b = _unwrap_vit(a, "layer similarity"), _unwrap_vit(b, "layer similarity")
@@ -134,6 +145,7 @@ def run_layer_similarity(checkpoint_a: str, checkpoint_b: str, data: str, out: s
     if len(batches[-1]) < 4:  # the unbiased estimator needs 4 examples per batch
         batches = batches[:-1] or batches
     matrix = cka_matrix(a.to(dev), b.to(dev), batches, dev)
+    out_dir = Path(out) if out else _beside(checkpoint_a) / "layer_similarity"
     names = (Path(checkpoint_a).name or "A", Path(checkpoint_b).name or "B")
     picture = cka_heatmap(matrix, out_dir / "cka.png", labels=names)
     result = {"cka": matrix.tolist(), "a": str(checkpoint_a), "b": str(checkpoint_b), "data": data,
@@ -148,13 +160,14 @@ def run_attention_stats(checkpoint: str, data: str, out: str | None = None, imag
     """Mean attention distance and entropy per layer and head (MAE-Lite's attention analysis)."""
     from vitssl.analysis.attention_stats import attention_statistics, plot_attention_stats
 
-    out_dir = check_output_dir(Path(out) if out else _beside(checkpoint) / "attention_stats", overwrite,
-                               ("attention_stats.png", "attention_stats.json"))
+    _check_out(out, checkpoint, "attention_stats", overwrite, ("attention_stats.png", "attention_stats.json"))
+
     backbone, config = load_pretrained(checkpoint)
     vit = _unwrap_vit(backbone, "attention statistics")
     dev = resolve_device(device)
     batches = _image_batches(data, image_size or default_image_size(config), limit, batch_size)
     stats = attention_statistics(vit.to(dev), [x.to(dev) for x in batches], distance_unit=distance_unit)
+    out_dir = Path(out) if out else _beside(checkpoint) / "attention_stats"
     picture = plot_attention_stats(stats, out_dir / "attention_stats.png")
     result = {**stats, "checkpoint": str(checkpoint), "data": data, "picture": str(picture)}
     save_results(result, out_dir / "attention_stats.json")
