@@ -320,7 +320,9 @@ def test_report_replaces_its_figures_only_after_it_succeeds(scratch, tmp_path):
     assert [p.name for p in (run / "report").iterdir() if p.name.startswith(".")] == []  # no staging left
     lines = (run / "metrics.jsonl").read_text().splitlines()
     (run / "metrics.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    (run / "report" / ".staging-killed").mkdir()  # left by a report that was killed
     assert main(["report", str(run), "--no-pictures", "--overwrite"]) == 0
+    assert not (run / "report" / ".staging-killed").exists()
     assert not stale.exists() and (run / "report" / "report.html").read_bytes() != old_page
     assert (run / "report" / "loss.png").exists()
 

@@ -340,6 +340,8 @@ def build_report(run_dir: str | Path, images: str | None = None, limit: int = 4,
     figures = check_output_dir(run_dir / "report", overwrite, FIGURE_PATTERNS, flag="report folder")
     page = check_output_file(Path(out) if out else figures / "report.html", overwrite)
     figures.mkdir(parents=True, exist_ok=True)
+    for left in figures.glob(".staging-*"):  # of a report that was killed: never part of a page
+        shutil.rmtree(left, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=figures))
     try:
         report = collect_report(run_dir, images, limit, pictures, image_size, figure_dir=staging)
