@@ -39,9 +39,14 @@ def load_images(source: str, limit: int = 16) -> list[Image.Image]:
 
 
 def run_correspondence(checkpoint: str, images: str, out: str | None = None, image_size: int | None = None,
-                       top: int = 10, limit: int = 16, which: str = "teacher", device: str = "auto") -> dict[str, Any]:
-    """EsViT correspondence analysis of a checkpoint's backbone; pictures and JSON in `out`."""
+                       top: int = 10, limit: int = 16, which: str = "teacher", device: str = "auto",
+                       overwrite: bool = True) -> dict[str, Any]:
+    """EsViT correspondence analysis of a checkpoint's backbone; pictures and JSON in `out`.
+
+    `overwrite=False` (the CLI's default) refuses a folder that already holds these outputs."""
     from vitssl.analysis.correspondence import analyze_correspondence
+
+    _check_out(out, checkpoint, "correspondence", overwrite, ("correspondence_*.png", "correspondence.json"))
 
     backbone, config = load_pretrained(checkpoint, which)
     size = image_size_or_default(image_size, config)
@@ -71,16 +76,27 @@ def run_throughput(backbones: list[str], checkpoint: str | None = None, batch_si
             for name, model in models]
 
 
+def _check_out(out: str | None, checkpoint: str | Path, default: str, overwrite: bool,
+               patterns: tuple[str, ...]) -> None:
+    """Refuse, before the model is loaded, an output folder that cannot be written or already
+    holds these outputs (`vitssl.outputs`)."""
+    from vitssl.outputs import check_output_dir
+
+    check_output_dir(Path(out) if out else _beside(checkpoint) / default, overwrite, patterns)
+
+
 def _beside(checkpoint: str | Path) -> Path:
     path = Path(checkpoint)
     return path if path.is_dir() else path.parent
 
 
 def run_attention_maps(checkpoint: str, images: str, out: str | None = None, image_size: int | None = None,
-                       limit: int = 8, which: str = "teacher", device: str = "auto") -> list[str]:
+                       limit: int = 8, which: str = "teacher", device: str = "auto", overwrite: bool = True) -> list[str]:
     """Last-layer attention of a checkpoint's ViT per head, as PNG overlays in `out`."""
     from vitssl.analysis.attention_maps import save_attention_maps
     from vitssl.backbones import ViT
+
+    _check_out(out, checkpoint, "attention", overwrite, ("attention_*.png",))
 
     backbone, config = load_pretrained(checkpoint, which)
     vit = getattr(backbone, "vit", backbone)  # SelfPatch's encoder wraps its ViT
@@ -115,9 +131,11 @@ def _unwrap_vit(backbone: Any, what: str) -> Any:
 
 def run_layer_similarity(checkpoint_a: str, checkpoint_b: str, data: str, out: str | None = None,
                          image_size: int | None = None, limit: int = 512, batch_size: int = 64,
-                         device: str = "auto") -> dict[str, Any]:
+                         device: str = "auto", overwrite: bool = True) -> dict[str, Any]:
     """MAE-Lite's layer-representation similarity: linear CKA between every layer of two ViTs."""
     from vitssl.analysis.cka import cka_heatmap, cka_matrix
+
+    _check_out(out, checkpoint_a, "layer_similarity", overwrite, ("cka.png", "cka.json"))
 
     a, config = load_pretrained(checkpoint_a)
     b, _ = load_pretrained(checkpoint_b)
@@ -138,9 +156,11 @@ def run_layer_similarity(checkpoint_a: str, checkpoint_b: str, data: str, out: s
 
 def run_attention_stats(checkpoint: str, data: str, out: str | None = None, image_size: int | None = None,
                         limit: int = 256, batch_size: int = 32, distance_unit: str = "pixel",
-                        device: str = "auto") -> dict[str, Any]:
+                        device: str = "auto", overwrite: bool = True) -> dict[str, Any]:
     """Mean attention distance and entropy per layer and head (MAE-Lite's attention analysis)."""
     from vitssl.analysis.attention_stats import attention_statistics, plot_attention_stats
+
+    _check_out(out, checkpoint, "attention_stats", overwrite, ("attention_stats.png", "attention_stats.json"))
 
     backbone, config = load_pretrained(checkpoint)
     vit = _unwrap_vit(backbone, "attention statistics")

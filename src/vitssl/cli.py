@@ -17,8 +17,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from vitssl.engine.checkpoint import CheckpointError
     from vitssl.engine.trainer import TrainingDiverged, TrainingInterrupted
 
-    return (ConfigError, CheckpointError, TrainingDiverged, TrainingInterrupted, FileNotFoundError,
-            NotADirectoryError, ValueError, RuntimeError)
+    return (ConfigError, CheckpointError, TrainingDiverged, TrainingInterrupted, OSError, ValueError, RuntimeError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("config", help="print the resolved config of a preset with overrides")
     show.add_argument("--config", default=None)
     show.add_argument("overrides", nargs="*")
+    from vitssl.outputs import add_overwrite_flag
+
+    for writer in (evsub.choices["knn"], evsub.choices["linear"], ft, seg, vos, corr, att, lay, ast, tp, step, ex,
+                   imp, rep):  # every subcommand that writes results (vitssl.outputs)
+        add_overwrite_flag(writer)
     return parser
 
 
@@ -249,11 +253,13 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from vitssl.eval import format_knn_table
     from vitssl.evaluate import run_knn, run_linear, save_results
+    from vitssl.outputs import check_output_file
 
     if args.protocol in ("segmentation", "video-segmentation"):
         return cmd_dense_eval(args)
     if args.protocol == "finetune":
         return cmd_finetune(args)
+    out = check_output_file(args.out or _beside(args.checkpoint) / f"eval_{args.protocol}.json", args.overwrite)
     common = dict(image_size=args.image_size, resize_size=args.resize_size, device=args.device, batch_size=args.batch_size,
                   num_workers=args.num_workers, which=args.backbone)
     if args.protocol == "knn":
@@ -264,17 +270,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
                              avgpool_patchtokens=args.avgpool, epochs=args.epochs, lr=args.lr, lrs=args.lrs,
                              batchnorm=args.batchnorm, **common)
         print(f"linear probe top-1 {results['top1']:.4f}  top-5 {results['top5']:.4f}  (lr {results['best_lr']:.2e})")
-    ckpt = Path(args.checkpoint)
-    default = (ckpt if ckpt.is_dir() else ckpt.parent) / f"eval_{args.protocol}.json"
-    print(f"saved {save_results(results, args.out or default)}")
+    print(f"saved {save_results(results, out)}")
     return 0
+
+
+def _beside(checkpoint: str) -> Path:
+    """The run folder of a checkpoint argument (the folder itself, or the .pt file's folder)."""
+    path = Path(checkpoint)
+    return path if path.is_dir() else path.parent
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from vitssl.evaluate import run_finetune, save_results
+    from vitssl.outputs import check_output_file
 
     if args.checkpoint is None and args.out is None:
         raise ValueError("without --checkpoint there is no run folder to write into: pass --out RESULTS.json")
+    name = "eval_finetune_scratch.json" if args.scratch else "eval_finetune.json"
+    out = check_output_file(args.out or _beside(args.checkpoint) / name, args.overwrite)
     r = run_finetune(args.checkpoint, args.train, args.val, recipe=args.recipe, overrides=list(args.overrides),
                      epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, scratch=args.scratch,
                      backbone_config=args.backbone_config, train_fraction=args.train_fraction,
@@ -283,30 +296,28 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                      num_workers=args.num_workers, which=args.backbone)
     print(f"fine-tuning ({r['recipe']}{', from scratch' if r['scratch'] else ''}) on {r['train_images']} images: "
           f"val top-1 {r['top1']:.4f}  top-5 {r['top5']:.4f}  (best top-1 {r['best_top1']:.4f}, lr {r['lr']:.2e})")
-    if args.out is None:
-        ckpt = Path(args.checkpoint)
-        name = "eval_finetune_scratch.json" if args.scratch else "eval_finetune.json"
-        args.out = (ckpt if ckpt.is_dir() else ckpt.parent) / name
-    print(f"saved {save_results(r, args.out)}")
+    print(f"saved {save_results(r, out)}")
     return 0
 
 
 def cmd_dense_eval(args: argparse.Namespace) -> int:
     from vitssl.evaluate import run_segmentation, run_video_segmentation, save_results
+    from vitssl.outputs import check_output_file
 
-    ckpt = Path(args.checkpoint)
-    here = ckpt if ckpt.is_dir() else ckpt.parent
+    here = _beside(args.checkpoint)
     if args.protocol == "segmentation":
+        out_file = check_output_file(args.out or here / "eval_segmentation.json", args.overwrite)
         r = run_segmentation(args.checkpoint, args.train, args.val, image_size=args.image_size, epochs=args.epochs,
                              lr=args.lr, batch_size=args.batch_size, device=args.device, seed=args.seed,
                              num_workers=args.num_workers, which=args.backbone)
         print(f"segmentation probe mIoU {r['miou']:.4f}  pixel accuracy {r['pixel_acc']:.4f}")
-        print(f"saved {save_results(r, args.out or here / 'eval_segmentation.json')}")
+        print(f"saved {save_results(r, out_file)}")
         return 0
     out = Path(args.out) if args.out else here / "video_segmentation"
     r = run_video_segmentation(args.checkpoint, args.frames, args.first_mask, out, gt_dir=args.gt,
                                short_side=args.short_side, n_last_frames=args.n_last_frames, topk=args.topk,
-                               size_mask_neighborhood=args.neighborhood, device=args.device, which=args.backbone)
+                               size_mask_neighborhood=args.neighborhood, device=args.device, which=args.backbone,
+                               overwrite=args.overwrite)
     scores = "  ".join(f"{k} {r[k]:.4f}" for k in ("J_mean", "F_mean", "JF_mean") if k in r)
     print(f"propagated masks in {out}" + (f"; {scores}" if scores else ""))
     print(f"saved {save_results(r, out / 'video_segmentation.json')}")
@@ -328,9 +339,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _free_folder(base: Path) -> Path:
-    """`base`, or `base-2`, `base-3`, ... : the first that holds no run yet."""
+    """`base`, or `base-2`, `base-3`, ... : the first that is missing or empty."""
     candidate, n = base, 1
-    while (candidate / "checkpoint.pt").exists():
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
@@ -343,13 +354,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         from vitssl.analyze import run_attention_maps
 
         paths = run_attention_maps(args.checkpoint, args.images, args.out, args.image_size, args.limit, args.backbone,
-                                   args.device)
+                                   args.device, overwrite=args.overwrite)
         print(f"saved {len(paths)} attention pictures in {Path(paths[0]).parent}")
     if args.analysis == "layers":
         from vitssl.analyze import run_layer_similarity
 
         r = run_layer_similarity(args.a, args.b, args.data, args.out, args.image_size, args.limit, args.batch_size,
-                                 args.device)
+                                 args.device, overwrite=args.overwrite)
         diagonal = [row[i] for i, row in enumerate(r["cka"]) if i < len(row)]
         print("CKA of matching layers: " + " ".join(f"{v:.2f}" for v in diagonal))
         print(f"heat map {r['picture']}")
@@ -357,17 +368,21 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         from vitssl.analyze import run_attention_stats
 
         r = run_attention_stats(args.checkpoint, args.data, args.out, args.image_size, args.limit, args.batch_size,
-                                args.distance_unit, args.device)
+                                args.distance_unit, args.device, overwrite=args.overwrite)
         print(f"attention statistics of {len(r['distance'])} layers; plot {r['picture']}")
     if args.analysis == "correspondence":
         r = run_correspondence(args.checkpoint, args.images, args.out, args.image_size, args.top, args.limit,
-                               args.backbone, args.device)
+                               args.backbone, args.device, overwrite=args.overwrite)
         print(f"correspondence accuracy {r['accuracy']:.3f} over {r['pairs']} top pairs of {r['images']} images; "
               f"mean distance error {r['distance_error_px']:.1f} px; pictures in {Path(r['pictures'][0]).parent}")
     return 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    if args.json:
+        from vitssl.outputs import check_output_file
+
+        check_output_file(args.json, args.overwrite, flag="--json")
     if args.benchmark == "step":
         from vitssl.bench.pretrain_step import check_arguments, run
 
@@ -389,7 +404,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from vitssl.export import export_backbone
 
-    r = export_backbone(args.checkpoint, args.out, args.format, args.backbone)
+    r = export_backbone(args.checkpoint, args.out, args.format, args.backbone, overwrite=args.overwrite)
     spec = r["spec"]
     print(f"wrote {r['weights']} and timm_model.json; load with timm:")
     print(f"  timm.create_model('{spec['model_name']}', pretrained=True, num_classes=0, "
@@ -402,7 +417,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from vitssl.convert import import_checkpoint
 
-    r = import_checkpoint(args.source, args.checkpoint, args.out, list(args.overrides))
+    r = import_checkpoint(args.source, args.checkpoint, args.out, list(args.overrides), overwrite=args.overwrite)
     print(f"imported {args.source} weights into {r.path} ({r.config.method.name}, {r.config.backbone.name})")
     if r.fresh:
         parts = sorted({".".join(k.split(".")[:2]) for k in r.fresh})
@@ -437,7 +452,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from vitssl.report import build_report
 
     path = build_report(args.run_dir, images=args.images, limit=args.limit, pictures=not args.no_pictures,
-                        out=args.out, image_size=args.image_size)
+                        out=args.out, image_size=args.image_size, overwrite=args.overwrite)
     print(f"report written to {path} (figures as PNG in {Path(args.run_dir) / 'report'})")
     return 0
 
@@ -449,6 +464,7 @@ COMMANDS = {"pretrain": cmd_pretrain, "eval": cmd_eval, "demo": cmd_demo, "prese
 
 def main(argv: list[str] | None = None) -> int:
     from vitssl.engine.logging import setup_console_logging
+    from vitssl.outputs import find_os_error, os_error_line
 
     args = build_parser().parse_args(argv)
     setup_console_logging()
@@ -458,6 +474,9 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("VITSSL_DEBUG"):
             raise
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        cause = e if isinstance(e, OSError) else find_os_error(e) if type(e) is RuntimeError else None
+        if cause is not None:  # torch reports a failed write as a RuntimeError around the OSError
+            message = os_error_line(cause)
         print(f"vitssl: error: {message}", file=sys.stderr)
         return 2
 

@@ -32,8 +32,14 @@ import torch
 from omegaconf import DictConfig
 
 from vitssl.config import load_config, save_config, to_container, to_objects
-from vitssl.engine.checkpoint import CheckpointError, load_partial_state, save_checkpoint
+from vitssl.engine.checkpoint import (
+    CheckpointError,
+    load_partial_state,
+    read_failure,
+    save_checkpoint,
+)
 from vitssl.methods import build_method, method_configs
+from vitssl.outputs import OutputError, check_output_dir, check_output_file
 
 SOURCES = ("dino", "esvit", "selfpatch", "mae-lite")
 State = dict[str, torch.Tensor]
@@ -75,14 +81,16 @@ def load_original(path: str | Path) -> dict[str, Any]:
             try:
                 payload = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as first:  # retried below with stand-ins for the refused globals
-                unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+                try:
+                    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+                except Exception:  # not a zip checkpoint at all: report the load's own failure
+                    unsafe = []
                 if not unsafe:
                     raise first
                 with torch.serialization.safe_globals([(_Inert, name) for name in unsafe]):
                     payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, not a torch file, ...
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"original checkpoint '{path}' cannot be read ({first_line})") from e
+        raise CheckpointError(f"original checkpoint '{path}' {read_failure(e, 'a checkpoint of the original code')}") from e
     if not isinstance(payload, dict):
         raise CheckpointError(f"original checkpoint '{path}' holds a {type(payload).__name__}, not a dict")
     return payload
@@ -380,17 +388,39 @@ def convert_checkpoint(source: str, raw: dict[str, Any],
 
 
 def import_checkpoint(source: str, checkpoint: str | Path, out: str | Path,
-                      overrides: Sequence[str] = ()) -> ImportResult:
+                      overrides: Sequence[str] = (), overwrite: bool = True) -> ImportResult:
     """Convert `checkpoint` and write it as a vitssl checkpoint: `out` ending in .pt/.pth is
-    the file; anything else is a run folder that gets `checkpoint.pt` and `config.yaml`."""
+    the file; anything else is a run folder that gets `checkpoint.pt` and `config.yaml`.
+
+    `overwrite=False` (the CLI's default) refuses an existing file or run; a folder holding a
+    training run (step or epoch checkpoints) is refused either way: the two would mix."""
     from vitssl.engine.trainer import CHECKPOINT_FORMAT
 
-    cfg, state, fresh, dropped = convert_checkpoint(source, load_original(checkpoint), list(overrides))
     out = Path(out)
     path = out if out.suffix in (".pt", ".pth") else out / "checkpoint.pt"
+    check_import_target(out, overwrite)
+    cfg, state, fresh, dropped = convert_checkpoint(source, load_original(checkpoint), list(overrides))
     payload = {"format": CHECKPOINT_FORMAT, "config": to_container(cfg), "method": state,
                "imported_from": {"source": source, "file": str(checkpoint), "fresh": fresh, "dropped": dropped}}
     save_checkpoint(payload, path)
     if path.parent == out:
         save_config(cfg, out / "config.yaml")
     return ImportResult(path, cfg, fresh, dropped)
+
+
+def check_import_target(out: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an `--out` that cannot or may not take the imported checkpoint."""
+    from vitssl.run_folder import is_vitssl_run
+
+    if out.suffix in (".pt", ".pth"):
+        check_output_file(out, overwrite)
+        return
+    check_output_dir(out, overwrite=True)  # a folder, writable
+    if out.is_dir() and any(out.iterdir()) and not is_vitssl_run(out):
+        raise OutputError(f"--out '{out}' is not empty and is not a vitssl run: import into a new or empty folder, "
+                          "so nothing of yours is overwritten")
+    training = sorted(p.name for p in [*out.glob("checkpoint-step*.pt"), *out.glob("checkpoint_epoch*.pt")])
+    if training:
+        raise OutputError(f"--out '{out}' holds a training run ({training[0]}): an import over it would mix the "
+                          "two runs; import into a new folder")
+    check_output_dir(out, overwrite, ("checkpoint.pt", "config.yaml"))

@@ -17,12 +17,18 @@ from vitssl.augment import EvalTransform
 from vitssl.config import load_config, to_objects
 from vitssl.data import BUILTIN_DATASETS, build_dataset, report_skips
 from vitssl.distributed import is_main_process
-from vitssl.engine.checkpoint import CheckpointError, load_checkpoint, load_matching_state
+from vitssl.engine.checkpoint import (
+    CheckpointError,
+    check_tensors,
+    load_checkpoint,
+    load_matching_state,
+)
 from vitssl.engine.launch import init_distributed
 from vitssl.engine.trainer import resolve_device
 from vitssl.eval import extract_features, knn_classify, train_linear_probe
 from vitssl.eval.features import gather_features, rank_shard
 from vitssl.methods import build_method, method_class, method_configs
+from vitssl.outputs import check_output_dir, write_text_atomic
 
 
 def load_pretrained(checkpoint: str | Path, which: str = "teacher") -> tuple[nn.Module, dict[str, Any]]:
@@ -33,6 +39,10 @@ def load_pretrained(checkpoint: str | Path, which: str = "teacher") -> tuple[nn.
     payload = load_checkpoint(checkpoint)
     if "config" not in payload or "method" not in payload:
         raise CheckpointError(f"'{checkpoint}' is not a vitssl pre-training checkpoint (no config/method entries)")
+    if not isinstance(payload["config"], dict):
+        raise CheckpointError(f"'{checkpoint}' holds a {type(payload['config']).__name__} as its config, not a "
+                              "mapping: the file is damaged or not a vitssl checkpoint")
+    check_tensors(payload["method"], f"checkpoint '{checkpoint}'")
     cfg = load_config(None, [], method_configs(), base=payload["config"])
     objs = to_objects(cfg)
     method, state = _evaluation_method(objs, payload["method"])
@@ -251,12 +261,11 @@ def run_finetune(checkpoint: str | Path | None, train: str, val: str, recipe: st
 
 
 def save_results(results: dict[str, Any], path: str | Path) -> Path:
+    """Write `results` as JSON through a temp file: a failed write leaves any previous file whole."""
     path = Path(path)
     if not is_main_process():  # under torchrun every rank has the results; rank 0 writes them
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2))
-    return path
+    return write_text_atomic(path, json.dumps(results, indent=2))
 
 
 def run_segmentation(checkpoint: str | Path, train: str, val: str, image_size: int | None = None, epochs: int = 20,
@@ -278,10 +287,12 @@ def run_segmentation(checkpoint: str | Path, train: str, val: str, image_size: i
 def run_video_segmentation(checkpoint: str | Path, frames: str, first_mask: str, out_dir: str | Path,
                            gt_dir: str | None = None, short_side: int = 480, n_last_frames: int = 7, topk: int = 5,
                            size_mask_neighborhood: int = 12, device: str = "auto",
-                           which: str = "teacher") -> dict[str, Any]:
-    """DINO's DAVIS label propagation (spec 1.6) with a checkpoint's last-layer patch features."""
+                           which: str = "teacher", overwrite: bool = True) -> dict[str, Any]:
+    """DINO's DAVIS label propagation (spec 1.6) with a checkpoint's last-layer patch features;
+    `overwrite=False` refuses an `out_dir` that already holds masks or results."""
     from vitssl.eval.video_segmentation import run_label_propagation
 
+    check_output_dir(out_dir, overwrite, ("*.png", "video_segmentation.json"))
     backbone, _ = load_pretrained(checkpoint, which)
     result = run_label_propagation(backbone.to(resolve_device(device)), frames, first_mask, out_dir, gt_dir=gt_dir,
                                    short_side=short_side, n_last_frames=n_last_frames, topk=topk,

@@ -15,6 +15,8 @@ original (and vitssl) pad before it, so inputs that need window padding differ s
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +25,10 @@ from torch import nn
 
 from vitssl.backbones import Swin, ViT
 from vitssl.evaluate import load_pretrained
+from vitssl.outputs import check_output_dir, find_os_error, write_text_atomic
 
 FORMATS = ("safetensors", "timm")
+WEIGHT_FILES = {"safetensors": "model.safetensors", "timm": "pytorch_model.pth"}
 
 
 def timm_model_spec(backbone: nn.Module) -> tuple[str, dict[str, Any]]:
@@ -47,28 +51,49 @@ def timm_model_spec(backbone: nn.Module) -> tuple[str, dict[str, Any]]:
 
 
 def export_backbone(checkpoint: str | Path, out_dir: str | Path, fmt: str = "safetensors",
-                    which: str = "teacher") -> dict[str, Any]:
-    """Write the backbone weights and `timm_model.json`; returns what was written."""
+                    which: str = "teacher", overwrite: bool = True) -> dict[str, Any]:
+    """Write the backbone weights and `timm_model.json`; returns what was written.
+
+    `overwrite=False` (the CLI's default) refuses a folder that already holds either file."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format '{fmt}': use one of {FORMATS}")
+    out_dir = check_output_dir(out_dir, overwrite, (WEIGHT_FILES[fmt], "timm_model.json"))
     backbone, config = load_pretrained(checkpoint, which)
     backbone = getattr(backbone, "vit", backbone)  # SelfPatch: its ViT (the aggregator is not a timm part)
     name, kwargs = timm_model_spec(backbone)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
-    if fmt == "safetensors":
-        from safetensors.torch import save_file
-
-        weights = out_dir / "model.safetensors"
-        save_file(state, str(weights), metadata={"source": "vitssl", "method": str(config["method"]["name"])})
-    else:
-        weights = out_dir / "pytorch_model.pth"
-        torch.save(state, weights)
+    weights = write_weights(state, out_dir / WEIGHT_FILES[fmt], fmt, {"source": "vitssl",
+                                                                      "method": str(config["method"]["name"])})
     spec = {"model_name": name, "kwargs": kwargs, "file": weights.name, "backbone": which,
             "method": config["method"]["name"], "note": _note(backbone)}
-    (out_dir / "timm_model.json").write_text(json.dumps(spec, indent=2))
+    write_text_atomic(out_dir / "timm_model.json", json.dumps(spec, indent=2))
     return {"weights": str(weights), "spec": spec}
+
+
+def write_weights(state: dict[str, torch.Tensor], weights: Path, fmt: str, metadata: dict[str, str]) -> Path:
+    """Write through a temp file renamed over `weights` once complete; a failed write (disk
+    full) is an `OSError` naming `weights`, whatever library reported it."""
+    tmp = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
+    try:
+        if fmt == "safetensors":
+            from safetensors.torch import save_file
+
+            save_file(state, str(tmp), metadata=metadata)
+        else:
+            with open(tmp, "wb") as f:  # through a Python file: a failed write surfaces as its OSError
+                torch.save(state, f)
+        os.replace(tmp, weights)
+    except Exception as e:
+        cause = find_os_error(e)  # torch: a RuntimeError around it; safetensors: "... (os error N)"
+        code = cause.errno if cause is not None else re.search(r"os error (\d+)", str(e))
+        if code is None:
+            raise
+        number = code if isinstance(code, int) else int(code.group(1))
+        raise OSError(number, os.strerror(number), str(weights)) from e
+    finally:
+        tmp.unlink(missing_ok=True)
+    return weights
 
 
 def _note(backbone: nn.Module) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vitssl.engine.logging import read_metrics
+from vitssl.engine.logging import log, read_metrics
 
 
 def plot_loss_curve(run_dir: str | Path, filename: str = "loss_curve.png") -> Path | None:
@@ -15,7 +15,11 @@ def plot_loss_curve(run_dir: str | Path, filename: str = "loss_curve.png") -> Pa
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
-    rows = [r for r in read_metrics(run_dir) if "loss" in r]
+    try:
+        rows = [r for r in read_metrics(run_dir) if "loss" in r]
+    except ValueError as e:  # a damaged log costs the picture, not the finished run
+        log.warning("no loss curve: %s", e)
+        return None
     if not rows:
         return None
     steps = [r["step"] for r in rows]

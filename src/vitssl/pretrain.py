@@ -29,15 +29,15 @@ from vitssl.engine.logging import log
 from vitssl.engine.trainer import Trainer, seed_everything
 from vitssl.methods import build_method, method_configs
 from vitssl.plots import plot_loss_curve
+from vitssl.run_folder import check_new_run_dir, check_resumable, remove_stale_temp_files
 
 
 def resolve_pretrain_config(preset: str | None, overrides: list[str], resume_dir: Path | None) -> DictConfig:
     """A fresh run starts from the preset; a resumed one from the config saved in its folder."""
     if resume_dir is None:
         return load_config(preset, overrides, method_configs())
+    check_resumable(resume_dir)  # a vitssl run with training state, before its config is read
     saved = resume_dir / "config.yaml"
-    if not saved.exists():
-        raise CheckpointError(f"'{resume_dir}' holds no config.yaml: --resume takes a run folder written by vitssl pretrain")
     if preset:
         raise ConfigError("--config cannot be combined with --resume: the run folder's config.yaml is used")
     base = read_yaml(saved, "run config")
@@ -57,14 +57,21 @@ def refuse_batch_change(saved: DictConfig, cfg: DictConfig) -> None:
 
 
 def prepare_run_dir(run_dir: Path, resume: bool) -> None:
-    """Refuse to overwrite another run; refuse to resume nothing."""
+    """Refuse a folder that is neither new, empty nor this run (`vitssl.run_folder`); refuse to
+    resume nothing; remove the temp files of interrupted checkpoint writes."""
     if resume:
         if not resume_candidates(run_dir):
             raise CheckpointError(f"'{run_dir}' has no checkpoint.pt to resume from: start the run without --resume")
+        if is_main_process():
+            removed = remove_stale_temp_files(run_dir)
+            if removed:
+                log.info("removed %d temp file(s) of interrupted checkpoint writes: %s", len(removed), ", ".join(removed))
         return
-    # rolling and epoch checkpoints count too: a new run would prune or mix with them
-    if resume_candidates(run_dir) and is_main_process():
-        raise ConfigError(f"run folder '{run_dir}' already holds a run: continue it with --resume {run_dir} or choose another --out")
+    if is_main_process():  # other ranks may already see rank 0's files
+        check_new_run_dir(run_dir)
+        if (run_dir / "config.yaml").exists():
+            log.info("'%s' holds a run that stopped before its first checkpoint: starting it again", run_dir)
+            remove_stale_temp_files(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
 
@@ -94,6 +101,11 @@ def pretrain(cfg: DictConfig, run_dir: str | Path, resume: bool = False) -> Trai
 
 
 def _pretrain(cfg: DictConfig, objs: RunConfig, run_dir: Path, resume: bool) -> Trainer:
+    if is_main_process():  # before the data scan: a folder that cannot take the run is refused at once
+        if resume:
+            check_resumable(run_dir)
+        else:
+            check_new_run_dir(run_dir)
     if not objs.data.path:
         raise ConfigError("no training data: pass --data PATH (an image folder) or a built-in set (mnist, digits, shapes)")
     dataset = build_dataset(objs.data.path, split="train", seed=objs.train.seed,
@@ -105,9 +117,9 @@ def _pretrain(cfg: DictConfig, objs: RunConfig, run_dir: Path, resume: bool) -> 
         from vitssl.online_knn import OnlineKNN  # evaluation imports stay out of plain runs
 
         online_knn = OnlineKNN(objs.train.knn_data, objs.train.knn_every_epochs, objs.train.knn_k)
-    prepare_run_dir(run_dir, resume)
-    if objs.init_from and not resume:
+    if objs.init_from and not resume:  # a bad init_from is refused before the run folder is made
         initialise_from(method, objs.init_from)
+    prepare_run_dir(run_dir, resume)
     trainer = Trainer(method, dataset, objs.train, objs.optim, run_dir, config=to_container(cfg))
     if online_knn is not None:
         trainer.epoch_end_callbacks.append(online_knn)

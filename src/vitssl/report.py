@@ -16,17 +16,23 @@ import base64
 import datetime as dt
 import json
 import math
+import os
+import shutil
 import statistics
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+import yaml
 
 from vitssl.engine.logging import read_metrics
+from vitssl.outputs import check_output_dir, check_output_file, write_text_atomic
 
 SKIP_KEYS = {"step", "epoch"}
 SCHEDULE_KEYS = ("lr", "weight_decay", "teacher_temp", "momentum")
+FIGURE_PATTERNS = ("attention_*.png", "correspondence_*.png", "loss.png", "schedules.png", "other.png",
+                   "throughput.png")
 RESULT_FILES = ("eval_knn.json", "eval_linear.json", "eval_segmentation.json", "results.json",
                 "video_segmentation/video_segmentation.json", "correspondence/correspondence.json")
 
@@ -243,25 +249,23 @@ def correspondence_figures(backbone: Any, images: list[Any], size: int, out_dir:
 # --------------------------------------------------------------------------- assembly
 
 def collect_report(run_dir: str | Path, images: str | None = None, limit: int = 4,
-                   pictures: bool = True, image_size: int | None = None) -> Report:
-    """Gather the run's config, metrics, results and pictures; figures go to `RUN_DIR/report/`."""
+                   pictures: bool = True, image_size: int | None = None, figure_dir: str | Path | None = None) -> Report:
+    """Gather the run's config, metrics, results and pictures; figures go to `figure_dir`
+    (default `RUN_DIR/report/`). A damaged config.yaml or metrics.jsonl is an error raised
+    before any figure is drawn."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder '{run_dir}' does not exist: pass a folder written by vitssl pretrain")
-    out_dir = run_dir / "report"
-    out_dir.mkdir(exist_ok=True)
-    for stale in [*out_dir.glob("attention_*.png"), *out_dir.glob("correspondence_*.png"),
-                  *(out_dir / f"{group}.png" for group in ("loss", "schedules", "other", "throughput"))]:
-        stale.unlink(missing_ok=True)  # the folder shows this report's figures only
     report = Report(run_dir.resolve())
     config_path = run_dir / "config.yaml"
     if config_path.is_file():
         report.config_text = config_path.read_text()
-        loaded = OmegaConf.to_container(OmegaConf.load(config_path), resolve=False)
-        report.config = loaded if isinstance(loaded, dict) else {}
+        report.config = read_config(config_path)
     else:
         report.notes.append("no config.yaml in the run folder")
     rows = read_metrics(run_dir)
+    out_dir = Path(figure_dir) if figure_dir else run_dir / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
     if not rows:
         report.notes.append("no metrics.jsonl: no training curves")
     report.summary = {**_config_summary(report.config), **summarise_metrics(rows)}
@@ -270,6 +274,17 @@ def collect_report(run_dir: str | Path, images: str | None = None, limit: int = 
     if pictures:
         add_model_pictures(report, run_dir, out_dir, images, limit, image_size)
     return report
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A run's config.yaml as a dict; a file that is not YAML is a one-line error naming it."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ValueError(f"'{path}' is not valid YAML{line}: fix the file or move it out of the run folder") from None
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def add_model_pictures(report: Report, run_dir: Path, out_dir: Path, images: str | None, limit: int,
@@ -310,17 +325,43 @@ def render_html(report: Report) -> str:
 
 
 def build_report(run_dir: str | Path, images: str | None = None, limit: int = 4, pictures: bool = True,
-                 out: str | Path | None = None, image_size: int | None = None) -> Path:
+                 out: str | Path | None = None, image_size: int | None = None, overwrite: bool = True) -> Path:
     """Write `RUN_DIR/report/report.html` (or `out`) and the PNGs in `RUN_DIR/report/`; return the page's path.
 
     `images` (file, folder or built-in set; default: the run's training data) feed the attention
-    maps and correspondences, at `image_size` (default: the training crop size).
+    maps and correspondences, at `image_size` (default: the training crop size). `overwrite=False`
+    (the CLI's default) refuses to replace an earlier report. Nothing in `RUN_DIR/report/` changes
+    until the new report is complete: figures are drawn in a temporary folder, then renamed in,
+    and only then are the previous report's other figures removed.
     """
-    report = collect_report(run_dir, images, limit, pictures, image_size)
-    path = Path(out) if out else Path(run_dir) / "report" / "report.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_html(report), encoding="utf-8")
-    return path
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder '{run_dir}' does not exist: pass a folder written by vitssl pretrain")
+    figures = check_output_dir(run_dir / "report", overwrite, FIGURE_PATTERNS, flag="report folder")
+    page = check_output_file(Path(out) if out else figures / "report.html", overwrite)
+    figures.mkdir(parents=True, exist_ok=True)
+    for left in figures.glob(".staging-*"):  # of a report that was killed: never part of a page
+        shutil.rmtree(left, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=figures))
+    try:
+        report = collect_report(run_dir, images, limit, pictures, image_size, figure_dir=staging)
+        html = render_html(report)
+        _replace_figures(staging, figures)
+        write_text_atomic(page, html)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return page
+
+
+def _replace_figures(staging: Path, figures: Path) -> None:
+    """Move the new figures in, then drop the previous report's figures that were not redrawn."""
+    new = {p.name for p in staging.glob("*.png")}
+    for name in sorted(new):
+        os.replace(staging / name, figures / name)
+    for pattern in FIGURE_PATTERNS:
+        for old in figures.glob(pattern):
+            if old.name not in new:
+                old.unlink(missing_ok=True)
 
 
 TEMPLATE = """<!DOCTYPE html>

@@ -85,7 +85,19 @@ class MetricWriter:
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    """The rows of `metrics.jsonl`; a damaged line is a one-line ValueError naming its number."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"'{path}' line {n} is not JSON ({e.msg}): the file is damaged; fix or delete that line") from None
+        if not isinstance(row, dict) or not isinstance(row.get("step"), (int, float)):
+            raise ValueError(f"'{path}' line {n} is not a metrics row (a JSON object with a step): fix or delete that line")
+        rows.append(row)
+    return rows
