@@ -4,7 +4,8 @@ Every backbone maps (B, 3, H, W) images to `Tokens` and exposes `embed_dim`, `pa
 and `last_blocks(x, n)`. Methods never branch on architecture.
 
 Names: `vit_tiny|small|base`; EsViT's Swins `swin_tiny|small|base` (window 7) and
-`swin_tiny|small|base_w14` (window 14).
+`swin_tiny|small|base_w14` (window 14); EsViT's `cvt_tiny` (windowed CvT, W=7) and `resnet50`
+(their factories live in `backbones/esvit_backbones.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from vitssl.backbones.esvit_backbones import ESVIT_BACKBONES
 from vitssl.backbones.swin import Swin
 from vitssl.backbones.tokens import Tokens
 from vitssl.backbones.vit import ViT
@@ -95,6 +97,7 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     **{name: _vit_factory(size) for name, size in _VIT_SIZES.items()},
     **{name: _swin_factory(size, 7) for name, size in _SWIN_SIZES.items()},
     **{f"{name}_w14": _swin_factory(size, 14) for name, size in _SWIN_SIZES.items()},
+    **ESVIT_BACKBONES,
 }
 
 
