@@ -145,7 +145,7 @@ class CvT(nn.Module):
         mask_padding: bool = True,
     ) -> None:
         super().__init__()
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = [drop_path_rate * i / max(sum(depths) - 1, 1) for i in range(sum(depths))]  # linspace, device-free
         self.stages, dim_in, start = nn.ModuleList(), 3, 0
         for dim, depth, heads, embed in zip(dims, depths, num_heads, CVT_EMBED):
             blocks = [CvTBlock(dim, heads, window_size, mlp_ratio, rates[start + i]) for i in range(depth)]

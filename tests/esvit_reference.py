@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-FIXTURES = Path(__file__).parent.parent / "fixtures" / "esvit_backbones"
+FIXTURES = Path(__file__).parent / "fixtures" / "esvit_backbones"
 
 
 def seeded_state(keys: list[str], shapes: list[list[int]], seed: int = 0) -> dict[str, torch.Tensor]:
