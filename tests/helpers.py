@@ -20,7 +20,7 @@ from vitssl.methods import build_method, method_configs
 
 TINY_BACKBONE = dict(name="vit_tiny", patch_size=4, img_size=16, embed_dim=32, depth=2, num_heads=2,
                      drop_path_rate=0.0)
-# Backbones without patches or attention shrink through their own keys (stem width, blocks per stage).
+# Backbones without patches or attention shrink through their own keys (stage width, blocks per stage).
 TINY_BACKBONE_BY_NAME = {"resnet50": dict(img_size=16, embed_dim=8, depth=1, drop_path_rate=0.0)}
 
 

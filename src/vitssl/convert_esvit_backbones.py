@@ -79,7 +79,7 @@ def resnet_overrides(backbone: State) -> list[str]:
     """Backbone config of EsViT's torchvision ResNet-50 (or a narrower / equal-depth bottleneck ResNet)."""
     depths = tuple(len({m[1] for k in backbone if (m := re.match(rf"{_RESNET_PREFIX}layer{s}\.(\d+)\.", k))})
                    for s in range(1, 5))
-    width = backbone[f"{_RESNET_PREFIX}conv1.weight"].shape[0]
+    width = backbone[f"{_RESNET_PREFIX}layer1.0.conv1.weight"].shape[0]
     if f"{_RESNET_PREFIX}layer1.0.conv3.weight" not in backbone or (depths != (3, 4, 6, 3) and len(set(depths)) != 1):
         raise CheckpointError(f"ResNet with blocks {depths} is not a bottleneck ResNet-50 nor one with equal "
                               "depths per stage: vitssl's resnet50 cannot hold it")

@@ -44,8 +44,8 @@ def _cvt_tiny(patch_size: int | None = None, drop_path_rate: float = 0.0, embed_
 def _resnet50(patch_size: int | None = None, drop_path_rate: float = 0.0, embed_dim: int | None = None,
               depth: int | None = None, num_heads: int | None = None, pos_embed: str = "learned",
               window_size: int | None = None, mask_padding: bool | None = None, **_: Any) -> nn.Module:
-    """ResNet-50 without classifier (EsViT's torchvision `resnet50`); `embed_dim` is the stem
-    width (64; the output is 32x it), `depth` the blocks of every stage (3-4-6-3 otherwise)."""
+    """ResNet-50 without classifier (EsViT's torchvision `resnet50`); `embed_dim` is the first
+    stage's width (64; the output is 32x it), `depth` the blocks of every stage (3-4-6-3 otherwise)."""
     _refuse("resnet50", patch_size=(patch_size, "it has no patch embedding (total stride 32)"),
             num_heads=(num_heads, "it has no attention"), window_size=(window_size, "it has no attention"),
             mask_padding=(mask_padding, "it has no attention"))

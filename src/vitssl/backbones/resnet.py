@@ -24,14 +24,14 @@ class ResNet(TimmResNet):
     """Bottleneck ResNet returning `Tokens` (no CLS): `patches` = layer-4 map (B, h*w, C),
     `pooled` = its average, EsViT's view feature.
 
-    `width` is the stem and first-stage width (64 for ResNet-50; the output width is 32x it),
-    `depths` the bottleneck blocks per stage. Any input size works: the map is ceil(H/32)
+    `width` is the first stage's bottleneck width (64 for ResNet-50; the output is 32x it; the
+    7x7 stem stays 64 wide), `depths` the bottleneck blocks per stage. Any input size works: the map is ceil(H/32)
     cells a side (7x7 at 224, 3x3 at 96). `patch_size` is the total stride, 32.
     """
 
     def __init__(self, width: int = 64, depths: tuple[int, ...] = (3, 4, 6, 3), drop_path_rate: float = 0.0) -> None:
         super().__init__(
-            Bottleneck, layers=tuple(depths), num_classes=0, stem_width=width,
+            Bottleneck, layers=tuple(depths), num_classes=0,
             channels=tuple(width * 2**i for i in range(len(depths))), drop_path_rate=drop_path_rate,
             zero_init_last=False,
         )
@@ -71,6 +71,10 @@ class ResNet(TimmResNet):
                     outputs.append(self._tokens(x))
                 index += 1
         return outputs
+
+    def timm_spec(self) -> tuple[str, dict]:
+        """`timm.create_model` name and arguments that rebuild this network (for `vitssl export`)."""
+        return "resnet50", dict(layers=[len(s) for s in self.stages], channels=[s[0].conv1.out_channels for s in self.stages])
 
     def no_weight_decay(self) -> set[str]:
         """Empty on purpose, as for ViT and Swin: the param groups decide (1-d tensors undecayed)."""
