@@ -172,6 +172,10 @@ class CvT(nn.Module):
         """All blocks in order, across stages (like ViT's `blocks`)."""
         return [block for stage in self.stages for block in stage.blocks]
 
+    @property
+    def stage_depths(self) -> list[int]:
+        return [len(stage.blocks) for stage in self.stages]
+
     @staticmethod
     def _tokens(x: torch.Tensor) -> Tokens:
         b, h, w, c = x.shape

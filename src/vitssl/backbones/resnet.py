@@ -43,7 +43,11 @@ class ResNet(TimmResNet):
         return [self.layer1, self.layer2, self.layer3, self.layer4]
 
     @property
-    def bottlenecks(self) -> list[Bottleneck]:
+    def stage_depths(self) -> list[int]:
+        return [len(stage) for stage in self.stages]
+
+    @property
+    def residual_blocks(self) -> list[Bottleneck]:
         """All residual blocks in order, across stages (there is no attention: no `blocks`)."""
         return [block for stage in self.stages for block in stage]
 
@@ -62,7 +66,7 @@ class ResNet(TimmResNet):
     def last_blocks(self, x: torch.Tensor, n: int) -> list[Tokens]:
         """Maps of the last n residual blocks across stage boundaries, as Tokens (their `.pooled`
         means are the linear-probe features, as for Swin)."""
-        first = len(self.bottlenecks) - n
+        first = len(self.residual_blocks) - n
         x, outputs, index = self._stem(x), [], 0
         for stage in self.stages:
             for block in stage:
