@@ -35,3 +35,18 @@ def test_counting_leaves_fused_attention_on():
     vit = create_backbone("vit_tiny", patch_size=4, img_size=16, embed_dim=32, depth=1, num_heads=2)
     count_flops(vit, 16)
     assert vit.blocks[0].attn.fused_attn
+
+
+def test_resnet50_flops_match_torchvisions_published_count():
+    # torchvision's model card for resnet50: 4.09 GFLOPS (multiply-adds) at 224
+    assert count_flops(create_backbone("resnet50"), 224) / 2e9 == pytest.approx(4.09, abs=0.01)
+
+
+def test_esvit_backbones_side_by_side_on_the_command_line(capsys):
+    from vitssl.cli import main
+
+    assert main(["benchmark", "throughput", "--backbone", "cvt_tiny", "resnet50", "swin_tiny", "--batch-size", "2",
+                 "--image-size", "32", "--iters", "1", "--device", "cpu"]) == 0
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| ") and "backbone" not in line}
+    assert rows == {"cvt_tiny": "29.3", "resnet50": "23.5", "swin_tiny": "27.5"}  # spec 3.7: 29M, 23M, 28M

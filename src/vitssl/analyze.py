@@ -102,7 +102,7 @@ def run_attention_maps(checkpoint: str, images: str, out: str | None = None, ima
     vit = getattr(backbone, "vit", backbone)  # SelfPatch's encoder wraps its ViT
     if not isinstance(vit, ViT):
         raise ValueError(f"attention maps need a ViT backbone, this checkpoint has {type(vit).__name__} "
-                         "(window attention has no image-wide map)")
+                         "(window attention, or none at all, has no image-wide map)")
     out_dir = Path(out) if out else _beside(checkpoint) / "attention"
     paths = save_attention_maps(vit.to(resolve_device(device)), load_images(images, limit), out_dir,
                                 image_size_or_default(image_size, config))

@@ -8,7 +8,7 @@ tensor shapes, and the result is written as a vitssl checkpoint (config + method
 | source | file | backbone | heads and state |
 |---|---|---|---|
 | dino | `student`/`teacher` (`module.`, `backbone.`, `head.`), or a bare backbone | ViT (timm names) | `head` -> head; `dino_loss.center` |
-| esvit | `student`/`teacher` (`module.`), Swin at the top level | Swin: `layers.i.downsample` -> `layers.i+1.downsample` (timm puts merging first) | `head`, `head_dense` -> region_head; `center`, `center_grid` |
+| esvit | `student`/`teacher` (`module.`), Swin/CvT at the top level, ResNet under `backbone.backbone.` (`convert_esvit_backbones`) | Swin: `layers.i.downsample` -> `layers.i+1.downsample` (timm puts merging first) | `head`, `head_dense` -> region_head; `center`, `center_grid` |
 | selfpatch | `student`/`teacher` (`module.`, `backbone.`) | CLS-free ViT | `ca_head` -> aggregator (`cls_token` -> query, k and v fused into kv), `c_head` -> image_head, `p_head` -> patch_head; `center`, `patch_center` |
 | mae-lite | `model` (`module.model.`), or a bare encoder | ViT, sin-cos positions | decoder_* -> decoder |
 
@@ -32,6 +32,7 @@ import torch
 from omegaconf import DictConfig
 
 from vitssl.config import load_config, save_config, to_container, to_objects
+from vitssl.convert_esvit_backbones import esvit_backbone_layout
 from vitssl.engine.checkpoint import (
     CheckpointError,
     load_partial_state,
@@ -272,20 +273,23 @@ def convert_dino(raw: dict[str, Any]) -> Converted:
 
 def convert_esvit(raw: dict[str, Any]) -> Converted:
     teacher, student = _networks(raw)
-    if any(k.startswith("backbone.") for k in teacher):  # EsViT's ViT archs: DINO's wrapper
+    layout = esvit_backbone_layout(teacher)  # CvT or ResNet; None: Swin or ViT
+    if layout is None and any(k.startswith("backbone.") for k in teacher):  # EsViT's ViT archs: DINO's wrapper
         state, overrides, dropped = convert_dino({**raw, "dino_loss": {}})
         overrides[0] = "method.name=esvit"
         dropped = [k for k in dropped if not k.startswith("head_dense.")]
         dense = lambda d: rename_head(_sub(d, "head_dense."), "region_head.")  # noqa: E731
     else:
+        rename, shapes = layout or (rename_swin, swin_overrides)
+
         def net(d: State) -> State:
             body = {k: v for k, v in d.items() if not k.startswith(("head.", "head_dense."))}
-            return {**{f"backbone.{k}": v for k, v in rename_swin(body).items()},
+            return {**{f"backbone.{k}": v for k, v in rename(body).items()},
                     **rename_head(_sub(d, "head."), "head.")}
 
         state = _both(net, teacher, student)
         dropped = [k for k in teacher if k.endswith(("relative_position_index", "attn_mask"))]
-        overrides = ["method.name=esvit", *swin_overrides(
+        overrides = ["method.name=esvit", *shapes(
             {k: v for k, v in teacher.items() if not k.startswith(("head.", "head_dense."))}),
             *head_overrides(_sub(student or teacher, "head."), "head", _arg(raw, "norm_last_layer"))]
         dense = lambda d: rename_head(_sub(d, "head_dense."), "region_head.")  # noqa: E731

@@ -47,7 +47,10 @@ def timm_model_spec(backbone: nn.Module) -> tuple[str, dict[str, Any]]:
                       num_heads=[s.blocks[0].attn.num_heads for s in stages],
                       window_size=max(stages[0].blocks[0].window_size), strict_img_size=False)
         return "swin_tiny_patch4_window7_224", kwargs
-    raise ValueError(f"cannot export a {type(backbone).__name__}: timm export covers vitssl's ViT and Swin backbones")
+    if hasattr(backbone, "timm_spec"):  # backbones that say themselves how timm rebuilds them (ResNet)
+        return backbone.timm_spec()
+    raise ValueError(f"cannot export a {type(backbone).__name__}: timm has no counterpart of it (timm export covers "
+                     "vitssl's ViT, Swin and ResNet backbones); use its vitssl checkpoint")
 
 
 def export_backbone(checkpoint: str | Path, out_dir: str | Path, fmt: str = "safetensors",

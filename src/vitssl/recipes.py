@@ -31,8 +31,10 @@ class Recipe:
 
 def _esvit(linear_knn: str, backbone: str = "") -> Recipe:
     batch = {"s14": "2 nodes x 16 GPUs x 16", "b14": "4 nodes x 16 GPUs x 8"}.get(backbone, "16 GPUs x 32")
+    total = 1024 if backbone == "bs64" else 512
+    batch = "16 GPUs x 64" if backbone == "bs64" else batch
     return Recipe(ESVIT, f"linear / k-NN {linear_knn} (spec 3.7, released checkpoint)",
-                  f"300 epochs x {IMAGENET}, global batch 512 ({batch})")
+                  f"300 epochs x {IMAGENET}, global batch {total} ({batch})")
 
 
 RECIPES: dict[str, Recipe] = {
@@ -70,6 +72,8 @@ RECIPES: dict[str, Recipe] = {
     "esvit_swin_tiny_w14": _esvit("78.7 / 77.0"),
     "esvit_swin_small_w14": _esvit("80.8 / 79.1", "s14"),
     "esvit_swin_base_w14": _esvit("81.3 / 79.3", "b14"),
+    "esvit_cvt_tiny_w7": _esvit("78.5 / 76.7", "bs64"),
+    "esvit_resnet50": _esvit("75.7 / 71.3", "bs64"),
     "esvit_vit_small16": Recipe(ESVIT, "no published number (EsViT issue #28): compare with dino_vit_small16's "
                                 "k-NN 69.3 / linear 74.0",
                                 f"100 epochs x {IMAGENET}, 8 GPUs x 64 (as dino_vit_small16)"),

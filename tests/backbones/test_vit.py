@@ -2,6 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import TINY_BACKBONE_BY_NAME
 from vitssl.backbones import BACKBONES, create_backbone
 from vitssl.backbones.vit import interpolate_pos_embed
 
@@ -53,7 +54,8 @@ def test_bad_input_size_and_unknown_name():
 
 @pytest.mark.parametrize("name", sorted(BACKBONES))
 def test_every_registered_backbone_runs_forward_and_backward(name):
-    model = create_backbone(name, patch_size=4, img_size=16, depth=1)
+    patches = {} if name in TINY_BACKBONE_BY_NAME else dict(patch_size=4)  # ResNet has no patch embedding
+    model = create_backbone(name, img_size=16, depth=1, **patches)
     out = model(torch.randn(2, 3, 16, 16))
     (out.pooled.sum() + out.patches.sum()).backward()
     assert all(p.grad is not None for p in model.parameters())

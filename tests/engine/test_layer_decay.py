@@ -76,3 +76,21 @@ def test_frozen_parameters_are_left_out_and_bad_decay_fails():
     assert "backbone.pos_embed" not in names
     with pytest.raises(ValueError, match="layer_decay"):
         layer_decay_groups(model.named_parameters(), [2], 0.0, 0.05)
+
+
+@pytest.mark.parametrize("name,kw", [("cvt_tiny", dict(num_heads=1)), ("resnet50", {})])
+def test_cvt_and_resnet_layer_ids_follow_stage_and_block_order(name, kw):
+    model = create_backbone(name, embed_dim=8, depth=2, drop_path_rate=0.0, **kw)
+    depths = stage_depths(model)
+    assert depths == [2, 2, 2, 2]
+    ids = {n: layer_id(n, depths) for n, _ in model.named_parameters()}
+    if name == "cvt_tiny":
+        assert ids["stages.0.embed.proj.weight"] == 1  # a stage's token embedding goes with its first block
+        assert ids["stages.0.blocks.1.attn.qkv.weight"] == 2 and ids["stages.2.embed.norm.weight"] == 5
+        assert ids["stages.3.blocks.1.mlp.fc2.bias"] == 8 and ids["norm.weight"] == 9
+    else:
+        assert ids["conv1.weight"] == ids["bn1.weight"] == 0  # the stem is the embedding
+        assert ids["layer1.0.conv1.weight"] == 1 and ids["layer3.1.bn3.weight"] == 6
+        assert ids["layer4.1.conv3.weight"] == 8
+    # every block id 1..L is used, nothing lands on the head's id by mistake
+    assert set(range(1, 9)) <= set(ids.values()) and max(ids.values()) <= 9

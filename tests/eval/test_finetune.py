@@ -74,6 +74,14 @@ def test_set_drop_path_rises_linearly_over_blocks():
     assert rates == pytest.approx([0.0, 0.1, 0.2])
 
 
+@pytest.mark.parametrize("name,blocks", [("cvt_tiny", "blocks"), ("resnet50", "residual_blocks")])
+def test_set_drop_path_reaches_cvt_and_resnet_blocks(name, blocks):
+    backbone = create_backbone(name, embed_dim=8, depth=1, drop_path_rate=0.0)
+    set_drop_path(backbone, 0.3)
+    rates = [b.drop_path.drop_prob if isinstance(b.drop_path, DropPath) else 0.0 for b in getattr(backbone, blocks)]
+    assert rates == pytest.approx([0.0, 0.1, 0.2, 0.3])
+
+
 def test_labelled_subset_is_balanced_and_seeded():
     labels = np.repeat(np.arange(4), 10)
     five = labelled_subset(labels, per_class=5, seed=0)

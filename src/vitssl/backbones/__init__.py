@@ -4,7 +4,8 @@ Every backbone maps (B, 3, H, W) images to `Tokens` and exposes `embed_dim`, `pa
 and `last_blocks(x, n)`. Methods never branch on architecture.
 
 Names: `vit_tiny|small|base`; EsViT's Swins `swin_tiny|small|base` (window 7) and
-`swin_tiny|small|base_w14` (window 14).
+`swin_tiny|small|base_w14` (window 14); EsViT's `cvt_tiny` (windowed CvT, W=7) and `resnet50`
+(their factories live in `backbones/esvit_backbones.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from vitssl.backbones.esvit_backbones import ESVIT_BACKBONES
 from vitssl.backbones.swin import Swin
 from vitssl.backbones.tokens import Tokens
 from vitssl.backbones.vit import ViT
@@ -106,16 +108,25 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     **{name: _vit_factory(size) for name, size in _VIT_SIZES.items()},
     **{name: _swin_factory(size, 7) for name, size in _SWIN_SIZES.items()},
     **{f"{name}_w14": _swin_factory(size, 14) for name, size in _SWIN_SIZES.items()},
+    **ESVIT_BACKBONES,
 }
 
 
 def patch_size_of(cfg: BackboneConfig) -> int:
-    """The patch-embedding size inputs must be a multiple of: set, else the model's (ViT 16, Swin 4)."""
+    """What input sides must be a multiple of: the patch size for ViT (16) and Swin (4); 1 for
+    the convolutional-stem backbones (CvT, ResNet), which take any size."""
+    if cfg.name in ESVIT_BACKBONES:
+        return 1
     return cfg.patch_size or (4 if cfg.name.startswith("swin") else 16)
 
 
-def _width_and_heads(cfg: BackboneConfig) -> tuple[int, int]:
-    """(width, heads) of the (first) attention layer: the named size's unless overridden."""
+def _width_and_heads(cfg: BackboneConfig) -> tuple[int, int] | None:
+    """(width, heads) of the (first) attention layer, the named size's unless overridden; None
+    without attention (ResNet). CvT's later stages keep the first stage's width:heads ratio."""
+    if cfg.name == "resnet50":
+        return None
+    if cfg.name == "cvt_tiny":
+        return cfg.embed_dim or 64, cfg.num_heads or 1
     size = _VIT_SIZES.get(cfg.name) or _SWIN_SIZES[cfg.name.removesuffix("_w14")]
     heads = size["num_heads"]
     return cfg.embed_dim or size["embed_dim"], cfg.num_heads or (heads[0] if isinstance(heads, tuple) else heads)
@@ -132,19 +143,20 @@ def check_backbone(c: BackboneConfig, p: str = "backbone") -> None:
         require_int(f"{p}.{name}", getattr(c, name), lo=1, optional=True)
     require_number(f"{p}.drop_path_rate", c.drop_path_rate, 0.0, 1.0, hi_open=True)
     require_choice(f"{p}.pos_embed", c.pos_embed, ("learned", "sincos"))
-    swin = c.name.startswith("swin")
-    if swin and c.pos_embed != "learned":
-        fail(f"{p}.pos_embed", c.pos_embed, "is a ViT option", "Swin uses relative position bias only (learned)")
-    if not swin and (c.window_size is not None or c.mask_padding is not None):
-        raise ConfigError(f"{p}.window_size and {p}.mask_padding are Swin options: remove them for a ViT")
+    vit = c.name in _VIT_SIZES
+    if not vit and c.pos_embed != "learned":
+        fail(f"{p}.pos_embed", c.pos_embed, "is a ViT option", f"{c.name} has no absolute position embedding (learned)")
+    if vit and (c.window_size is not None or c.mask_padding is not None):
+        raise ConfigError(f"{p}.window_size and {p}.mask_padding are Swin/CvT options: remove them for a ViT")
     patch = patch_size_of(c)
     require_multiple(f"{p}.img_size", c.img_size, patch, f"the patch size {patch}")
-    width, heads = _width_and_heads(c)
-    if width % heads:
+    shape = _width_and_heads(c)
+    if shape is not None and shape[0] % shape[1]:
+        width, heads = shape
         fail(f"{p}.num_heads", heads, f"does not divide the width {width} ({p}.embed_dim)",
              f"use a head count that divides {width}")
-    if c.pos_embed == "sincos" and width % 4:
-        fail(f"{p}.embed_dim", width, "is not a multiple of 4 (sin-cos positions)", "use a multiple of 4")
+    if c.pos_embed == "sincos" and shape is not None and shape[0] % 4:
+        fail(f"{p}.embed_dim", shape[0], "is not a multiple of 4 (sin-cos positions)", "use a multiple of 4")
 
 
 def create_backbone(cfg: BackboneConfig | str, **overrides: Any) -> nn.Module:

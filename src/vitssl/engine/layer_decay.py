@@ -6,7 +6,8 @@ embedding), i + 1 for the i-th transformer block, L + 1 for everything after the
 `layer_decay ** (L + 1 - layer_id)`, so the classifier trains at the full rate and the
 embeddings at `layer_decay ** (L + 1)`. Swin counts its blocks across stages in order (a
 stage's patch-merging layer goes with the stage's first block); ViT and Swin are told apart by
-their parameter names, which are timm's.
+their parameter names, which are timm's. EsViT's CvT (a stage's token embedding goes with its
+first block) and ResNet (residual blocks as blocks, the stem as embedding) likewise.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from collections.abc import Iterable
 from torch import nn
 
 # Parameters before the first block (ViT and Swin, timm names).
-EMBEDDING_NAMES = ("patch_embed", "cls_token", "pos_embed", "reg_token", "norm_pre", "absolute_pos_embed")
+EMBEDDING_NAMES = ("patch_embed", "cls_token", "pos_embed", "reg_token", "norm_pre", "absolute_pos_embed",
+                   "conv1.", "bn1.")  # ResNet's stem
 # Never weight-decayed, besides biases and 1-D tensors (MAE's and timm's `no_weight_decay`).
 NO_WEIGHT_DECAY_NAMES = ("pos_embed", "cls_token", "reg_token", "absolute_pos_embed",
                          "relative_position_bias_table")
@@ -25,13 +27,19 @@ NO_WEIGHT_DECAY_NAMES = ("pos_embed", "cls_token", "reg_token", "absolute_pos_em
 _VIT_BLOCK = re.compile(r"blocks\.(\d+)\.")
 _SWIN_BLOCK = re.compile(r"layers\.(\d+)\.blocks\.(\d+)\.")
 _SWIN_MERGE = re.compile(r"layers\.(\d+)\.downsample\.")
+_CVT_BLOCK = re.compile(r"stages\.(\d+)\.blocks\.(\d+)\.")
+_CVT_EMBED = re.compile(r"stages\.(\d+)\.embed\.")
+_RESNET_BLOCK = re.compile(r"layer([1-9])\.(\d+)\.")
 
 
 def stage_depths(backbone: nn.Module) -> list[int]:
-    """Blocks per stage: one stage of `len(blocks)` for a ViT, Swin's `layers` otherwise."""
+    """Blocks per stage: one stage of `len(blocks)` for a ViT, Swin's `layers`, or what a
+    multi-stage backbone states (`stage_depths`: CvT, ResNet)."""
     stages = getattr(backbone, "layers", None)
     if isinstance(stages, nn.Sequential):
         return [len(stage.blocks) for stage in stages]
+    if hasattr(backbone, "stage_depths"):
+        return list(backbone.stage_depths)
     return [len(backbone.blocks)]
 
 
@@ -50,8 +58,12 @@ def layer_id(name: str, depths: list[int], prefix: str = "") -> int:
     first_of_stage = [sum(depths[:s]) for s in range(len(depths))]
     if match := _SWIN_BLOCK.match(name):
         return first_of_stage[int(match.group(1))] + int(match.group(2)) + 1
-    if match := _SWIN_MERGE.match(name):
+    if match := _SWIN_MERGE.match(name) or _CVT_EMBED.match(name):
         return first_of_stage[int(match.group(1))] + 1
+    if match := _CVT_BLOCK.match(name):
+        return first_of_stage[int(match.group(1))] + int(match.group(2)) + 1
+    if match := _RESNET_BLOCK.match(name):
+        return first_of_stage[int(match.group(1)) - 1] + int(match.group(2)) + 1
     if match := _VIT_BLOCK.match(name):
         return int(match.group(1)) + 1
     return last

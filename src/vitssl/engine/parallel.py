@@ -58,7 +58,7 @@ def convert_sync_batchnorm(method: nn.Module, device: torch.device) -> nn.Module
         return method
     if device.type != "cuda":
         if is_main_process():
-            log.warning("torch's SyncBatchNorm needs GPUs: on CPU each rank normalises the heads' BatchNorm "
+            log.warning("torch's SyncBatchNorm needs GPUs: on CPU each rank normalises BatchNorm (heads, ResNet/CvT backbones) "
                         "with its own batch only")
         return method
     return nn.SyncBatchNorm.convert_sync_batchnorm(method)

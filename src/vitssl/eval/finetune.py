@@ -170,10 +170,10 @@ def set_drop_path(backbone: nn.Module, rate: float) -> None:
     """Stochastic depth rising linearly from 0 (first block) to `rate` (last), as timm builds
     it; replaces the blocks' DropPath modules, so a backbone pre-trained without drop path
     gets one for fine-tuning."""
-    blocks = list(backbone.blocks)
+    blocks = list(getattr(backbone, "residual_blocks", None) or backbone.blocks)  # ResNet: no attention blocks
     for i, block in enumerate(blocks):
         p = rate * i / max(len(blocks) - 1, 1)
-        for attr in ("drop_path1", "drop_path2"):
+        for attr in ("drop_path1", "drop_path2", "drop_path"):  # timm ViT/Swin; CvT, timm ResNet
             if hasattr(block, attr):
                 setattr(block, attr, DropPath(p) if p > 0 else nn.Identity())
 

@@ -97,6 +97,9 @@ class SelfPatchNetwork(nn.Module):
         super().__init__()
         dim = backbone.embed_dim
         self.backbone = backbone
+        if not hasattr(backbone, "blocks"):  # the aggregator takes its head count from the attention blocks
+            raise ValueError(f"selfpatch needs a transformer backbone (its aggregation module attends like the "
+                             f"backbone's blocks); {type(backbone).__name__} has no attention: use a ViT, Swin or CvT")
         self.aggregator = PatchAggregator(dim, backbone.blocks[0].attn.num_heads, cfg.aggregator_depth)
         self.image_head = DINOHead(dim, cfg.head)
         self.patch_head = DINOHead(dim, cfg.patch_head)
