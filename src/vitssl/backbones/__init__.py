@@ -145,7 +145,9 @@ def check_backbone(c: BackboneConfig, p: str = "backbone") -> None:
     require_choice(f"{p}.pos_embed", c.pos_embed, ("learned", "sincos"))
     vit = c.name in _VIT_SIZES
     if not vit and c.pos_embed != "learned":
-        fail(f"{p}.pos_embed", c.pos_embed, "is a ViT option", f"{c.name} has no absolute position embedding (learned)")
+        fix = ("Swin uses relative position bias only (learned)" if c.name.startswith("swin")
+               else f"{c.name} has no position embedding to choose (keep learned)")
+        fail(f"{p}.pos_embed", c.pos_embed, "is a ViT option", fix)
     if vit and (c.window_size is not None or c.mask_padding is not None):
         raise ConfigError(f"{p}.window_size and {p}.mask_padding are Swin/CvT options: remove them for a ViT")
     patch = patch_size_of(c)
