@@ -66,11 +66,15 @@ from vitssl.data.loaders import AugmentedDataset, build_train_loader
 hang, mode = sys.argv[1], sys.argv[2]
 
 class Items(torch.utils.data.Dataset):
+    served = 0  # per worker process
+
     def __len__(self):
         return 64
 
     def __getitem__(self, i):
-        if os.path.exists(hang):
+        Items.served += 1
+        if Items.served > 10:  # the 6th batch on (prefetched, never asked for): a read that hangs
+            open(hang, "w").close()
             time.sleep(600)
         return i, i
 
@@ -83,10 +87,11 @@ print("ready", flush=True)
 while not stop:
     time.sleep(0.01)
 got = [next(batches) for _ in range(4)]  # the workers outlived the signal to the group
-open(hang, "w").close()
-next(batches)
-time.sleep(0.5)  # a worker is now inside the hanging read
-print("served", len(got), flush=True)
+deadline = time.time() + 20
+while not os.path.exists(hang) and time.time() < deadline:
+    time.sleep(0.01)
+time.sleep(0.2)  # the worker is now inside the hanging read
+print("served", len(got), "hanging" if os.path.exists(hang) else "not hanging", flush=True)
 if mode == "close":
     loader.close()
     print("closed", flush=True)
@@ -108,7 +113,7 @@ def test_workers_outlive_a_group_sigterm_and_never_hold_the_exit(tmp_path, mode)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, err[-2000:]
-    assert "served 4" in out and ("closed" in out) == (mode == "close") and "DataLoader worker" not in err
+    assert "served 4 hanging" in out and ("closed" in out) == (mode == "close") and "DataLoader worker" not in err
 
 
 def test_workers_run_the_callers_worker_init_fn(tmp_path):

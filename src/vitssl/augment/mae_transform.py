@@ -74,14 +74,6 @@ class MAETransform:
 
     def __init__(self, cfg: MAECropConfig) -> None:
         self.cfg = cfg
-        self._normalisation: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def normalisation(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std (1, 3, 1, 1) on `device`, copied from the host once per device."""
-        if device not in self._normalisation:
-            self._normalisation[device] = (torch.tensor(self.cfg.mean, device=device).reshape(1, 3, 1, 1),
-                                           torch.tensor(self.cfg.std, device=device).reshape(1, 3, 1, 1))
-        return self._normalisation[device]
 
     def __call__(self, img: Image.Image, generator: torch.Generator) -> torch.Tensor:
         c = self.cfg

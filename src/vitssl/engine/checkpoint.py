@@ -99,6 +99,26 @@ def rolling_name(step: int) -> str:
     return f"checkpoint-step{step:07d}.pt"
 
 
+def link_atomically(source: Path, target: Path) -> None:
+    """Give `source` the second name `target`, replacing it atomically (a copy without hard links)."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        if tmp.exists():
+            tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:  # no hard links here (some network and FAT file systems)
+            shutil.copyfile(source, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    fsync_dir(target.parent)
+
+
 def keep_rolling_copy(latest: Path, step: int, keep: int) -> Path | None:
     """Give `latest` a second name `checkpoint-stepNNNNNNN.pt`, then delete all but the `keep` newest.
 
@@ -108,21 +128,7 @@ def keep_rolling_copy(latest: Path, step: int, keep: int) -> Path | None:
     if keep <= 0:
         return None
     target = latest.parent / rolling_name(step)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        if tmp.exists():
-            tmp.unlink()
-        try:
-            os.link(latest, tmp)
-        except OSError:  # no hard links here (some network and FAT file systems)
-            shutil.copyfile(latest, tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
+    link_atomically(latest, target)
     for old in rolling_checkpoints(latest.parent)[keep:]:
         old.unlink()
     fsync_dir(latest.parent)

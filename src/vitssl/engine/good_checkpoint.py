@@ -12,30 +12,16 @@ aside as `NAME.diverged` (kept, never resumed or pruned), so `--resume` continue
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
-from vitssl.engine.checkpoint import EPOCH_PATTERN, GOOD, LATEST, ROLLING_PATTERN, fsync_dir
-
-
-def link_atomically(source: Path, target: Path) -> None:
-    """Give `source` the second name `target`, replacing it atomically (a copy without hard links)."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        if tmp.exists():
-            tmp.unlink()
-        try:
-            os.link(source, tmp)
-        except OSError:  # no hard links here (some network and FAT file systems)
-            shutil.copyfile(source, tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if tmp.exists():
-            tmp.unlink()
-        raise
-    fsync_dir(target.parent)
+from vitssl.engine.checkpoint import (
+    EPOCH_PATTERN,
+    GOOD,
+    LATEST,
+    ROLLING_PATTERN,
+    fsync_dir,
+    link_atomically,
+)
 
 
 def _same_file(a: Path, b: Path) -> bool:
