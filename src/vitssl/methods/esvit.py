@@ -10,53 +10,43 @@ schedule of the released continued models.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from vitssl.augment import MultiCrop, MultiCropConfig, collate_views
-from vitssl.augment.gpu_multicrop import GPUMultiCrop
-from vitssl.backbones import BackboneConfig, Tokens, create_backbone
-from vitssl.engine.ema import TeacherEMA
+from vitssl.backbones import BackboneConfig, Tokens
 from vitssl.engine.protocol import StepContext, StepOutput
-from vitssl.engine.schedules import cosine_schedule, teacher_temperature
 from vitssl.heads import DINOHead, DINOHeadConfig
 from vitssl.losses import DINOLoss, teacher_statistics
+from vitssl.losses.center import Center
 from vitssl.losses.esvit import RegionLoss
-from vitssl.methods.dino import check_crops_fit, check_dino_family
+from vitssl.methods.teacher_student import TeacherStudent, TeacherStudentConfig, student_and_teacher
 from vitssl.methods.views import resolution_batches
 from vitssl.validation import require_int, require_number
 
 
 @dataclass
-class EsViTConfig:
-    """DINO's settings plus the region task; defaults follow the released Swin-T recipe (3.5)."""
+class EsViTConfig(TeacherStudentConfig):
+    """The family's settings plus the region task; defaults follow the released Swin-T recipe (3.5)."""
+
+    head_keys = ("head", "region_head")
 
     name: str = "esvit"
     head: DINOHeadConfig = field(default_factory=lambda: DINOHeadConfig(norm_last_layer=False))
     region_head: DINOHeadConfig = field(default_factory=lambda: DINOHeadConfig(norm_last_layer=False))
-    crops: MultiCropConfig = field(default_factory=MultiCropConfig)
     view_weight: float = 0.5
     region_weight: float = 0.5
     region_start_epoch: int = 0
-    student_temp: float = 0.1
     teacher_temp: float = 0.07
-    warmup_teacher_temp: float = 0.04
     warmup_teacher_temp_epochs: int = 30
-    center_momentum: float = 0.9
-    momentum_teacher: float = 0.996
-    freeze_last_layer: int = 1
 
     def __post_init__(self) -> None:
-        check_dino_family(self, ("head", "region_head"))
+        super().__post_init__()
         for name in ("view_weight", "region_weight"):
             require_number(f"method.{name}", getattr(self, name), lo=0.0)
         require_int("method.region_start_epoch", self.region_start_epoch, lo=0)
-
-    def check_backbone_fit(self, backbone: BackboneConfig) -> None:
-        check_crops_fit(self.crops, backbone)
 
 
 class EsViTNetwork(nn.Module):
@@ -88,35 +78,23 @@ def _per_view(tokens: torch.Tensor, batch: int) -> torch.Tensor:
     return tokens.reshape(-1, batch, *tokens.shape[1:])
 
 
-class EsViT(nn.Module):
+class EsViT(TeacherStudent):
     """The EsViT method: implements `vitssl.engine.protocol.Method`."""
 
     Config = EsViTConfig
 
     def __init__(self, cfg: EsViTConfig, backbone: BackboneConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg, *student_and_teacher(backbone, lambda b: EsViTNetwork(b, cfg)))
         # the region head gets no gradient before region_start_epoch: DDP must look for unused parameters
         self.find_unused_parameters = not (cfg.region_weight > 0 and cfg.region_start_epoch == 0)
-        self.student = EsViTNetwork(create_backbone(backbone), cfg)
-        self.teacher = EsViTNetwork(create_backbone(replace(backbone, drop_path_rate=0.0)), cfg)
-        self.ema = TeacherEMA(self.teacher, self.student)  # pairs parameters once
-        self.teacher.load_state_dict(self.student.state_dict())
-        self.teacher.requires_grad_(False)
         self.loss = DINOLoss(cfg.head.out_dim, cfg.student_temp, cfg.center_momentum)
         self.region_loss = RegionLoss(cfg.region_head.out_dim, cfg.student_temp, cfg.center_momentum)
-        self.multicrop = MultiCrop(cfg.crops)
 
-    # -- data ----------------------------------------------------------------------------
-    def train_transform(self) -> Callable[[Any, torch.Generator], list[torch.Tensor]]:
-        return self.multicrop
+    def last_layer_heads(self) -> tuple[nn.Module, ...]:
+        return (self.student.head, self.student.region_head)
 
-    def device_transform(self) -> GPUMultiCrop:
-        """The same multi-crop, batched on the accelerator (`train.augment_on=device`)."""
-        return GPUMultiCrop(self.cfg.crops)
-
-    def collate(self, samples: list[tuple[list[torch.Tensor], int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        return collate_views(samples)
+    def centers(self) -> tuple[Center, ...]:
+        return (self.loss.center, self.region_loss.center)
 
     # -- the objective -------------------------------------------------------------------
     def region_active(self, epoch: int) -> bool:
@@ -125,14 +103,14 @@ class EsViT(nn.Module):
     def training_step(self, batch: tuple[list[torch.Tensor], torch.Tensor], ctx: StepContext) -> StepOutput:
         views, _ = batch
         b, cfg = views[0].shape[0], self.cfg
-        temp = teacher_temperature(ctx.epoch, cfg.warmup_teacher_temp, cfg.teacher_temp, cfg.warmup_teacher_temp_epochs)
+        temp = self.teacher_temperature(ctx.epoch)
         with torch.no_grad():
             t_groups = self.teacher.encode(views[:2])
             t_view = self.teacher.view_logits(t_groups, b)
         s_groups = self.student.encode(views)
         probs = self.loss.teacher_probs(t_view, temp)
         view_loss = self.loss(self.student.view_logits(s_groups, b), t_view, temp, teacher_probs=probs)
-        metrics: dict[str, Any] = {"view_loss": view_loss.detach(), "teacher_temp": temp}
+        metrics: dict[str, Any] = {"view_loss": view_loss.detach(), **self.schedule_metrics(ctx, temp)}
         if self.region_active(ctx.epoch):
             with torch.no_grad():
                 t_tokens = torch.cat([_per_view(g.patches, b) for g in t_groups])
@@ -147,22 +125,6 @@ class EsViT(nn.Module):
         if ctx.logged:
             metrics.update(teacher_statistics(probs))
         return StepOutput(loss, metrics)
-
-    # -- optimisation --------------------------------------------------------------------
-    def trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        return ((n, p) for n, p in self.student.named_parameters() if p.requires_grad)
-
-    def before_optimizer_step(self, ctx: StepContext) -> None:
-        """Both heads' last layers stay frozen during the first `freeze_last_layer` epochs."""
-        if ctx.epoch < self.cfg.freeze_last_layer:
-            for head in (self.student.head, self.student.region_head):
-                for p in head.last_layer.parameters():
-                    p.grad = None
-
-    def after_optimizer_step(self, ctx: StepContext) -> None:
-        self.ema.update(cosine_schedule(ctx.step, ctx.total_steps, self.cfg.momentum_teacher, 1.0))
-        self.loss.center.update()
-        self.region_loss.center.update()
 
     def evaluation_backbone(self) -> nn.Module:
         return self.teacher.backbone

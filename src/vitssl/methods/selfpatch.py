@@ -10,33 +10,30 @@ patch's k most similar 3x3-window neighbours, `LN(A(q0; P_i))`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
-from vitssl.augment import MultiCrop, MultiCropConfig, collate_views
-from vitssl.augment.gpu_multicrop import GPUMultiCrop
-from vitssl.backbones import BackboneConfig, Tokens, create_backbone
-from vitssl.engine.ema import TeacherEMA
+from vitssl.augment import MultiCropConfig
+from vitssl.backbones import BackboneConfig, Tokens
 from vitssl.engine.protocol import StepContext, StepOutput
-from vitssl.engine.schedules import cosine_schedule, teacher_temperature
 from vitssl.heads import DINOHead, DINOHeadConfig
 from vitssl.heads.patch_aggregator import PatchAggregator
 from vitssl.losses.center import Center
 from vitssl.losses.dino import teacher_statistics
 from vitssl.losses.selfpatch import BORDER_MODES, PatchLoss, aggregate_positives, image_level_loss
-from vitssl.methods.dino import check_crops_fit, check_dino_family
+from vitssl.methods.teacher_student import TeacherStudent, TeacherStudentConfig, student_and_teacher
 from vitssl.methods.views import resolution_batches
 from vitssl.validation import require_int, require_number
 
 
 @dataclass
-class SelfPatchConfig:
-    """DINO's settings plus SelfPatch's; defaults are the released recipe (spec 4.2-4.4)."""
+class SelfPatchConfig(TeacherStudentConfig):
+    """The family's settings plus SelfPatch's; defaults are the released recipe (spec 4.2-4.4)."""
+
+    head_keys = ("head", "patch_head")
 
     name: str = "selfpatch"
-    head: DINOHeadConfig = field(default_factory=DINOHeadConfig)
     patch_head: DINOHeadConfig = field(default_factory=lambda: DINOHeadConfig(out_dim=4096))
     crops: MultiCropConfig = field(default_factory=lambda: MultiCropConfig(
         global_crops_scale=(0.25, 1.0), local_crops_scale=(0.05, 0.25)))
@@ -46,16 +43,9 @@ class SelfPatchConfig:
     aggregator_depth: int = 2
     teacher_local_views: bool = True
     image_center_views: str = "all"
-    student_temp: float = 0.1
-    teacher_temp: float = 0.04
-    warmup_teacher_temp: float = 0.04
-    warmup_teacher_temp_epochs: int = 0
-    center_momentum: float = 0.9
-    momentum_teacher: float = 0.996
-    freeze_last_layer: int = 1
 
     def __post_init__(self) -> None:
-        check_dino_family(self, ("head", "patch_head"))
+        super().__post_init__()
         require_number("method.patch_loss_weight", self.patch_loss_weight, lo=0.0)
         require_int("method.aggregator_depth", self.aggregator_depth, lo=0)
         require_int("method.num_neighbours", self.num_neighbours)
@@ -65,9 +55,6 @@ class SelfPatchConfig:
             raise ValueError(f"method.image_center_views must be 'all' or 'global', got '{self.image_center_views}'")
         if not 1 <= self.num_neighbours <= 8:
             raise ValueError(f"method.num_neighbours must lie in 1..8 (a 3x3 window), got {self.num_neighbours}")
-
-    def check_backbone_fit(self, backbone: BackboneConfig) -> None:
-        check_crops_fit(self.crops, backbone)
 
 
 class SelfPatchEncoder(nn.Module):
@@ -120,34 +107,22 @@ class SelfPatchNetwork(nn.Module):
         return logits.reshape(-1, batch, n, logits.shape[-1])
 
 
-class SelfPatch(nn.Module):
+class SelfPatch(TeacherStudent):
     """The SelfPatch method: implements `vitssl.engine.protocol.Method`."""
 
     Config = SelfPatchConfig
 
     def __init__(self, cfg: SelfPatchConfig, backbone: BackboneConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
         backbone = replace(backbone, class_token=False, final_norm=False)
-        self.student = SelfPatchNetwork(create_backbone(backbone), cfg)
-        self.teacher = SelfPatchNetwork(create_backbone(replace(backbone, drop_path_rate=0.0)), cfg)
-        self.ema = TeacherEMA(self.teacher, self.student)  # pairs parameters once
-        self.teacher.load_state_dict(self.student.state_dict())
-        self.teacher.requires_grad_(False)
+        super().__init__(cfg, *student_and_teacher(backbone, lambda b: SelfPatchNetwork(b, cfg)))
         self.image_center = Center(cfg.head.out_dim, cfg.center_momentum)
         self.patch_loss = PatchLoss(cfg.patch_head.out_dim, cfg.student_temp, cfg.center_momentum)
-        self.multicrop = MultiCrop(cfg.crops)
 
-    # -- data ----------------------------------------------------------------------------
-    def train_transform(self) -> Callable[[Any, torch.Generator], list[torch.Tensor]]:
-        return self.multicrop
+    def last_layer_heads(self) -> tuple[nn.Module, ...]:
+        return (self.student.image_head, self.student.patch_head)
 
-    def device_transform(self) -> GPUMultiCrop:
-        """The same multi-crop, batched on the accelerator (`train.augment_on=device`)."""
-        return GPUMultiCrop(self.cfg.crops)
-
-    def collate(self, samples: list[tuple[list[torch.Tensor], int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        return collate_views(samples)
+    def centers(self) -> tuple[Center, ...]:
+        return (self.image_center, self.patch_loss.center)
 
     # -- the objective -------------------------------------------------------------------
     def teacher_patch_targets(self, groups: list[Tokens], batch: int) -> list[torch.Tensor]:
@@ -159,7 +134,7 @@ class SelfPatch(nn.Module):
     def training_step(self, batch: tuple[list[torch.Tensor], torch.Tensor], ctx: StepContext) -> StepOutput:
         views, _ = batch
         b, cfg = views[0].shape[0], self.cfg
-        temp = teacher_temperature(ctx.epoch, cfg.warmup_teacher_temp, cfg.teacher_temp, cfg.warmup_teacher_temp_epochs)
+        temp = self.teacher_temperature(ctx.epoch)
         teacher_views = views if cfg.teacher_local_views else views[:2]
         with torch.no_grad():
             t_groups = self.teacher.encode(teacher_views)
@@ -177,23 +152,7 @@ class SelfPatch(nn.Module):
         patch_loss = self.patch_loss(s_patch, t_patch, temp)
         loss = image_loss + cfg.patch_loss_weight * patch_loss
         return StepOutput(loss, {"image_loss": image_loss.detach(), "patch_loss": patch_loss.detach(),
-                                 "teacher_temp": temp, **(teacher_statistics(probs) if ctx.logged else {})})
-
-    # -- optimisation --------------------------------------------------------------------
-    def trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        return ((n, p) for n, p in self.student.named_parameters() if p.requires_grad)
-
-    def before_optimizer_step(self, ctx: StepContext) -> None:
-        """Both heads' last layers stay frozen during the first `freeze_last_layer` epochs."""
-        if ctx.epoch < self.cfg.freeze_last_layer:
-            for head in (self.student.image_head, self.student.patch_head):
-                for p in head.last_layer.parameters():
-                    p.grad = None
-
-    def after_optimizer_step(self, ctx: StepContext) -> None:
-        self.ema.update(cosine_schedule(ctx.step, ctx.total_steps, self.cfg.momentum_teacher, 1.0))
-        self.image_center.update()
-        self.patch_loss.center.update()
+                                 **self.schedule_metrics(ctx, temp), **(teacher_statistics(probs) if ctx.logged else {})})
 
     def evaluation_backbone(self) -> nn.Module:
         return SelfPatchEncoder(self.teacher.backbone, self.teacher.aggregator)

@@ -1,0 +1,48 @@
+"""The DINO family's shared base: the teacher momentum it logs is the one it averages with,
+last layers of every head stay frozen at first, and every center moves after a step."""
+
+import math
+
+import pytest
+import torch
+
+from helpers import one_batch, tiny_method
+from vitssl.engine.protocol import StepContext
+from vitssl.methods.teacher_student import TeacherStudent
+
+FAMILY = ("dino", "esvit", "selfpatch")
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_logged_momentum_is_the_one_the_teacher_moves_by(name):
+    method = tiny_method(name)
+    assert isinstance(method, TeacherStudent)
+    ctx = StepContext(step=3, epoch=1, steps_per_epoch=4, total_steps=8, epochs=2, logged=True)
+    out = method.training_step(one_batch(method), ctx)
+    expected = 1 - (1 - method.cfg.momentum_teacher) * (1 + math.cos(math.pi * 3 / 8)) / 2
+    assert out.metrics["momentum"] == pytest.approx(expected)
+    with torch.no_grad():
+        for p in method.student.parameters():
+            p.add_(1.0)
+    before = {k: v.clone() for k, v in method.teacher.named_parameters()}
+    student = dict(method.student.named_parameters())
+    centers = [c.center.clone() for c in method.centers()]
+    method.after_optimizer_step(ctx)
+    m = out.metrics["momentum"]
+    for k, v in method.teacher.named_parameters():
+        torch.testing.assert_close(v, m * before[k] + (1 - m) * student[k], rtol=0, atol=1e-6)
+    assert all(not torch.equal(c.center, old) for c, old in zip(method.centers(), centers))
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_every_heads_last_layer_is_frozen_in_the_first_epochs(name):
+    method = tiny_method(name)
+    heads = method.last_layer_heads()
+    assert len(heads) == (1 if name == "dino" else 2)
+    for epoch, frozen in ((0, True), (1, False)):
+        method.zero_grad(set_to_none=True)
+        ctx = StepContext(step=0, epoch=epoch, steps_per_epoch=4, total_steps=8, epochs=2)
+        method.training_step(one_batch(method), ctx).loss.backward()
+        method.before_optimizer_step(ctx)
+        grads = [p.grad for h in heads for p in h.last_layer.parameters() if p.requires_grad]
+        assert grads and all((g is None) == frozen for g in grads)
