@@ -251,3 +251,14 @@ def test_device_crop_normalises_and_matches_the_cpu_crop_area_statistics():
     cpu_t, g = MAETransform(ident), torch.Generator().manual_seed(3)
     cpu = torch.stack([cpu_t(pil, g).mean() for _ in range(2000)])
     assert abs(dev.mean() - cpu.mean()) < 0.03 and abs(dev.std() - cpu.std()) < 0.03
+
+
+def test_forward_with_keep_is_forward_plus_the_visible_patches_it_encoded():
+    """The one masked forward D-MAE-Lite reuses: `ids_keep` are exactly the unmasked patches."""
+    method = tiny_method("mae").eval()
+    images, _ = one_batch(method)
+    pred, mask = method(images, torch.Generator().manual_seed(3))
+    pred_k, mask_k, ids_keep = method.forward_with_keep(images, torch.Generator().manual_seed(3))
+    assert torch.equal(pred, pred_k) and torch.equal(mask, mask_k)
+    visible = torch.zeros_like(mask).scatter_(1, ids_keep, 1.0)
+    assert torch.equal(visible, 1 - mask)

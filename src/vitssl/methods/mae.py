@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from vitssl.augment.mae_transform import MAECropConfig, MAEDeviceCrop, MAETransform, collate_images
+from vitssl.augment.masking import random_masking
 from vitssl.backbones import BackboneConfig, create_backbone, patch_size_of
 from vitssl.engine.protocol import StepContext, StepOutput
 from vitssl.heads.mae_decoder import MAEDecoder, MAEDecoderConfig
-from vitssl.losses.mae import MAELoss, patch_statistics, patchify, random_masking, unpatchify
+from vitssl.losses.mae import MAELoss, patch_statistics, patchify, unpatchify
 from vitssl.validation import ConfigError, require_multiple, require_number
 
 
@@ -105,12 +106,19 @@ class MAE(nn.Module):
         The mask is drawn from `generator` when given, else from torch's global generator
         (whose state the trainer checkpoints).
         """
+        pred, mask, _ = self.forward_with_keep(images, generator)
+        return pred, mask
+
+    def forward_with_keep(self, images: torch.Tensor, generator: torch.Generator | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward`, also returning `ids_keep` (B, n_keep): the visible patches in encoder order
+        (what a distillation teacher must see to match the student token for token)."""
         grid = self.grid(images)
         ids_keep, mask, ids_restore = random_masking(
             images.shape[0], grid[0] * grid[1], self.cfg.mask_ratio, generator, images.device)
         tokens = self.encoder.forward_masked(images, ids_keep)
         pred = self.decoder(tokens.cls, tokens.patches, ids_restore, tokens.grid)
-        return pred, mask
+        return pred, mask, ids_keep
 
     # -- optimisation --------------------------------------------------------------------
     def trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:

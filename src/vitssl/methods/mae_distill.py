@@ -35,7 +35,6 @@ from vitssl.engine.checkpoint import CheckpointError, load_checkpoint, load_matc
 from vitssl.engine.protocol import StepContext, StepOutput
 from vitssl.heads.attention_mixer import AttentionMixer
 from vitssl.losses.attention_distill import distillation_mse
-from vitssl.losses.mae import random_masking
 from vitssl.methods.mae import MAE, MAEConfig
 from vitssl.validation import require_int, require_number
 
@@ -173,21 +172,7 @@ class MAEDistill(MAE):
         self.teacher.eval()
         return self
 
-    # -- model ---------------------------------------------------------------------------
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        pred, mask, _ = self.forward_with_keep(images, generator)
-        return pred, mask
-
-    def forward_with_keep(self, images: torch.Tensor, generator: torch.Generator | None = None
-                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """MAE's forward, also returning `ids_keep` (B, n_keep): the visible patches in encoder order."""
-        grid = self.grid(images)
-        ids_keep, mask, ids_restore = random_masking(
-            images.shape[0], grid[0] * grid[1], self.cfg.mask_ratio, generator, images.device)
-        tokens = self.encoder.forward_masked(images, ids_keep)
-        pred = self.decoder(tokens.cls, tokens.patches, ids_restore, tokens.grid)
-        return pred, mask, ids_keep
-
+    # -- model: MAE's `forward` and `forward_with_keep` ------------------------------------
     @torch.no_grad()
     def teacher_targets(self, images: torch.Tensor, ids_keep: torch.Tensor
                         ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
