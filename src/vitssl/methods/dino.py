@@ -73,9 +73,3 @@ class DINO(TeacherStudent):
         return StepOutput(loss, {**self.schedule_metrics(ctx, temp),
                                  **(teacher_statistics(probs) if ctx.logged else {}),
                                  "center_norm": self.loss.center.center.norm()})
-
-    def evaluation_backbone(self) -> nn.Module:
-        return self.teacher.backbone
-
-    def student_backbone(self) -> nn.Module:
-        return self.student.backbone

@@ -125,9 +125,3 @@ class EsViT(TeacherStudent):
         if ctx.logged:
             metrics.update(teacher_statistics(probs))
         return StepOutput(loss, metrics)
-
-    def evaluation_backbone(self) -> nn.Module:
-        return self.teacher.backbone
-
-    def student_backbone(self) -> nn.Module:
-        return self.student.backbone

@@ -82,10 +82,10 @@ def teacher_backbone(backbone: BackboneConfig) -> BackboneConfig:
 
 class TeacherStudent(nn.Module):
     """Base of the family's methods: implements `vitssl.engine.protocol.Method` but for
-    `training_step`, `evaluation_backbone` and `student_backbone`.
+    `training_step`.
 
     Subclasses call `__init__` with their two networks (built alike, e.g. by
-    `student_and_teacher`) and define `last_layer_heads()` and `centers()`.
+    `student_and_teacher`, each with a `backbone`) and define `last_layer_heads()` and `centers()`.
     """
 
     def __init__(self, cfg: TeacherStudentConfig, student: nn.Module, teacher: nn.Module) -> None:
@@ -145,3 +145,10 @@ class TeacherStudent(nn.Module):
         self.ema.update(self.teacher_momentum(ctx))
         for center in self.centers():
             center.update()
+
+    def evaluation_backbone(self) -> nn.Module:
+        """The teacher's, as the originals evaluate (spec 1.6): the EMA average is the better feature extractor."""
+        return self.teacher.backbone
+
+    def student_backbone(self) -> nn.Module:
+        return self.student.backbone
