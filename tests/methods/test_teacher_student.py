@@ -46,3 +46,27 @@ def test_every_heads_last_layer_is_frozen_in_the_first_epochs(name):
         method.before_optimizer_step(ctx)
         grads = [p.grad for h in heads for p in h.last_layer.parameters() if p.requires_grad]
         assert grads and all((g is None) == frozen for g in grads)
+
+
+@pytest.mark.parametrize("config", ["DINOConfig", "EsViTConfig", "SelfPatchConfig"])
+@pytest.mark.parametrize("key, value, message", [
+    ("momentum_teacher", 1.5, r"^method.momentum_teacher=1.5 is out of range: use a finite number in \[0, 1\]$"),
+    ("student_temp", 0.0, r"^method.student_temp=0.0 is out of range: use a finite number > 0$"),
+    ("freeze_last_layer", -1, r"^method.freeze_last_layer=-1 is out of range: use an integer >= 0$"),
+])
+def test_every_family_config_refuses_a_bad_shared_value_in_one_line(config, key, value, message):
+    import vitssl.methods
+    from vitssl.validation import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        getattr(vitssl.methods, config)(**{key: value})
+
+
+@pytest.mark.parametrize("config, heads", [("EsViTConfig", "region_head"), ("SelfPatchConfig", "patch_head")])
+def test_a_methods_own_head_is_checked_like_the_shared_one(config, heads):
+    import vitssl.methods
+    from vitssl.heads import DINOHeadConfig
+    from vitssl.validation import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"^method.{heads}.out_dim=0 "):
+        getattr(vitssl.methods, config)(**{heads: DINOHeadConfig(out_dim=0)})

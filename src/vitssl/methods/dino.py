@@ -18,7 +18,7 @@ from vitssl.heads import DINOHead
 from vitssl.losses import DINOLoss, teacher_statistics
 from vitssl.losses.center import Center
 from vitssl.methods.teacher_student import TeacherStudent, TeacherStudentConfig, teacher_backbone
-from vitssl.methods.views import resolution_batches
+from vitssl.methods.views import encode_by_resolution
 
 
 @dataclass
@@ -38,7 +38,7 @@ class StudentTeacher(nn.Module):
     def forward(self, views: list[torch.Tensor]) -> torch.Tensor:
         """List of V views (B, 3, S_v, S_v), equal sizes consecutive -> (V, B, K) logits."""
         batch = views[0].shape[0]
-        features = [self.backbone(batch).pooled for batch in resolution_batches(views)]
+        features = [tokens.pooled for tokens in encode_by_resolution(self.backbone, views)]
         logits = self.head(torch.cat(features))
         return logits.reshape(len(views), batch, -1)
 

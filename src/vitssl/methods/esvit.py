@@ -23,7 +23,7 @@ from vitssl.losses import DINOLoss, teacher_statistics
 from vitssl.losses.center import Center
 from vitssl.losses.esvit import RegionLoss
 from vitssl.methods.teacher_student import TeacherStudent, TeacherStudentConfig, student_and_teacher
-from vitssl.methods.views import resolution_batches
+from vitssl.methods.views import encode_by_resolution
 from vitssl.validation import require_int, require_number
 
 
@@ -59,8 +59,7 @@ class EsViTNetwork(nn.Module):
         self.region_head = DINOHead(backbone.embed_dim, cfg.region_head)
 
     def encode(self, views: list[torch.Tensor]) -> list[Tokens]:
-        """Backbone tokens per crop resolution, (V_g * B, T_g, C) each, views in order."""
-        return [self.backbone(batch) for batch in resolution_batches(views)]
+        return encode_by_resolution(self.backbone, views)
 
     def view_logits(self, groups: list[Tokens], batch: int) -> torch.Tensor:
         logits = self.head(torch.cat([g.pooled for g in groups]))

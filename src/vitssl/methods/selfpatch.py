@@ -23,7 +23,7 @@ from vitssl.losses.center import Center
 from vitssl.losses.dino import teacher_statistics
 from vitssl.losses.selfpatch import BORDER_MODES, PatchLoss, aggregate_positives, image_level_loss
 from vitssl.methods.teacher_student import TeacherStudent, TeacherStudentConfig, student_and_teacher
-from vitssl.methods.views import resolution_batches
+from vitssl.methods.views import encode_by_resolution
 from vitssl.validation import require_int, require_number
 
 
@@ -92,8 +92,7 @@ class SelfPatchNetwork(nn.Module):
         self.patch_head = DINOHead(dim, cfg.patch_head)
 
     def encode(self, views: list[torch.Tensor]) -> list[Tokens]:
-        """Backbone tokens per crop resolution, each (V_g * B, N_g, D), views in order."""
-        return [self.backbone(batch) for batch in resolution_batches(views)]
+        return encode_by_resolution(self.backbone, views)
 
     def image_logits(self, groups: list[Tokens], batch: int) -> torch.Tensor:
         """(V, B, K) image-level logits from the aggregated image token of every view."""

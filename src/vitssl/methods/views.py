@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from torch import nn
 
 
 def resolution_groups(views: list[torch.Tensor]) -> list[list[torch.Tensor]]:
@@ -47,3 +50,8 @@ def concat_views(group: list[torch.Tensor]) -> torch.Tensor:
 def resolution_batches(views: list[torch.Tensor]) -> list[torch.Tensor]:
     """One (V_g B, 3, S, S) batch per run of equal-size views: the backbone calls of a step."""
     return [concat_views(group) for group in resolution_groups(views)]
+
+
+def encode_by_resolution(backbone: nn.Module, views: list[torch.Tensor]) -> list[Any]:
+    """The backbone's `Tokens` per run of equal-size views, each (V_g * B, T_g, C), views in order."""
+    return [backbone(batch) for batch in resolution_batches(views)]
