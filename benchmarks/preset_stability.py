@@ -7,7 +7,7 @@
 
 Each variant changes one of the defaults that decide DINO's stability (teacher momentum, teacher
 temperature, number of prototypes K, BatchNorm in the head) back to DINO's ImageNet value, so the
-table shows what each default buys. Runs the real trainer (`vitssl.pretrain.pretrain`), then reads
+table shows what each default buys. Runs the real trainer (`vitssl.commands.pretrain.pretrain`), then reads
 the run's `metrics.jsonl` and reports, at the last log step: the loss against ln K (a loss stuck
 at ln K means a flat teacher), the teacher's entropy, KL(batch mean || uniform) and mutual
 information (the collapse monitor's statistics, see `vitssl.engine.health`), and the online k-NN
@@ -29,11 +29,11 @@ import math
 import time
 from pathlib import Path
 
+from vitssl.commands.pretrain import pretrain
 from vitssl.config import load_config
 from vitssl.engine.health import CollapseMonitor
 from vitssl.engine.logging import read_metrics
 from vitssl.methods import method_configs
-from vitssl.pretrain import pretrain
 
 VARIANTS: dict[str, tuple[str, ...]] = {
     "preset": (),

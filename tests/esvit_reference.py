@@ -3,7 +3,7 @@
 The fixtures under tests/fixtures/esvit_backbones/ hold the reference implementation's outputs
 (EsViT's own code, run outside this repository) for weights made here from the original key
 names and shapes alone, so a test can rebuild the same original-layout state dict, import it
-with `vitssl.convert_esvit_backbones` and compare the forward passes.
+with `vitssl.commands.convert_esvit_backbones` and compare the forward passes.
 """
 
 from __future__ import annotations

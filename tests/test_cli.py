@@ -9,9 +9,9 @@ from PIL import Image
 
 from helpers import tiny_overrides
 from vitssl.cli import main
+from vitssl.commands.pretrain import pretrain
 from vitssl.config import load_config, preset_names
 from vitssl.methods import method_configs
-from vitssl.pretrain import pretrain
 
 
 def image_folder(root, classes=("a", "b"), per_class=8, size=20):

@@ -6,10 +6,11 @@ import math
 import pytest
 
 from vitssl.backbones import BackboneConfig, create_backbone
+from vitssl.commands.evaluate import knn_ks
 from vitssl.config import ConfigError, RunConfig
 from vitssl.engine.optim import OptimConfig
 from vitssl.engine.trainer import TrainConfig
-from vitssl.evaluate import image_size_or_default, knn_ks
+from vitssl.eval.pretrained import image_size_or_default
 from vitssl.methods import DINOConfig, MAEConfig
 
 

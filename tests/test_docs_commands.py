@@ -34,9 +34,9 @@ from PIL import Image
 
 from helpers import tiny_mae_teacher, tiny_overrides
 from vitssl.cli import build_parser, main
+from vitssl.commands.pretrain import pretrain
 from vitssl.config import load_config, preset_names
 from vitssl.methods import method_configs
-from vitssl.pretrain import pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 SHELL_LANGUAGES = {"bash", "sh", "shell", "console"}
@@ -234,7 +234,7 @@ class Fixtures:
 
     def original(self, source: str, path: Path) -> list[str]:
         """A synthetic checkpoint in the original repository's layout; returns the import's overrides."""
-        from test_convert import (
+        from commands.test_convert import (
             HEADS,
             TINY_SWIN,
             dino_original,

@@ -37,7 +37,7 @@ def test_knn_and_linear_on_a_swin_checkpoint(swin_run, tmp_path, capsys):
 def test_last_blocks_cross_the_stage_boundary(swin_run):
     import torch
 
-    from vitssl.evaluate import load_pretrained
+    from vitssl.eval.pretrained import load_pretrained
 
     backbone, _ = load_pretrained(swin_run)
     blocks = backbone.last_blocks(torch.randn(1, 3, 32, 32), 2)

@@ -176,7 +176,7 @@ def _user_files(root: Path) -> None:
 
 
 def _original(root: Path) -> list[str]:
-    from test_convert import HEADS, dino_original, source_method
+    from commands.test_convert import HEADS, dino_original, source_method
 
     torch.save(dino_original(source_method("dino", ())), root / "original.pth")
     return list(HEADS)

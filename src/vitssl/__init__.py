@@ -13,7 +13,7 @@ The building blocks are plain modules, usable in your own training loop::
 | `build_method`, `METHODS`, `DINO`, `EsViT`, `SelfPatch`, `MAE` | methods (one paper each) | `vitssl.methods` |
 | `Trainer`, `TrainConfig`, `OptimConfig`, `ema_update` | the method-agnostic engine | `vitssl.engine` |
 | `load_config`, `RunConfig`, `to_objects`, `preset_names` | config loading | `vitssl.config` |
-| `load_pretrained` | a checkpoint's evaluation backbone | `vitssl.evaluate` |
+| `load_pretrained` | a checkpoint's evaluation backbone | `vitssl.eval.pretrained` |
 
 Names are imported on first use (module `__getattr__`), so `import vitssl` stays cheap and
 does not import torch.
@@ -30,10 +30,10 @@ _EXPORTS: dict[str, str] = {
     "OptimConfig": "vitssl.engine.optim",
     "ema_update": "vitssl.engine.ema",
     **dict.fromkeys(["load_config", "RunConfig", "to_objects", "preset_names"], "vitssl.config"),
-    "load_pretrained": "vitssl.evaluate",
+    "load_pretrained": "vitssl.eval.pretrained",
 }
-_SUBMODULES = ("analysis", "augment", "backbones", "config", "data", "engine", "eval", "heads", "losses",
-               "methods", "recipes", "report")
+_SUBMODULES = ("analysis", "augment", "backbones", "commands", "config", "data", "engine", "eval", "heads", "losses",
+               "methods")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES, "__version__"])
 

@@ -215,10 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("config", help="print the resolved config of a preset with overrides")
     show.add_argument("--config", default=None)
     show.add_argument("overrides", nargs="*")
-    from vitssl.outputs import add_overwrite_flag
+    from vitssl.engine.outputs import add_overwrite_flag
 
     for writer in (evsub.choices["knn"], evsub.choices["linear"], ft, seg, vos, corr, att, lay, ast, tp, step, ex,
-                   imp, rep):  # every subcommand that writes results (vitssl.outputs)
+                   imp, rep):  # every subcommand that writes results (vitssl.engine.outputs)
         add_overwrite_flag(writer)
     return parser
 
@@ -237,8 +237,8 @@ def _pretrain_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from vitssl.commands.pretrain import pretrain, resolve_pretrain_config
     from vitssl.config import ConfigError
-    from vitssl.pretrain import pretrain, resolve_pretrain_config
 
     resume = Path(args.resume) if args.resume else None
     if resume is None and not args.out:
@@ -251,9 +251,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from vitssl.commands.evaluate import run_knn, run_linear
+    from vitssl.engine.outputs import check_output_file, save_results
     from vitssl.eval import format_knn_table
-    from vitssl.evaluate import run_knn, run_linear, save_results
-    from vitssl.outputs import check_output_file
 
     if args.protocol in ("segmentation", "video-segmentation"):
         return cmd_dense_eval(args)
@@ -281,8 +281,8 @@ def _beside(checkpoint: str) -> Path:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from vitssl.evaluate import run_finetune, save_results
-    from vitssl.outputs import check_output_file
+    from vitssl.commands.evaluate import run_finetune
+    from vitssl.engine.outputs import check_output_file, save_results
 
     if args.checkpoint is None and args.out is None:
         raise ValueError("without --checkpoint there is no run folder to write into: pass --out RESULTS.json")
@@ -301,8 +301,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 
 def cmd_dense_eval(args: argparse.Namespace) -> int:
-    from vitssl.evaluate import run_segmentation, run_video_segmentation, save_results
-    from vitssl.outputs import check_output_file
+    from vitssl.commands.evaluate import run_segmentation, run_video_segmentation
+    from vitssl.engine.outputs import check_output_file, save_results
 
     here = _beside(args.checkpoint)
     if args.protocol == "segmentation":
@@ -326,12 +326,12 @@ def cmd_dense_eval(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.method == "mae":
-        from vitssl.demo_mae import run_mae_demo
+        from vitssl.commands.demo_mae import run_mae_demo
 
         out = Path(args.out) if args.out else _free_folder(Path("demo_mae_run"))
         run_mae_demo(out=out, dataset=args.dataset, epochs=args.epochs, seed=args.seed)
         return 0
-    from vitssl.demo import run_demo
+    from vitssl.commands.demo import run_demo
 
     out = Path(args.out) if args.out else _free_folder(Path("demo_run"))
     run_demo(out=out, dataset=args.dataset, epochs=args.epochs, seed=args.seed)
@@ -348,16 +348,16 @@ def _free_folder(base: Path) -> Path:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from vitssl.analyze import run_correspondence
+    from vitssl.commands.analyze import run_correspondence
 
     if args.analysis == "attention":
-        from vitssl.analyze import run_attention_maps
+        from vitssl.commands.analyze import run_attention_maps
 
         paths = run_attention_maps(args.checkpoint, args.images, args.out, args.image_size, args.limit, args.backbone,
                                    args.device, overwrite=args.overwrite)
         print(f"saved {len(paths)} attention pictures in {Path(paths[0]).parent}")
     if args.analysis == "layers":
-        from vitssl.analyze import run_layer_similarity
+        from vitssl.commands.analyze import run_layer_similarity
 
         r = run_layer_similarity(args.a, args.b, args.data, args.out, args.image_size, args.limit, args.batch_size,
                                  args.device, overwrite=args.overwrite)
@@ -365,7 +365,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print("CKA of matching layers: " + " ".join(f"{v:.2f}" for v in diagonal))
         print(f"heat map {r['picture']}")
     if args.analysis == "attention-stats":
-        from vitssl.analyze import run_attention_stats
+        from vitssl.commands.analyze import run_attention_stats
 
         r = run_attention_stats(args.checkpoint, args.data, args.out, args.image_size, args.limit, args.batch_size,
                                 args.distance_unit, args.device, overwrite=args.overwrite)
@@ -380,7 +380,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     if args.json:
-        from vitssl.outputs import check_output_file
+        from vitssl.engine.outputs import check_output_file
 
         check_output_file(args.json, args.overwrite, flag="--json")
     if args.benchmark == "step":
@@ -388,21 +388,21 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
         run(check_arguments(args))
         return 0
-    from vitssl.analyze import run_throughput
     from vitssl.bench.throughput import format_throughput_table
+    from vitssl.commands.analyze import run_throughput
 
     rows = run_throughput(args.backbone, args.checkpoint, args.batch_size, args.image_size, args.precision,
                           args.device, args.iters)
     print(format_throughput_table(rows))
     if args.json:
-        from vitssl.evaluate import save_results
+        from vitssl.engine.outputs import save_results
 
         save_results({"throughput": {name: r.as_dict() for name, r in rows}}, args.json)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from vitssl.export import export_backbone
+    from vitssl.commands.export import export_backbone
 
     r = export_backbone(args.checkpoint, args.out, args.format, args.backbone, overwrite=args.overwrite)
     spec = r["spec"]
@@ -415,7 +415,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    from vitssl.convert import import_checkpoint
+    from vitssl.commands.convert import import_checkpoint
 
     r = import_checkpoint(args.source, args.checkpoint, args.out, list(args.overrides), overwrite=args.overwrite)
     print(f"imported {args.source} weights into {r.path} ({r.config.method.name}, {r.config.backbone.name})")
@@ -442,14 +442,14 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
-    from vitssl.recipes import format_recipes
+    from vitssl.commands.recipes import format_recipes
 
     print(format_recipes(args.names or None))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from vitssl.report import build_report
+    from vitssl.commands.report import build_report
 
     path = build_report(args.run_dir, images=args.images, limit=args.limit, pictures=not args.no_pictures,
                         out=args.out, image_size=args.image_size, overwrite=args.overwrite)
@@ -464,7 +464,7 @@ COMMANDS = {"pretrain": cmd_pretrain, "eval": cmd_eval, "demo": cmd_demo, "prese
 
 def main(argv: list[str] | None = None) -> int:
     from vitssl.engine.logging import setup_console_logging
-    from vitssl.outputs import find_os_error, os_error_line
+    from vitssl.engine.outputs import find_os_error, os_error_line
 
     args = build_parser().parse_args(argv)
     setup_console_logging()

@@ -11,7 +11,7 @@ import torch
 from esvit_reference import FIXTURES, seeded_images, seeded_state
 
 from vitssl.backbones import create_backbone
-from vitssl.convert_esvit_backbones import (
+from vitssl.commands.convert_esvit_backbones import (
     cvt_overrides,
     rename_cvt,
     rename_resnet,

@@ -12,12 +12,12 @@ import torch
 from PIL import Image
 
 from helpers import tiny_overrides
+from vitssl.commands.pretrain import pretrain
 from vitssl.config import load_config, to_objects
 from vitssl.data import ImageFolderDataset, build_dataset
 from vitssl.data.device_decode import DeviceJPEGDecoder, EncodedJPEG
 from vitssl.engine.trainer import Trainer
 from vitssl.methods import build_method, method_configs
-from vitssl.pretrain import pretrain
 
 
 def photo(seed, h=40, w=56):

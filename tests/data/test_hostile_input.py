@@ -221,8 +221,8 @@ def test_worker_skips_reach_the_main_process(tmp_path, quiet, caplog):
 
 
 def test_pretrain_and_knn_finish_on_a_hostile_folder(tmp_path, monkeypatch):
-    from vitssl.evaluate import run_knn
-    from vitssl.pretrain import pretrain
+    from vitssl.commands.evaluate import run_knn
+    from vitssl.commands.pretrain import pretrain
 
     data, expected = hostile_folder(tmp_path)
     work = tmp_path / "cwd"

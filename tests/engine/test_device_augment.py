@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from helpers import tiny_overrides
+from vitssl.commands.pretrain import pretrain
 from vitssl.config import load_config, to_objects
 from vitssl.data import build_dataset
 from vitssl.engine.trainer import Trainer
 from vitssl.methods import build_method, method_configs
-from vitssl.pretrain import pretrain
 
 
 def trainer_for(method_name, tmp_path, *extra):

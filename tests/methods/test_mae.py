@@ -8,6 +8,7 @@ from helpers import one_batch, tiny_method, tiny_overrides
 from vitssl.augment.mae_transform import MAECropConfig, MAETransform, collate_images
 from vitssl.augment.photometric import to_normalized_tensor
 from vitssl.backbones.vit import sincos_pos_embed
+from vitssl.commands.pretrain import pretrain
 from vitssl.config import load_config, to_objects
 from vitssl.data import build_dataset
 from vitssl.engine.optim import decay_groups
@@ -15,7 +16,6 @@ from vitssl.engine.protocol import StepContext
 from vitssl.heads import MAEDecoder, MAEDecoderConfig
 from vitssl.losses import patchify, unpatchify
 from vitssl.methods import MAEConfig, build_method, method_configs
-from vitssl.pretrain import pretrain
 
 CTX = StepContext(step=0, epoch=0, steps_per_epoch=1, total_steps=1, epochs=1)
 

@@ -280,7 +280,7 @@ def test_cli_without_teacher_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_evaluation_loads_the_student_without_the_teacher_file(distill_run, tmp_path):
-    from vitssl.evaluate import load_pretrained
+    from vitssl.eval.pretrained import load_pretrained
 
     copy = tmp_path / "checkpoint.pt"
     payload = torch.load(distill_run / "checkpoint.pt", weights_only=True)
@@ -293,7 +293,7 @@ def test_evaluation_loads_the_student_without_the_teacher_file(distill_run, tmp_
 
 
 def test_scratch_baseline_of_a_distillation_preset_needs_no_teacher():
-    from vitssl.evaluate import untrained_backbone
+    from vitssl.eval.pretrained import untrained_backbone
 
     backbone, config = untrained_backbone("dmae_lite_vit_tiny16")  # the preset names no teacher
     assert config["method"]["name"] == "mae-distill" and backbone.embed_dim == 192

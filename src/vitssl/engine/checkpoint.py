@@ -72,7 +72,7 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
 
 
 def _is_write_failure(e: BaseException) -> bool:
-    from vitssl.outputs import find_os_error
+    from vitssl.engine.outputs import find_os_error
 
     if isinstance(e, CheckpointError):
         return False
@@ -81,7 +81,7 @@ def _is_write_failure(e: BaseException) -> bool:
 
 def _write_failure(e: BaseException, path: Path) -> str:
     """One line for a failed checkpoint write: what happened to `path` and whether the previous one survives."""
-    from vitssl.outputs import find_os_error, os_error_line
+    from vitssl.engine.outputs import find_os_error, os_error_line
 
     kept = path.exists()
     before = "the previous checkpoint is intact" if kept else "no checkpoint was written"
@@ -198,7 +198,7 @@ _BLOCKED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 def read_failure(e: BaseException, kind: str = "a vitssl checkpoint") -> str:
     """Why a weights-only `torch.load` failed, in plain words (no ANSI codes, and never the
     advice to load with `weights_only=False`, which would run the file's code)."""
-    from vitssl.outputs import os_error_line
+    from vitssl.engine.outputs import os_error_line
 
     text = _ANSI.sub("", str(e))
     blocked = _BLOCKED_GLOBAL.search(text)

@@ -13,9 +13,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from vitssl.augment import EvalTransform
+from vitssl.data import BUILTIN_DATASETS, build_dataset, report_skips
 from vitssl.distributed import gather_rank_shards, rank, world_size
 
 
@@ -90,3 +92,42 @@ def rank_shard(dataset: Dataset) -> Dataset:
 def gather_features(feats: torch.Tensor, labels: torch.Tensor, total: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Every rank's `rank_shard` features and labels, gathered on every rank in dataset order."""
     return gather_rank_shards(feats, total), gather_rank_shards(labels, total)
+
+
+class _Transformed(Dataset):
+    def __init__(self, base: Dataset, transform: Any) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image, label = self.base[i]
+        return self.transform(image), label
+
+
+def eval_transform(source: str, image_size: int, resize_size: int | None = None) -> EvalTransform:
+    """DINO's Resize(size x 256/224) + CenterCrop(size) for image folders; built-in sets are
+    already at their training resolution, so they are only resized to `image_size`."""
+    if resize_size is None and source in BUILTIN_DATASETS:
+        resize_size = image_size
+    return EvalTransform(image_size, resize_size)
+
+
+def labelled_features(
+    backbone: nn.Module, source: str, split: str, image_size: int, device: torch.device,
+    batch_size: int = 256, num_workers: int = 4, n_last_blocks: int = 1, avgpool_patchtokens: bool = False,
+    resize_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Features and labels of a labelled data set (ImageFolder layout or a built-in set)."""
+    dataset = build_dataset(source, split=split)
+    if getattr(dataset, "num_classes", 0) < 2:
+        raise ValueError(f"'{source}' has no class sub-folders: evaluation needs an ImageFolder layout with labels")
+    transform = eval_transform(source, image_size, resize_size)
+    loader = DataLoader(rank_shard(_Transformed(dataset, transform)), batch_size=batch_size,
+                        num_workers=num_workers, shuffle=False)  # under torchrun: each rank reads 1/W
+    feats, labels = extract_features(backbone.to(device), loader, device, n_last_blocks=n_last_blocks,
+                                     avgpool_patchtokens=avgpool_patchtokens)
+    feats, labels = gather_features(feats, labels, len(dataset))
+    report_skips(dataset)
+    return feats, labels, int(dataset.num_classes)

@@ -3,156 +3,24 @@ or fine-tune it end to end."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
-from vitssl.augment import EvalTransform
-from vitssl.config import load_config, to_objects
-from vitssl.data import BUILTIN_DATASETS, build_dataset, report_skips
-from vitssl.distributed import is_main_process
-from vitssl.engine.checkpoint import (
-    CheckpointError,
-    check_tensors,
-    load_checkpoint,
-    load_matching_state,
-)
+from vitssl.data import build_dataset
 from vitssl.engine.launch import init_distributed
+from vitssl.engine.outputs import check_output_dir
 from vitssl.engine.trainer import resolve_device
-from vitssl.eval import extract_features, knn_classify, train_linear_probe
-from vitssl.eval.features import gather_features, rank_shard
-from vitssl.methods import build_method, method_class, method_configs
-from vitssl.outputs import check_output_dir, write_text_atomic
-
-
-def load_pretrained(checkpoint: str | Path, which: str = "teacher") -> tuple[nn.Module, dict[str, Any]]:
-    """The evaluation backbone of a vitssl checkpoint (the teacher for DINO) and its config.
-
-    `which="student"` returns the student backbone instead, where the method has one.
-    """
-    payload = load_checkpoint(checkpoint)
-    if "config" not in payload or "method" not in payload:
-        raise CheckpointError(f"'{checkpoint}' is not a vitssl pre-training checkpoint (no config/method entries)")
-    if not isinstance(payload["config"], dict):
-        raise CheckpointError(f"'{checkpoint}' holds a {type(payload['config']).__name__} as its config, not a "
-                              "mapping: the file is damaged or not a vitssl checkpoint")
-    check_tensors(payload["method"], f"checkpoint '{checkpoint}'")
-    cfg = load_config(None, [], method_configs(), base=payload["config"])
-    objs = to_objects(cfg)
-    method, state = _evaluation_method(objs, payload["method"])
-    load_matching_state(method, state, "method")
-    if which == "teacher":
-        backbone = method.evaluation_backbone()
-    elif which == "student":
-        backbone = method.student_backbone()
-    else:
-        raise ValueError(f"unknown backbone choice '{which}': use teacher or student")
-    return backbone.eval(), payload["config"]
-
-
-def _evaluation_method(objs: Any, state: dict[str, torch.Tensor]) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    """The method to load for evaluation, and the part of the saved state it holds.
-
-    A method class may name a simpler one to be evaluated as (`evaluated_as`: D-MAE-Lite's
-    student is an MAE; its adapters are training-only); its config is the shared fields.
-    """
-    target = getattr(method_class(objs.method.name), "evaluated_as", None)
-    if target is None:
-        return build_method(objs.method, objs.backbone), state
-    cls = method_class(target)
-    shared = {f.name for f in dataclasses.fields(cls.Config)}
-    cfg = cls.Config(**{k: v for k, v in vars(objs.method).items() if k in shared and k != "name"})
-    method = cls(cfg, objs.backbone)
-    own = method.state_dict()
-    return method, {k: v for k, v in state.items() if k in own}
-
-
-def default_image_size(config: dict[str, Any]) -> int:
-    """Evaluate at the size the backbone was trained on (global crop size, else img_size)."""
-    crops = config.get("method", {}).get("crops", {})
-    return int(crops.get("global_crops_size") or config.get("backbone", {}).get("img_size", 224))
-
-
-def image_size_or_default(image_size: int | None, config: dict[str, Any]) -> int:
-    """An asked-for evaluation size, else the training one; 0 or less is refused, not read as "default"."""
-    if image_size is None:
-        return default_image_size(config)
-    if image_size < 1:
-        raise ValueError(f"image size {image_size} is out of range: use an integer >= 1 (or leave it out for the "
-                         "training crop size)")
-    return image_size
-
-
-class _Transformed(Dataset):
-    def __init__(self, base: Dataset, transform: Any) -> None:
-        self.base, self.transform = base, transform
-
-    def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        image, label = self.base[i]
-        return self.transform(image), label
-
-
-def default_normalization(config: dict[str, Any]) -> tuple[list[float], list[float]]:
-    """Mean and std of the pre-training crops (method.crop or method.crops), else ImageNet's."""
-    method = config.get("method", {})
-    crops = method.get("crop") or method.get("crops") or {}
-    eval_default = EvalTransform()
-    return list(crops.get("mean", eval_default.mean)), list(crops.get("std", eval_default.std))
-
-
-def untrained_backbone(source: str | Path, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
-    """A randomly initialised evaluation backbone (seeded) with the architecture of a
-    pre-training preset, config YAML or checkpoint: the from-scratch baseline."""
-    from vitssl.config import to_container
-
-    path = Path(source)
-    if path.is_dir() or path.suffix == ".pt":
-        base = load_checkpoint(source).get("config")
-        if base is None:
-            raise CheckpointError(f"'{source}' is not a vitssl pre-training checkpoint (no config entry)")
-        cfg = load_config(None, [], method_configs(), base=base)
-    else:
-        cfg = load_config(str(source), [], method_configs())
-    objs = to_objects(cfg)
-    torch.manual_seed(seed)
-    method, _ = _evaluation_method(objs, {})  # D-MAE-Lite: a plain MAE, no teacher file needed
-    return method.evaluation_backbone(), to_container(cfg)
-
-
-def eval_transform(source: str, image_size: int, resize_size: int | None = None) -> EvalTransform:
-    """DINO's Resize(size x 256/224) + CenterCrop(size) for image folders; built-in sets are
-    already at their training resolution, so they are only resized to `image_size`."""
-    if resize_size is None and source in BUILTIN_DATASETS:
-        resize_size = image_size
-    return EvalTransform(image_size, resize_size)
-
-
-def labelled_features(
-    backbone: nn.Module, source: str, split: str, image_size: int, device: torch.device,
-    batch_size: int = 256, num_workers: int = 4, n_last_blocks: int = 1, avgpool_patchtokens: bool = False,
-    resize_size: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Features and labels of a labelled data set (ImageFolder layout or a built-in set)."""
-    dataset = build_dataset(source, split=split)
-    if getattr(dataset, "num_classes", 0) < 2:
-        raise ValueError(f"'{source}' has no class sub-folders: evaluation needs an ImageFolder layout with labels")
-    transform = eval_transform(source, image_size, resize_size)
-    loader = DataLoader(rank_shard(_Transformed(dataset, transform)), batch_size=batch_size,
-                        num_workers=num_workers, shuffle=False)  # under torchrun: each rank reads 1/W
-    feats, labels = extract_features(backbone.to(device), loader, device, n_last_blocks=n_last_blocks,
-                                     avgpool_patchtokens=avgpool_patchtokens)
-    feats, labels = gather_features(feats, labels, len(dataset))
-    report_skips(dataset)
-    return feats, labels, int(dataset.num_classes)
+from vitssl.eval import knn_classify, train_linear_probe
+from vitssl.eval.features import labelled_features
+from vitssl.eval.pretrained import (
+    default_normalization,
+    image_size_or_default,
+    load_pretrained,
+    untrained_backbone,
+)
 
 
 @dataclass
@@ -258,14 +126,6 @@ def run_finetune(checkpoint: str | Path | None, train: str, val: str, recipe: st
             "val_images": len(data.val), "image_size": size, "seed": seed, "recipe": recipe,
             "recipe_values": asdict(chosen), "lr": result.lr, "batch_size": result.batch_size,
             "top1": result.top1, "top5": result.top5, "best_top1": result.best_top1, "history": result.history}
-
-
-def save_results(results: dict[str, Any], path: str | Path) -> Path:
-    """Write `results` as JSON through a temp file: a failed write leaves any previous file whole."""
-    path = Path(path)
-    if not is_main_process():  # under torchrun every rank has the results; rank 0 writes them
-        return path
-    return write_text_atomic(path, json.dumps(results, indent=2))
 
 
 def run_segmentation(checkpoint: str | Path, train: str, val: str, image_size: int | None = None, epochs: int = 20,

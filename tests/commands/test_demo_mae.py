@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from vitssl.cli import main
-from vitssl.demo_mae import run_mae_demo
+from vitssl.commands.demo_mae import run_mae_demo
 
 # a smaller network and 60 steps: the shape of the real demo in seconds
 FAST = ["backbone.embed_dim=64", "backbone.depth=2", "backbone.num_heads=2", "method.decoder.depth=1",

@@ -7,14 +7,14 @@ import re
 
 import pytest
 import torch
-from test_convert import imported_state, original_head, prefixed, same_outputs, same_state
+from commands.test_convert import imported_state, original_head, prefixed, same_outputs, same_state
 
 from helpers import TINY_BACKBONE_BY_NAME, tiny_overrides
+from vitssl.commands.convert import import_checkpoint
+from vitssl.commands.export import export_backbone, load_exported
 from vitssl.config import load_config, to_objects
-from vitssl.convert import import_checkpoint
 from vitssl.engine.checkpoint import CheckpointError
-from vitssl.evaluate import load_pretrained
-from vitssl.export import export_backbone, load_exported
+from vitssl.eval.pretrained import load_pretrained
 from vitssl.methods import build_method, method_configs
 
 TINY = {"cvt_tiny": ["backbone.embed_dim=8", "backbone.depth=1", "backbone.num_heads=1", "backbone.mask_padding=false"],

@@ -15,10 +15,10 @@ import torch
 
 from helpers import TINY_BACKBONE, tiny_overrides
 from vitssl.cli import main
+from vitssl.commands.convert import import_checkpoint, load_original
 from vitssl.config import load_config, to_objects
-from vitssl.convert import import_checkpoint, load_original
 from vitssl.engine.checkpoint import CheckpointError
-from vitssl.evaluate import load_pretrained
+from vitssl.eval.pretrained import load_pretrained
 from vitssl.methods import build_method, method_configs
 
 TINY_SWIN = ["backbone.name=swin_tiny", "backbone.embed_dim=16", "backbone.depth=1", "backbone.num_heads=1",
@@ -289,7 +289,7 @@ def test_mae_lite_bare_encoder(tmp_path):
 # -- the command line and continued pre-training ---------------------------------------------
 
 def test_import_cli_then_eval_and_init_from(tmp_path, capsys):
-    from vitssl.pretrain import pretrain
+    from vitssl.commands.pretrain import pretrain
 
     method = source_method("dino")
     torch.save(dino_original(method), tmp_path / "dino.pth")

@@ -8,8 +8,8 @@ from test_esvit_cli import FAST, SMALL_HEADS, TINY_SWIN  # noqa: E402  (same tin
 
 from helpers import tiny_overrides
 from vitssl.cli import main
-from vitssl.evaluate import load_pretrained
-from vitssl.export import export_backbone, load_exported
+from vitssl.commands.export import export_backbone, load_exported
+from vitssl.eval.pretrained import load_pretrained
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from vitssl.outputs import OutputError, check_output_dir
+from vitssl.engine.outputs import OutputError, check_output_dir
 
 REQUIRED_SECTIONS = ("method", "backbone", "data", "optim", "train")
 TRAINING_KEYS = ("optimizer", "step", "steps_per_epoch", "rng")
@@ -142,3 +142,26 @@ def remove_stale_temp_files(run_dir: str | Path) -> list[str]:
         except FileNotFoundError:
             continue
     return removed
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse a folder that is neither new, empty nor this run; refuse to resume nothing; remove
+    the temp files of interrupted checkpoint writes. Used by `pretrain` and the demos."""
+    from vitssl.distributed import is_main_process
+    from vitssl.engine.checkpoint import CheckpointError, resume_candidates
+    from vitssl.engine.logging import log
+
+    if resume:
+        if not resume_candidates(run_dir):
+            raise CheckpointError(f"'{run_dir}' has no checkpoint.pt to resume from: start the run without --resume")
+        if is_main_process():
+            removed = remove_stale_temp_files(run_dir)
+            if removed:
+                log.info("removed %d temp file(s) of interrupted checkpoint writes: %s", len(removed), ", ".join(removed))
+        return
+    if is_main_process():  # other ranks may already see rank 0's files
+        check_new_run_dir(run_dir)
+        if (run_dir / "config.yaml").exists():
+            log.info("'%s' holds a run that stopped before its first checkpoint: starting it again", run_dir)
+            remove_stale_temp_files(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)

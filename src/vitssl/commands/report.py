@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from vitssl.engine.logging import read_metrics
-from vitssl.outputs import check_output_dir, check_output_file, write_text_atomic
+from vitssl.engine.outputs import check_output_dir, check_output_file, write_text_atomic
 
 SKIP_KEYS = {"step", "epoch"}
 SCHEDULE_KEYS = ("lr", "weight_decay", "teacher_temp", "momentum")
@@ -202,8 +202,8 @@ def collect_results(run_dir: Path) -> list[tuple[str, list[tuple[str, str]]]]:
 def _load_model_images(run_dir: Path, images: str | None, limit: int, image_size: int | None,
                        report: Report) -> tuple[Any, Any, int] | None:
     """(backbone, images, image size) for the pictures, or None with a note saying why not."""
-    from vitssl.analyze import load_images
-    from vitssl.evaluate import image_size_or_default, load_pretrained
+    from vitssl.analysis.images import load_images
+    from vitssl.eval.pretrained import image_size_or_default, load_pretrained
 
     checkpoint = run_dir / "checkpoint.pt"
     if not checkpoint.is_file():

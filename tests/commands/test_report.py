@@ -9,11 +9,11 @@ import pytest
 
 from helpers import tiny_overrides
 from vitssl.cli import main
+from vitssl.commands.pretrain import pretrain
+from vitssl.commands.report import build_report, group_metric_keys, summarise_metrics
 from vitssl.config import load_config
-from vitssl.evaluate import save_results
+from vitssl.engine.outputs import save_results
 from vitssl.methods import method_configs
-from vitssl.pretrain import pretrain
-from vitssl.report import build_report, group_metric_keys, summarise_metrics
 
 
 def tiny_run(run_dir, preset=None, method_name=None):

@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from vitssl.analysis.plots import plot_loss_curve
+from vitssl.commands.run_folder import check_new_run_dir, check_resumable, prepare_run_dir
 from vitssl.config import (
     ConfigError,
     RunConfig,
@@ -22,14 +24,11 @@ from vitssl.engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_partial_state,
-    resume_candidates,
 )
 from vitssl.engine.launch import init_distributed, teardown_distributed
 from vitssl.engine.logging import log
 from vitssl.engine.trainer import Trainer, seed_everything
 from vitssl.methods import build_method, method_configs
-from vitssl.plots import plot_loss_curve
-from vitssl.run_folder import check_new_run_dir, check_resumable, remove_stale_temp_files
 
 
 def resolve_pretrain_config(preset: str | None, overrides: list[str], resume_dir: Path | None) -> DictConfig:
@@ -54,25 +53,6 @@ def refuse_batch_change(saved: DictConfig, cfg: DictConfig) -> None:
         if before is not None and before != now:
             raise ConfigError(f"{key}={now} differs from the run's {before}: a resumed run keeps its batch; "
                               f"drop the override, or start a new run with --out")
-
-
-def prepare_run_dir(run_dir: Path, resume: bool) -> None:
-    """Refuse a folder that is neither new, empty nor this run (`vitssl.run_folder`); refuse to
-    resume nothing; remove the temp files of interrupted checkpoint writes."""
-    if resume:
-        if not resume_candidates(run_dir):
-            raise CheckpointError(f"'{run_dir}' has no checkpoint.pt to resume from: start the run without --resume")
-        if is_main_process():
-            removed = remove_stale_temp_files(run_dir)
-            if removed:
-                log.info("removed %d temp file(s) of interrupted checkpoint writes: %s", len(removed), ", ".join(removed))
-        return
-    if is_main_process():  # other ranks may already see rank 0's files
-        check_new_run_dir(run_dir)
-        if (run_dir / "config.yaml").exists():
-            log.info("'%s' holds a run that stopped before its first checkpoint: starting it again", run_dir)
-            remove_stale_temp_files(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def initialise_from(method: torch.nn.Module, checkpoint: str | Path) -> None:
@@ -114,7 +94,7 @@ def _pretrain(cfg: DictConfig, objs: RunConfig, run_dir: Path, resume: bool) -> 
     method = build_method(objs.method, objs.backbone)
     online_knn = None
     if objs.train.knn_every_epochs:  # checked before the run folder is touched
-        from vitssl.online_knn import OnlineKNN  # evaluation imports stay out of plain runs
+        from vitssl.eval.online_knn import OnlineKNN  # evaluation imports stay out of plain runs
 
         online_knn = OnlineKNN(objs.train.knn_data, objs.train.knn_every_epochs, objs.train.knn_k)
     if objs.init_from and not resume:  # a bad init_from is refused before the run folder is made

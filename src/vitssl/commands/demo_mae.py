@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torchvision.utils import make_grid, save_image
 
+from vitssl.analysis.plots import plot_loss_curve
 from vitssl.augment.photometric import to_normalized_tensor
+from vitssl.commands.demo import start_demo_run
 from vitssl.data import build_dataset
-from vitssl.demo import start_demo_run
 from vitssl.engine.logging import log
-from vitssl.plots import plot_loss_curve
 
 MAE_DEMO_PRESETS = {"mnist": "demo_mae_mnist"}
 HELD_OUT_IMAGES = 1000  # MNIST's whole validation split (sorted by class: take all of it)

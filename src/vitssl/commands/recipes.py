@@ -95,7 +95,7 @@ RECIPES: dict[str, Recipe] = {
                                     "MAE ViT-B/16 teacher"),
 }
 
-MISSING = Recipe("?", "no entry in vitssl/recipes.py yet", "?")
+MISSING = Recipe("?", "no entry in vitssl/commands/recipes.py yet", "?")
 
 
 def recipe_rows(names: list[str] | None = None) -> list[dict[str, str]]:
@@ -107,7 +107,7 @@ def recipe_rows(names: list[str] | None = None) -> list[dict[str, str]]:
     rows = []
     for name in chosen:
         cfg = load_config(name, [], method_configs())
-        recipe = RECIPES.get(name, MISSING)  # tests/test_recipes.py requires an entry per preset
+        recipe = RECIPES.get(name, MISSING)  # tests/commands/test_recipes.py requires an entry per preset
         patch = cfg.backbone.patch_size
         backbone = f"{cfg.backbone.name}" + (f"/{patch}" if patch else "")
         rows.append({"preset": name, "method": str(cfg.method.name), "backbone": backbone,

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from helpers import tiny_overrides
+from vitssl.commands.pretrain import pretrain
 from vitssl.config import load_config
 from vitssl.engine.logging import read_metrics
 from vitssl.methods import method_configs
-from vitssl.pretrain import pretrain
 
 TWO_EPOCHS = [*tiny_overrides("digits"), "train.epochs=2"]
 

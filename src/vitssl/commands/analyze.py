@@ -5,37 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
-from vitssl.data import BUILTIN_DATASETS, build_dataset
-from vitssl.data.datasets import is_image_file, to_rgb
+from vitssl.analysis.images import load_images
+from vitssl.engine.outputs import save_results
 from vitssl.engine.trainer import resolve_device
-from vitssl.evaluate import image_size_or_default, load_pretrained, save_results
-
-
-def load_images(source: str, limit: int = 16) -> list[Image.Image]:
-    """Up to `limit` RGB images from an image file, a folder (searched recursively, sorted) or a
-    built-in set's validation split; unreadable files are skipped."""
-    if source in BUILTIN_DATASETS:
-        dataset = build_dataset(source, split="val")
-        return [to_rgb(dataset[i][0]) for i in range(min(limit, len(dataset)))]
-    path = Path(source)
-    if not path.exists():
-        raise FileNotFoundError(f"image path '{source}' does not exist: pass an image file or a folder of images")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p.name))
-    images = []
-    for file in files:
-        if len(images) == limit:
-            break
-        try:
-            with Image.open(file) as im:
-                im.load()
-                images.append(to_rgb(im))
-        except (UnidentifiedImageError, OSError):
-            continue
-    if not images:
-        raise ValueError(f"no readable images under '{source}': pass a folder of JPEG/PNG images")
-    return images
+from vitssl.eval.pretrained import image_size_or_default, load_pretrained
 
 
 def run_correspondence(checkpoint: str, images: str, out: str | None = None, image_size: int | None = None,
@@ -79,8 +52,8 @@ def run_throughput(backbones: list[str], checkpoint: str | None = None, batch_si
 def _check_out(out: str | None, checkpoint: str | Path, default: str, overwrite: bool,
                patterns: tuple[str, ...]) -> None:
     """Refuse, before the model is loaded, an output folder that cannot be written or already
-    holds these outputs (`vitssl.outputs`)."""
-    from vitssl.outputs import check_output_dir
+    holds these outputs (`vitssl.engine.outputs`)."""
+    from vitssl.engine.outputs import check_output_dir
 
     check_output_dir(Path(out) if out else _beside(checkpoint) / default, overwrite, patterns)
 
@@ -113,9 +86,9 @@ def _image_batches(source: str, image_size: int, limit: int, batch_size: int) ->
     """Normalised (B, 3, S, S) batches of up to `limit` images (labels not needed)."""
     import torch
 
-    from vitssl.augment import EvalTransform
+    from vitssl.eval.features import eval_transform
 
-    transform = EvalTransform(image_size, image_size if source in BUILTIN_DATASETS else None)
+    transform = eval_transform(source, image_size)  # built-in sets: resized only, as for evaluation
     tensors = torch.stack([transform(im) for im in load_images(source, limit)])
     return list(tensors.split(batch_size))
 

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from vitssl.backbones import Swin, ViT
-from vitssl.evaluate import load_pretrained
-from vitssl.outputs import check_output_dir, find_os_error, write_text_atomic
+from vitssl.engine.outputs import check_output_dir, find_os_error, write_text_atomic
+from vitssl.eval.pretrained import load_pretrained
 
 FORMATS = ("safetensors", "timm")
 WEIGHT_FILES = {"safetensors": "model.safetensors", "timm": "pytorch_model.pth"}

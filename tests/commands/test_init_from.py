@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from helpers import tiny_overrides
+from vitssl.commands.pretrain import initialise_from, pretrain
 from vitssl.config import load_config, to_objects
 from vitssl.engine.checkpoint import CheckpointError
 from vitssl.methods import build_method, method_configs
-from vitssl.pretrain import initialise_from, pretrain
 
 REGION = ["method.region_head.out_dim=48", "method.region_head.hidden_dim=32", "method.region_head.bottleneck_dim=16"]
 

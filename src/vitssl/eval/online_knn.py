@@ -8,12 +8,17 @@ same path as one without.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from vitssl.engine.logging import log
-from vitssl.engine.trainer import Trainer
 from vitssl.eval import knn_classify
-from vitssl.evaluate import image_size_or_default, labelled_features
+from vitssl.eval.features import labelled_features
+from vitssl.eval.pretrained import image_size_or_default
+
+if TYPE_CHECKING:  # the trainer calls this; eval/ does not import it
+    from vitssl.engine.trainer import Trainer
 
 
 class OnlineKNN:

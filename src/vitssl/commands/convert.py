@@ -31,16 +31,16 @@ from typing import Any, Callable, Sequence
 import torch
 from omegaconf import DictConfig
 
+from vitssl.commands.convert_esvit_backbones import esvit_backbone_layout
 from vitssl.config import load_config, save_config, to_container, to_objects
-from vitssl.convert_esvit_backbones import esvit_backbone_layout
 from vitssl.engine.checkpoint import (
     CheckpointError,
     load_partial_state,
     read_failure,
     save_checkpoint,
 )
+from vitssl.engine.outputs import OutputError, check_output_dir, check_output_file
 from vitssl.methods import build_method, method_configs
-from vitssl.outputs import OutputError, check_output_dir, check_output_file
 
 SOURCES = ("dino", "esvit", "selfpatch", "mae-lite")
 State = dict[str, torch.Tensor]
@@ -414,7 +414,7 @@ def import_checkpoint(source: str, checkpoint: str | Path, out: str | Path,
 
 def check_import_target(out: Path, overwrite: bool) -> None:
     """Refuse, before any work, an `--out` that cannot or may not take the imported checkpoint."""
-    from vitssl.run_folder import is_vitssl_run
+    from vitssl.commands.run_folder import is_vitssl_run
 
     if out.suffix in (".pt", ".pth"):
         check_output_file(out, overwrite)

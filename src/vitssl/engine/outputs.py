@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 OVERWRITE_HELP = "replace existing output files (without it, an existing output is an error)"
 
@@ -149,3 +150,13 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_results(results: dict[str, Any], path: str | Path) -> Path:
+    """Write `results` as JSON through a temp file: a failed write leaves any previous file whole."""
+    from vitssl.distributed import is_main_process  # torch: only when results are written
+
+    path = Path(path)
+    if not is_main_process():  # under torchrun every rank has the results; rank 0 writes them
+        return path
+    return write_text_atomic(path, json.dumps(results, indent=2))

@@ -1,14 +1,14 @@
 """`vitssl recipes`: every preset has its paper, target number and compute."""
 
 from vitssl.cli import main
+from vitssl.commands.recipes import RECIPES, recipe_rows
 from vitssl.config import load_config, preset_names
 from vitssl.methods import method_configs
-from vitssl.recipes import RECIPES, recipe_rows
 
 
 def test_every_preset_has_a_recipe_entry_and_every_entry_a_preset():
     presets = set(preset_names())
-    assert sorted(presets - set(RECIPES)) == [], "add these presets to vitssl/recipes.py"
+    assert sorted(presets - set(RECIPES)) == [], "add these presets to vitssl/commands/recipes.py"
     assert sorted(set(RECIPES) - presets) == [], "recipes.py names presets that do not exist"
     for name, recipe in RECIPES.items():
         assert recipe.paper and recipe.target and recipe.compute, name

@@ -14,15 +14,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitssl.analysis.plots import plot_loss_curve
+from vitssl.commands.run_folder import prepare_run_dir
 from vitssl.config import load_config, save_config, to_container, to_objects
 from vitssl.data import build_dataset
 from vitssl.engine.logging import log
 from vitssl.engine.trainer import Trainer, seed_everything
 from vitssl.eval import knn_classify
-from vitssl.evaluate import labelled_features
+from vitssl.eval.features import labelled_features
 from vitssl.methods import build_method, method_configs
-from vitssl.plots import plot_loss_curve
-from vitssl.pretrain import prepare_run_dir
 
 DEMO_PRESETS = {"mnist": "demo_mnist", "digits": "demo_digits", "shapes": "demo_shapes"}
 
