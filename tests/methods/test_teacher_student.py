@@ -56,7 +56,7 @@ def test_every_heads_last_layer_is_frozen_in_the_first_epochs(name):
 ])
 def test_every_family_config_refuses_a_bad_shared_value_in_one_line(config, key, value, message):
     import vitssl.methods
-    from vitssl.validation import ConfigError
+    from vitssl.engine.validation import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         getattr(vitssl.methods, config)(**{key: value})
@@ -65,8 +65,8 @@ def test_every_family_config_refuses_a_bad_shared_value_in_one_line(config, key,
 @pytest.mark.parametrize("config, heads", [("EsViTConfig", "region_head"), ("SelfPatchConfig", "patch_head")])
 def test_a_methods_own_head_is_checked_like_the_shared_one(config, heads):
     import vitssl.methods
+    from vitssl.engine.validation import ConfigError
     from vitssl.heads import DINOHeadConfig
-    from vitssl.validation import ConfigError
 
     with pytest.raises(ConfigError, match=rf"^method.{heads}.out_dim=0 "):
         getattr(vitssl.methods, config)(**{heads: DINOHeadConfig(out_dim=0)})

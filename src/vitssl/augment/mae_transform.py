@@ -27,7 +27,7 @@ from vitssl.augment.photometric import (
     sample_resized_crop,
     to_normalized_tensor,
 )
-from vitssl.validation import require_int, require_number, require_numbers
+from vitssl.engine.validation import require_int, require_number, require_numbers
 
 INTERPOLATIONS = ("bicubic", "bilinear", "random")
 

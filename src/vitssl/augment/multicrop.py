@@ -19,7 +19,7 @@ from vitssl.augment.photometric import (
     apply_view,
     sample_view_params,
 )
-from vitssl.validation import require_int, require_number, require_numbers
+from vitssl.engine.validation import require_int, require_number, require_numbers
 
 GLOBAL_1, GLOBAL_2, LOCAL = 0, 1, 2  # index into the per-view probability lists
 

@@ -20,7 +20,7 @@ from vitssl.backbones.esvit_backbones import ESVIT_BACKBONES
 from vitssl.backbones.swin import Swin
 from vitssl.backbones.tokens import Tokens
 from vitssl.backbones.vit import ViT
-from vitssl.validation import (
+from vitssl.engine.validation import (
     ConfigError,
     fail,
     require_choice,

@@ -12,7 +12,7 @@ import torch
 from vitssl.engine.optim import CLIP_MODES, OPTIMIZERS, OptimConfig
 from vitssl.engine.parallel import STRATEGIES
 from vitssl.engine.trainer import PRECISIONS, TrainConfig
-from vitssl.validation import (
+from vitssl.engine.validation import (
     ConfigError,
     fail,
     require_choice,

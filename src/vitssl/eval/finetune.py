@@ -35,7 +35,7 @@ from vitssl.augment import EvalTransform
 from vitssl.data import build_dataset
 from vitssl.engine.layer_decay import layer_decay_groups, stage_depths
 from vitssl.engine.schedules import cosine_schedule
-from vitssl.validation import (
+from vitssl.engine.validation import (
     require_choice,
     require_int,
     require_number,

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from vitssl.validation import require_int
+from vitssl.engine.validation import require_int
 
 
 @dataclass

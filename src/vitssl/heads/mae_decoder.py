@@ -16,7 +16,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from vitssl.backbones.vit import sincos_pos_embed
-from vitssl.validation import fail, require_int, require_multiple, require_number
+from vitssl.engine.validation import fail, require_int, require_multiple, require_number
 
 
 @dataclass

@@ -18,13 +18,13 @@ from torch import nn
 
 from vitssl.backbones import BackboneConfig, Tokens
 from vitssl.engine.protocol import StepContext, StepOutput
+from vitssl.engine.validation import require_int, require_number
 from vitssl.heads import DINOHead, DINOHeadConfig
 from vitssl.losses import DINOLoss, teacher_statistics
 from vitssl.losses.center import Center
 from vitssl.losses.esvit import RegionLoss
 from vitssl.methods.teacher_student import TeacherStudent, TeacherStudentConfig, student_and_teacher
 from vitssl.methods.views import encode_by_resolution
-from vitssl.validation import require_int, require_number
 
 
 @dataclass

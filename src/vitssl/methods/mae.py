@@ -18,9 +18,9 @@ from vitssl.augment.mae_transform import MAECropConfig, MAEDeviceCrop, MAETransf
 from vitssl.augment.masking import random_masking
 from vitssl.backbones import BackboneConfig, create_backbone, patch_size_of
 from vitssl.engine.protocol import StepContext, StepOutput
+from vitssl.engine.validation import ConfigError, require_multiple, require_number
 from vitssl.heads.mae_decoder import MAEDecoder, MAEDecoderConfig
 from vitssl.losses.mae import MAELoss, patch_statistics, patchify, unpatchify
-from vitssl.validation import ConfigError, require_multiple, require_number
 
 
 @dataclass

@@ -33,10 +33,10 @@ from vitssl.backbones import BackboneConfig, create_backbone
 from vitssl.backbones.attention_capture import AttentionCapture
 from vitssl.engine.checkpoint import CheckpointError, load_checkpoint, load_matching_state
 from vitssl.engine.protocol import StepContext, StepOutput
+from vitssl.engine.validation import require_int, require_number
 from vitssl.heads.attention_mixer import AttentionMixer
 from vitssl.losses.attention_distill import distillation_mse
 from vitssl.methods.mae import MAE, MAEConfig
-from vitssl.validation import require_int, require_number
 
 TEACHER_METHODS = ("mae", "mae-distill")  # runs whose `encoder.*` weights make a teacher
 

@@ -17,6 +17,7 @@ from torch import nn
 from vitssl.augment import MultiCropConfig
 from vitssl.backbones import BackboneConfig, Tokens
 from vitssl.engine.protocol import StepContext, StepOutput
+from vitssl.engine.validation import require_int, require_number
 from vitssl.heads import DINOHead, DINOHeadConfig
 from vitssl.heads.patch_aggregator import PatchAggregator
 from vitssl.losses.center import Center
@@ -24,7 +25,6 @@ from vitssl.losses.dino import teacher_statistics
 from vitssl.losses.selfpatch import BORDER_MODES, PatchLoss, aggregate_positives, image_level_loss
 from vitssl.methods.teacher_student import TeacherStudent, TeacherStudentConfig, student_and_teacher
 from vitssl.methods.views import encode_by_resolution
-from vitssl.validation import require_int, require_number
 
 
 @dataclass

@@ -21,9 +21,14 @@ from vitssl.backbones import BackboneConfig, create_backbone, patch_size_of
 from vitssl.engine.ema import TeacherEMA
 from vitssl.engine.protocol import StepContext
 from vitssl.engine.schedules import cosine_schedule, teacher_temperature
+from vitssl.engine.validation import (
+    require_int,
+    require_multiple,
+    require_number,
+    require_probability,
+)
 from vitssl.heads import DINOHeadConfig
 from vitssl.losses.center import Center
-from vitssl.validation import require_int, require_multiple, require_number, require_probability
 
 
 @dataclass
