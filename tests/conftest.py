@@ -15,6 +15,15 @@ def _seed() -> None:
 
 
 @pytest.fixture
+def one_thread():
+    """Tiny tensors: extra intra-op threads only add contention on a busy 2-core CI box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def tiny_backbone_cfg() -> BackboneConfig:
     return BackboneConfig(**TINY_BACKBONE)
 

@@ -13,12 +13,10 @@ use `{run}` (the tiny run folder), `{run_2proc}` (the same, written by 2 process
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import pytest
 import torch
 
 from helpers import tiny_overrides
+from invocation import invoke, snapshot
 from vitssl.cli import main
 from vitssl.engine.checkpoint import save_checkpoint
 from vitssl.engine.trainer import Trainer
@@ -256,21 +255,6 @@ def two_process_run(tiny_run) -> Path:
     return run
 
 
-def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def _invoke(argv: list[str]) -> int:
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse
-        code = e.code
-    except BaseException:  # noqa: BLE001 - shown in the failure, not swallowed
-        pytest.fail(f"traceback from vitssl {' '.join(argv)}:\n{traceback.format_exc()}")
-    return code if isinstance(code, int) else 2 if code else 0
-
-
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
 def test_invalid_invocation_ends_in_one_line(c: Case, scratch, request, capsys, monkeypatch):
     for fixture in sorted(c.needs):
@@ -283,9 +267,9 @@ def test_invalid_invocation_ends_in_one_line(c: Case, scratch, request, capsys, 
     monkeypatch.setattr(finetune, "finetune_backbone", accepted)
     folders = dict(run=scratch / "run", run_2proc=scratch / "run_2proc", mine=scratch / "mine", scratch=scratch)
     argv = [a.format(**folders) for a in c.argv]
-    before = _snapshot(scratch)
+    before = snapshot(scratch)
     capsys.readouterr()
-    code = _invoke(argv)
+    code = invoke(argv)
     out, err = capsys.readouterr()
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2, f"exit {code}; stderr: {err}"
@@ -294,7 +278,7 @@ def test_invalid_invocation_ends_in_one_line(c: Case, scratch, request, capsys, 
     assert last.startswith("vitssl") and "error:" in last, last
     assert c.expect in last, f"{c.expect!r} not named in: {last}"
     assert "Traceback" not in out + err
-    after = _snapshot(scratch)
+    after = snapshot(scratch)
     changed = [name for name, digest in before.items() if after.get(name) != digest]
     assert not changed, f"changed or removed: {changed}"
     if not c.writes:

@@ -13,13 +13,11 @@ fault this machine cannot make are skipped with the reason.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import pytest
 import torch
 
 from helpers import tiny_overrides
+from invocation import invoke, snapshot
 from vitssl.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -237,21 +236,6 @@ def read_only(scratch) -> Path:
     subprocess.run(["umount", str(ro)], check=True)
 
 
-def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and ".ro-source" not in p.parts}
-
-
-def _invoke(argv: list[str]) -> int:
-    try:
-        code = main(argv)
-    except SystemExit as e:  # argparse
-        code = e.code
-    except BaseException:  # noqa: BLE001 - shown in the failure, not swallowed
-        pytest.fail(f"traceback from vitssl {' '.join(argv)}:\n{traceback.format_exc()}")
-    return code if isinstance(code, int) else 2 if code else 0
-
-
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
 def test_refused_output_or_checkpoint_is_one_line_and_changes_nothing(c, scratch, request, capsys, monkeypatch):
     ro = request.getfixturevalue("read_only") if "readonly" in c.needs else scratch / "ro"
@@ -259,16 +243,16 @@ def test_refused_output_or_checkpoint_is_one_line_and_changes_nothing(c, scratch
     monkeypatch.delenv("VITSSL_DEBUG", raising=False)
     fill = dict(scratch=scratch, ro=ro)
     argv = [a.format(**fill) for a in c.argv]
-    before = _snapshot(scratch)
+    before = snapshot(scratch, ".ro-source")
     capsys.readouterr()
-    code = _invoke(argv)
+    code = invoke(argv)
     out, err = capsys.readouterr()
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2, f"exit {code}; stderr: {err}"
     assert lines and lines[-1].startswith("vitssl: error: "), err
     assert c.expect.format(**fill) in lines[-1], f"{c.expect!r} not named in: {lines[-1]}"
     assert "Traceback" not in out + err and "\x1b" not in err and "weights_only=False" not in err
-    after = _snapshot(scratch)
+    after = snapshot(scratch, ".ro-source")
     assert not [name for name, digest in before.items() if after.get(name) != digest], "a file was changed"
     assert set(after) == set(before), f"new files: {sorted(set(after) - set(before))}"
 

@@ -22,11 +22,8 @@ CASES = {"cvt_tiny": (rename_cvt, cvt_overrides), "resnet50": (rename_resnet, re
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """One intra-op thread for these tiny tensors (the shared `one_thread` fixture)."""
 
 
 @lru_cache(maxsize=1)

@@ -6,11 +6,8 @@ from vitssl.backbones import create_backbone
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """One intra-op thread for these tiny tensors (the shared `one_thread` fixture)."""
 
 
 def small(**kw):

@@ -11,12 +11,8 @@ from vitssl.engine.checkpoint import CheckpointError, load_matching_state
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is far faster than two contended ones on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """One intra-op thread for these tiny tensors (the shared `one_thread` fixture)."""
 
 
 def shallow(name="swin_tiny", **kw):

@@ -25,11 +25,8 @@ CVT_PARTS = {"norm1.": "0.norm.", "attn.qkv_dw.": "0.fn.qkv.dw.", "attn.qkv_bn."
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """One intra-op thread for these tiny tensors (the shared `one_thread` fixture)."""
 
 
 def seeded_esvit(backbone):

@@ -16,11 +16,8 @@ CTX = StepContext(step=0, epoch=1, steps_per_epoch=10, total_steps=20, epochs=2)
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """One intra-op thread for these tiny tensors (the shared `one_thread` fixture)."""
 
 
 def tiny(method, backbone, *extra):
