@@ -10,6 +10,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from vitssl.cli_args import OneLineParser, fraction, non_negative_int, positive_float, positive_int
+from vitssl.commands import data as data_command
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="compat_x14 reproduces the original code's grid x 14 scale")
     ast.add_argument("--device", default="auto")
 
+    data_command.add_parser(sub)  # vitssl data pack
     bench = sub.add_parser("benchmark", help="measure speed on this machine")
     benchsub = bench.add_subparsers(dest="benchmark", required=True)
     tp = benchsub.add_parser("throughput", help="inference images/s, parameters and GFLOPs per backbone")
@@ -457,7 +459,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"pretrain": cmd_pretrain, "eval": cmd_eval, "demo": cmd_demo, "presets": cmd_presets,
+COMMANDS = {"data": data_command.cmd_data, "pretrain": cmd_pretrain, "eval": cmd_eval, "demo": cmd_demo, "presets": cmd_presets,
             "config": cmd_config, "analyze": cmd_analyze, "benchmark": cmd_benchmark, "export": cmd_export,
             "recipes": cmd_recipes, "report": cmd_report, "import": cmd_import}
 
