@@ -121,8 +121,8 @@ class ShardStreamReader(Dataset):
         """The window's sample at `slot`, or (when it is bad) the first good one in a seeded order."""
         wanted = order[slot]
         g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, -5 - wanted))
-        candidates = [wanted, *torch.randperm(len(samples), generator=g).tolist()]
-        for i in candidates:
+        others = [i for i in torch.randperm(len(samples), generator=g).tolist() if i != wanted]
+        for i in [wanted, *others]:
             shard, position, key, raw = samples[i]
             try:
                 if isinstance(raw, MissingSample):
