@@ -183,11 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--device", default="auto")
     tp.add_argument("--json", default=None, help="also write the results to this JSON file")
 
+    from vitssl.bench.input_options import add_input_parser
     from vitssl.bench.step_options import add_arguments as add_step_arguments
 
     step = benchsub.add_parser("step", help="the whole pre-training step per method: images/s, step time, data "
                                             "stall, peak memory, MFU (synthetic or JPEG input)")
     add_step_arguments(step)
+    add_input_parser(benchsub)  # vitssl benchmark input (vitssl.bench.input)
 
     ex = sub.add_parser("export", help="write a checkpoint's backbone in timm's key layout (safetensors or .pth)")
     ex.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
@@ -385,6 +387,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         from vitssl.engine.outputs import check_output_file
 
         check_output_file(args.json, args.overwrite, flag="--json")
+    if args.benchmark == "input":
+        from vitssl.bench.input import run_input_benchmark
+
+        run_input_benchmark(args)
+        return 0
     if args.benchmark == "step":
         from vitssl.bench.pretrain_step import check_arguments, run
 
