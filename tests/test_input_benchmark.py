@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from shard_helpers import make_folder
+
 from vitssl.cli import main
 from vitssl.data.shards.pack import PackOptions, pack
 
