@@ -18,6 +18,7 @@ resumed at any batch continues with exactly the samples it would have read:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -60,8 +61,11 @@ class EpochPlan:
     def worker_start(self, worker: int) -> int:
         """Position in the epoch's sequence where `worker`'s piece starts."""
         before = sum(self.worker_batches(w) for w in range(worker))
-        total = sum(self.counts)
-        return self.rank * (total // self.world) + before * self.batch_size
+        return self.rank * (self.total // self.world) + before * self.batch_size
+
+    @cached_property
+    def total(self) -> int:
+        return sum(self.counts)
 
     def pieces(self, start: int, count: int) -> list[Piece]:
         """Shard pieces covering positions [start, start + count) of the epoch's sequence."""

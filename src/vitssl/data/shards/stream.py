@@ -88,6 +88,7 @@ class ShardStreamReader(Dataset):
         self.batches, self.batch_size, self.rank, self.world = batches, batch_size, rank(), world_size()
         self._cursor: tuple[tuple, int, Iterator[Raw]] | None = None  # (stream id, next position, samples)
         self._window: tuple[tuple, list[Raw], list[int]] | None = None  # (window id, samples, order)
+        self._plan: EpochPlan | None = None
 
     def __len__(self) -> int:
         return len(self.data)
@@ -95,6 +96,11 @@ class ShardStreamReader(Dataset):
     def plan(self, epoch: int) -> EpochPlan:
         info = get_worker_info()
         workers = 1 if info is None else info.num_workers
+        if self._plan is None or (self._plan.epoch, self._plan.workers) != (epoch, workers):
+            self._plan = self._new_plan(epoch, workers)
+        return self._plan
+
+    def _new_plan(self, epoch: int, workers: int) -> EpochPlan:
         return EpochPlan(tuple(s.samples for s in self.data.shards), self.seed, epoch, self.rank, self.world,
                          self.batches, self.batch_size, workers, self.data.shuffle_buffer)
 
@@ -120,9 +126,7 @@ class ShardStreamReader(Dataset):
     def _sample(self, epoch: int, samples: list[Raw], order: list[int], slot: int) -> tuple[Any, int]:
         """The window's sample at `slot`, or (when it is bad) the first good one in a seeded order."""
         wanted = order[slot]
-        g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, -5 - wanted))
-        others = [i for i in torch.randperm(len(samples), generator=g).tolist() if i != wanted]
-        for i in [wanted, *others]:
+        for i in self._candidates(epoch, wanted, len(samples)):
             shard, position, key, raw = samples[i]
             try:
                 if isinstance(raw, MissingSample):
@@ -140,6 +144,12 @@ class ShardStreamReader(Dataset):
             return self.transform(image, generator), raw[2]
         raise RuntimeError(f"no sample of a shuffle window of '{self.data.root}' could be read (shard "
                            f"'{self.data.shards[samples[0][0]].url}'): re-pack the images with `vitssl data pack`")
+
+    def _candidates(self, epoch: int, wanted: int, size: int) -> Iterator[int]:
+        """`wanted`, then (only if it is bad) the window's others in a seeded order."""
+        yield wanted
+        g = torch.Generator().manual_seed(sample_seed(self.seed, epoch, -5 - wanted))
+        yield from (i for i in torch.randperm(size, generator=g).tolist() if i != wanted)
 
 
 class ShardBatchSampler(Sampler[list[tuple[int, int, int]]]):
