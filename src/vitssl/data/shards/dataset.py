@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
+from webdataset.tariterators import base_plus_ext
 
 from vitssl.data.datasets import DEFAULT_MAX_IMAGE_PIXELS, SUBSTITUTE_DRAWS
 from vitssl.data.shards.index import ShardIndex, ShardSpecError, open_index
@@ -87,8 +88,8 @@ class ShardDataset(Dataset):
             samples: dict[str, dict] = {}
             with tarfile.open(url, "r:") as tar:  # headers only: tarfile seeks past the data
                 for info in tar:
-                    if info.isreg() and "." in info.name:
-                        key, suffix = info.name.split(".", 1)
+                    key, suffix = base_plus_ext(info.name) if info.isreg() else (None, None)
+                    if key is not None:  # split as webdataset splits: at the file name's first dot
                         samples.setdefault(key, {})[suffix.lower()] = info
             members = []
             for files in samples.values():
@@ -99,7 +100,7 @@ class ShardDataset(Dataset):
                         f.seek(files["cls"].offset_data)
                         label = label_of({"cls": f.read(files["cls"].size)})
                 members.append(("", 0, 0, label) if image is None else
-                               (image.name.split(".", 1)[1].lower(), image.offset_data, image.size, label))
+                               (base_plus_ext(image.name)[1].lower(), image.offset_data, image.size, label))
             self._members[shard] = members
         return self._members[shard]
 
