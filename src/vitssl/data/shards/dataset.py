@@ -10,6 +10,7 @@ position, as in image folders.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import operator
 import os
@@ -23,6 +24,7 @@ from webdataset.tariterators import base_plus_ext
 from vitssl.data.datasets import DEFAULT_MAX_IMAGE_PIXELS, SUBSTITUTE_DRAWS
 from vitssl.data.shards.index import ShardIndex, ShardSpecError, open_index
 from vitssl.data.shards.samples import (
+    IMAGE_SUFFIXES,
     MissingSample,
     ShardSkipReport,
     ShardSkips,
@@ -91,18 +93,17 @@ class ShardDataset(Dataset):
                     key, suffix = base_plus_ext(info.name) if info.isreg() else (None, None)
                     if key is not None:  # split as webdataset splits: at the file name's first dot
                         samples.setdefault(key, {})[suffix.lower()] = info
-            members = []
-            for files in samples.values():
-                image = next((files[s] for s in ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff") if s in files), None)
-                label = -1
-                if "cls" in files:
-                    with open(url, "rb") as f:
-                        f.seek(files["cls"].offset_data)
-                        label = label_of({"cls": f.read(files["cls"].size)})
-                members.append(("", 0, 0, label) if image is None else
-                               (base_plus_ext(image.name)[1].lower(), image.offset_data, image.size, label))
+                members = [self._member(tar, files) for files in samples.values()]
             self._members[shard] = members
         return self._members[shard]
+
+    @staticmethod
+    def _member(tar: tarfile.TarFile, files: dict) -> tuple[str, int, int, int]:
+        label = label_of({"cls": tar.extractfile(files["cls"]).read()}) if "cls" in files else -1
+        image = next((files[s] for s in IMAGE_SUFFIXES if s in files), None)
+        if image is None:
+            return "", 0, 0, label
+        return base_plus_ext(image.name)[1].lower(), image.offset_data, image.size, label
 
     def load(self, index: int):
         shard, position = self.locate(index)
@@ -124,8 +125,8 @@ class ShardDataset(Dataset):
             raise IndexError(f"index {index} out of range for {n} samples")
         index %= n
         rng = np.random.default_rng([0x5EED, index])
-        candidates = [index, *(int(rng.integers(n)) for _ in range(min(SUBSTITUTE_DRAWS, n - 1)))]
-        for i in [*candidates, *((index + k) % n for k in range(1, n))]:
+        draws = (int(rng.integers(n)) for _ in range(min(SUBSTITUTE_DRAWS, n - 1)))
+        for i in itertools.chain([index], draws, ((index + k) % n for k in range(1, n))):
             try:
                 item = self.load(i)
             except Exception as e:  # PIL raises many types for bad samples

@@ -122,7 +122,7 @@ def _clear(out: Path) -> None:
             p.unlink()
 
 
-def _jobs(folder: ImageFolderDataset, order: list[int], start: int, opts: PackOptions) -> Iterator:
+def _jobs(folder: ImageFolderDataset, order: np.ndarray, start: int, opts: PackOptions) -> Iterator:
     return ((folder.samples[i][0], _suffix(folder.samples[i][0]), opts) for i in order[start:])
 
 
@@ -139,14 +139,14 @@ def pack(data: str | os.PathLike[str], out: str | os.PathLike[str], opts: PackOp
     if overwrite:
         _clear(out)
     state = _read_progress(out, _fingerprint(folder, opts))
-    order = np.random.default_rng(opts.seed).permutation(len(folder.samples)).tolist()
+    order = np.random.default_rng(opts.seed).permutation(len(folder.samples))  # an array: 8 B per image
     for stale in out.glob("*.tar.partial"):
         stale.unlink()
     _write_shards(folder, order, out, opts, state, progress)
     return _write_index(folder, out, opts, state)
 
 
-def _write_shards(folder: ImageFolderDataset, order: list[int], out: Path, opts: PackOptions, state: dict,
+def _write_shards(folder: ImageFolderDataset, order: np.ndarray, out: Path, opts: PackOptions, state: dict,
                   progress: bool) -> None:
     bar = tqdm(total=len(order), initial=state["next"], desc="packing", unit="img", disable=not progress)
     pool = Pool(opts.workers) if opts.workers > 0 else None
