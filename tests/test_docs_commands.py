@@ -178,6 +178,7 @@ SHRINK_FLAGS = {
     "analyze layers": ["--image-size", "16", "--limit", "8", "--batch-size", "8", *CPU],
     "analyze attention-stats": ["--image-size", "16", "--limit", "8", "--batch-size", "8", *CPU],
     "benchmark throughput": ["--batch-size", "2", "--image-size", "32", "--iters", "1", *CPU],
+    "benchmark input": ["--workers", "0", "--batch-size", "2", "--batches", "1", *CPU],
     "benchmark step": ["--tiny", "--steps", "1", "--warmup", "0", "--workers", "0", "--images", "4", *CPU],
     "report": ["--limit", "2"],
     "benchmarks/checkpoint_save.py": ["--gib", "0.01", "--repeats", "1"],

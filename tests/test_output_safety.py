@@ -90,6 +90,9 @@ EXISTING_OUTPUTS = [
          expect="--overwrite"),
     case("benchmark", "throughput", "--backbone", "vit_tiny", "--json", MINE, expect="is a folder"),
     case("benchmark", "step", "--tiny", "--json", "{scratch}/results.json", expect="--overwrite"),
+    case("benchmark", "input", "--data", "{scratch}/shards", "--json", "{scratch}/results.json", expect="--overwrite"),
+    case("data", "pack", "--data", "{scratch}/images", "--out", "{scratch}/shards", expect="--overwrite"),
+    case("data", "pack", "--data", "{scratch}/images", "--out", "{scratch}/afile", expect="is a file"),
     case("export", "--checkpoint", RUN, "--out", "{scratch}/exported", expect="--overwrite"),
     case("export", "--checkpoint", RUN, "--out", "{scratch}/afile", expect="is a file"),
     case("import", "--from", "dino", "--checkpoint", "{scratch}/original.pth", "--out", IMPORTED,
@@ -138,6 +141,7 @@ READ_ONLY = [
     case("analyze", "attention", "--checkpoint", "{ro}/run", "--images", "digits", expect="{ro}/run"),
     case("benchmark", "throughput", "--backbone", "vit_tiny", "--json", "{ro}/t.json", expect="{ro}"),
     case("demo", "--out", "{ro}/demo", "--dataset", "digits", expect="{ro}"),
+    case("data", "pack", "--data", "{scratch}/images", "--out", "{ro}/shards", expect="{ro}"),
 ]
 CASES = [*RUN_FOLDERS, *EXISTING_OUTPUTS, *BAD_CHECKPOINTS, *READ_ONLY]
 
@@ -206,7 +210,15 @@ def scratch(tmp_path_factory) -> Path:
         f.write("\n".join([lines[0], '{"step": 2, "loss": 1.0', *lines[1:]]) + "\n")
     _crafted_checkpoints(root, run)
     _user_files(root)
+    _images_and_shards(root)
     return root
+
+
+def _images_and_shards(root: Path) -> None:
+    from shard_helpers import make_folder
+
+    make_folder(root / "images", per_class=2)
+    _quiet("data", "pack", "--data", root / "images", "--out", root / "shards", "--no-progress")
 
 
 @pytest.fixture(scope="module")

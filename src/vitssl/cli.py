@@ -10,6 +10,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from vitssl.cli_args import OneLineParser, fraction, non_negative_int, positive_float, positive_int
+from vitssl.commands import data as data_command
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="compat_x14 reproduces the original code's grid x 14 scale")
     ast.add_argument("--device", default="auto")
 
+    data_command.add_parser(sub)  # vitssl data pack
     bench = sub.add_parser("benchmark", help="measure speed on this machine")
     benchsub = bench.add_subparsers(dest="benchmark", required=True)
     tp = benchsub.add_parser("throughput", help="inference images/s, parameters and GFLOPs per backbone")
@@ -181,11 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--device", default="auto")
     tp.add_argument("--json", default=None, help="also write the results to this JSON file")
 
+    from vitssl.bench.input_options import add_input_parser
     from vitssl.bench.step_options import add_arguments as add_step_arguments
 
     step = benchsub.add_parser("step", help="the whole pre-training step per method: images/s, step time, data "
                                             "stall, peak memory, MFU (synthetic or JPEG input)")
     add_step_arguments(step)
+    add_input_parser(benchsub)  # vitssl benchmark input (vitssl.bench.input)
 
     ex = sub.add_parser("export", help="write a checkpoint's backbone in timm's key layout (safetensors or .pth)")
     ex.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
@@ -383,6 +387,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         from vitssl.engine.outputs import check_output_file
 
         check_output_file(args.json, args.overwrite, flag="--json")
+    if args.benchmark == "input":
+        from vitssl.bench.input import run_input_benchmark
+
+        run_input_benchmark(args)
+        return 0
     if args.benchmark == "step":
         from vitssl.bench.pretrain_step import check_arguments, run
 
@@ -457,7 +466,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"pretrain": cmd_pretrain, "eval": cmd_eval, "demo": cmd_demo, "presets": cmd_presets,
+COMMANDS = {"data": data_command.cmd_data, "pretrain": cmd_pretrain, "eval": cmd_eval, "demo": cmd_demo, "presets": cmd_presets,
             "config": cmd_config, "analyze": cmd_analyze, "benchmark": cmd_benchmark, "export": cmd_export,
             "recipes": cmd_recipes, "report": cmd_report, "import": cmd_import}
 

@@ -9,12 +9,14 @@ from typing import Any
 
 from vitssl.data.builtin import BUILTIN_DATASETS, ArrayImageDataset, load_builtin
 from vitssl.data.datasets import ImageFolderDataset, SkipReport
+from vitssl.data.shards import ShardDataset, is_shard_spec
 
 
 def build_dataset(
     source: str | os.PathLike[str], split: str = "train", seed: int = 0, max_image_pixels: int | None = None
-) -> ArrayImageDataset | ImageFolderDataset:
-    """A built-in set by name (mnist, digits, shapes) or an image folder, so `--data` takes either.
+) -> ArrayImageDataset | ImageFolderDataset | ShardDataset:
+    """A built-in set by name (mnist, digits, shapes), an image folder or a shard spec (a folder
+    of shards, a brace pattern or a list file; see `vitssl.data.shards`), so `--data` takes any.
 
     For a folder, `source/<split>` is used when it exists (ImageNet-style train/ and val/),
     otherwise `source` itself. `max_image_pixels` bounds a folder's images (None: 50M pixels,
@@ -22,14 +24,16 @@ def build_dataset(
     """
     if isinstance(source, str) and source in BUILTIN_DATASETS:
         return load_builtin(source, split, seed)
+    if is_shard_spec(source):  # tar shards from `vitssl data pack` (vitssl.data.shards)
+        return ShardDataset(source, max_image_pixels)
     path = Path(source)
     return ImageFolderDataset(path / split if (path / split).is_dir() else path, max_image_pixels)
 
 
-def folder_dataset(dataset: Any) -> ImageFolderDataset | None:
-    """The image folder under wrappers that keep it as `.base` (augmentation, eval transforms)."""
+def folder_dataset(dataset: Any) -> ImageFolderDataset | ShardDataset | None:
+    """The image folder (or shard set) under wrappers that keep it as `.base` (augmentation, eval transforms)."""
     for _ in range(8):
-        if isinstance(dataset, ImageFolderDataset):
+        if isinstance(dataset, (ImageFolderDataset, ShardDataset)):
             return dataset
         dataset = getattr(dataset, "base", None)
     return None
@@ -49,5 +53,7 @@ def report_skips(dataset: Any, run_dir: str | os.PathLike[str] | None = None) ->
     return report
 
 
-__all__ = ["ArrayImageDataset", "BUILTIN_DATASETS", "ImageFolderDataset", "SkipReport", "build_dataset",
-           "folder_dataset", "load_builtin", "report_skips"]
+open_dataset = build_dataset  # the one factory: built-in set, image folder or shards
+
+__all__ = ["ArrayImageDataset", "BUILTIN_DATASETS", "ImageFolderDataset", "ShardDataset", "SkipReport", "build_dataset",
+           "folder_dataset", "load_builtin", "open_dataset", "report_skips"]

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from vitssl.data import folder_dataset
+from vitssl.data import ShardDataset, folder_dataset
 from vitssl.distributed import rank, world_size
 
 _MIX = 0x9E3779B97F4A7C15
@@ -193,7 +193,13 @@ def build_train_loader(
     Its own generator keeps worker seeding off the global RNG; workers persist across epochs
     and ignore stop signals (`StopSignalSafeLoader`); `worker_init_fn` runs in each worker after that.
     Images an image folder skipped (in any worker) are logged once, at the next epoch's start.
+    A shard set (`vitssl.data.shards`) is streamed by its own loader with the same interface.
     """
+    if isinstance(folder := folder_dataset(dataset), ShardDataset):
+        from vitssl.data.shards.stream import build_shard_loader
+
+        return build_shard_loader(folder, dataset.transform, collate, batch_size, num_workers, seed, max_batches,
+                                  pin_memory, worker_init_fn, on_epoch=SkipMonitor(dataset))
     sampler = EpochBatchSampler(len(dataset), batch_size, seed, max_batches=max_batches,
                                 on_epoch=SkipMonitor(dataset))
     return StopSignalSafeLoader(
