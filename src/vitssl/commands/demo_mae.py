@@ -21,6 +21,7 @@ from vitssl.augment.photometric import to_normalized_tensor
 from vitssl.commands.demo import start_demo_run
 from vitssl.data import build_dataset
 from vitssl.engine.logging import log
+from vitssl.engine.wording import counted
 
 MAE_DEMO_PRESETS = {"mnist": "demo_mae_mnist"}
 HELD_OUT_IMAGES = 1000  # MNIST's whole validation split (sorted by class: take all of it)
@@ -99,7 +100,7 @@ def run_mae_demo(out: str | Path = "demo_mae_run", dataset: str = "mnist", epoch
 def format_mae_demo_table(results: dict[str, Any], run_dir: Path) -> str:
     r = results["masked_patch_loss"]
     return "\n".join([
-        f"MAE demo on {results['dataset']} ({results['steps']} steps, {results['seconds']:.0f} s)",
+        f"MAE demo on {results['dataset']} ({counted(results['steps'], 'step')}, {results['seconds']:.0f} s)",
         f"model                  masked-patch loss ({results['held_out_images']} held-out images, lower is better)",
         f"random init            {r['random_init']:.3f}",
         f"predict the mean       {r['predict_mean']:.3f}",

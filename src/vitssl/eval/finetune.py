@@ -43,6 +43,7 @@ from vitssl.engine.validation import (
     require_probability,
     require_range_pair,
 )
+from vitssl.engine.wording import counted
 
 log = logging.getLogger("vitssl.finetune")
 
@@ -340,8 +341,9 @@ def train_classifier(model: Classifier, data: FinetuneData, recipe: FinetuneReci
     steps = len(train_loader)
     total, warmup = recipe.epochs * steps, recipe.warmup_epochs * steps
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    log.info("fine-tuning on %d images (%d classes), %d epochs x %d steps of %d, peak lr %.2e",
-             len(data.train), data.num_classes, recipe.epochs, steps, batch, peak_lr)
+    log.info("fine-tuning on %s (%s), %s x %s of %d, peak lr %.2e", counted(len(data.train), "image"),
+             counted(data.num_classes, "class", "classes"), counted(recipe.epochs, "epoch"), counted(steps, "step"),
+             batch, peak_lr)
     result = FinetuneResult(0.0, 0.0, peak_lr, batch)
     for epoch in range(recipe.epochs):
         model.train()
