@@ -11,18 +11,16 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from vitssl.augment.gpu_multicrop import (
-    GPUMultiCrop,
-    ViewBatchParams,
+from vitssl.augment.gpu_crops import resample_crops, sample_crop_boxes
+from vitssl.augment.gpu_multicrop import GPUMultiCrop, ViewBatchParams
+from vitssl.augment.gpu_photometric import (
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
     color_jitter,
     gaussian_blur,
-    resample_crops,
     rgb_to_grayscale,
-    sample_crop_boxes,
     solarize,
 )
 from vitssl.augment.multicrop import MultiCrop, MultiCropConfig
@@ -164,7 +162,7 @@ def test_same_seed_same_views_other_seed_other_views():
 
 
 def test_padded_and_per_image_paths_agree(monkeypatch):
-    import vitssl.augment.gpu_multicrop as module
+    import vitssl.augment.gpu_crops as module
 
     images = [natural_image(72, 96), natural_image(30, 40, seed=1)]
     boxes = torch.tensor([[[5.0, 7.0, 20.0, 30.0], [0.0, 0.0, 30.0, 40.0]]])
@@ -306,7 +304,7 @@ def test_rendering_a_batch_copies_only_the_image_sizes_and_never_syncs():
 
 
 def test_hue_round_trip_runs_once_per_call(monkeypatch):
-    import vitssl.augment.gpu_multicrop as module
+    import vitssl.augment.gpu_photometric as module
 
     calls = []
     original = module.adjust_hue
@@ -319,7 +317,7 @@ def test_hue_round_trip_runs_once_per_call(monkeypatch):
 
 
 def test_mixed_orientations_share_one_canvas_per_orientation():
-    from vitssl.augment.gpu_multicrop import PaddedImages
+    from vitssl.augment.gpu_crops import PaddedImages
 
     images = [natural_image(72, 96), natural_image(96, 72, seed=1), natural_image(70, 90, seed=2),
               natural_image(90, 70, seed=3)]
