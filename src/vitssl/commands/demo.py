@@ -59,7 +59,7 @@ def run_demo(out: str | Path = "demo_run", dataset: str = "mnist", epochs: int |
     objs, method, trainer = start_demo_run(DEMO_PRESETS[dataset], run_dir, dataset, epochs, seed, overrides)
     size = objs.method.crops.global_crops_size
     random_init = knn_top1(method.evaluation_backbone(), dataset, size, trainer.device)
-    log.info("random init 20-NN top-1: %.3f; pre-training for %d steps", random_init, trainer.total_steps)
+    log.info("random init 20-NN top-1: %.3f; pre-training for %s", random_init, counted(trainer.total_steps, "step"))
     trainer.fit()
     pretrained = knn_top1(method.evaluation_backbone(), dataset, size, trainer.device)
     plot_loss_curve(run_dir)

@@ -76,7 +76,7 @@ def run_mae_demo(out: str | Path = "demo_mae_run", dataset: str = "mnist", epoch
     _, method, trainer = start_demo_run(MAE_DEMO_PRESETS[dataset], run_dir, dataset, epochs, seed, overrides)
     images = held_out_images(method, dataset)
     before = reconstruction_losses(method, images)
-    log.info("random init held-out loss %.3f; pre-training for %d steps", before["model"], trainer.total_steps)
+    log.info("random init held-out loss %.3f; pre-training for %s", before["model"], counted(trainer.total_steps, "step"))
     trainer.fit()
     after = reconstruction_losses(method, images)
     spread = torch.linspace(0, len(images) - 1, 8).round().long()  # one column per class region

@@ -254,7 +254,7 @@ def finetune_data(train: str, val: str, recipe: FinetuneRecipe, image_size: int,
     if num_classes < 2:
         raise ValueError(f"'{train}' has no class sub-folders: fine-tuning needs an ImageFolder layout with labels")
     if int(getattr(val_set, "num_classes", 0)) != num_classes:
-        raise ValueError(f"'{val}' has {getattr(val_set, 'num_classes', 0)} classes, '{train}' has {num_classes}")
+        raise ValueError(f"'{val}' has {counted(getattr(val_set, 'num_classes', 0), 'class', 'classes')}, '{train}' has {num_classes}")
     keep = labelled_subset(train_set.targets, train_fraction, samples_per_class, seed)
     evaluation = EvalTransform(image_size, resize_size, mean, std)
     return FinetuneData(_Transformed(train_set, keep, train_transform(recipe, image_size, mean, std)),
