@@ -9,9 +9,10 @@ from vitssl.cli_parsing.arguments import non_negative_int, positive_int
 
 CHECKPOINT_HELP = "run folder or checkpoint .pt"
 IMAGE_SIZE_HELP = "crop size (default: the training crop size)"
-DEVICE_HELP = "cpu, cuda, cuda:N, or auto: the first GPU if one is visible, else the CPU"
+DEVICE_HELP = "cpu, cuda, cuda:N, or auto: a GPU if one is visible, else the CPU"
 WEIGHTS_HELP = ("which of the run's networks: teacher = the method's evaluation backbone (the EMA teacher of "
-                "DINO, EsViT and SelfPatch; the encoder of MAE), student = the student's backbone")
+                "DINO, EsViT and SelfPatch; MAE's encoder), student = the trained, not averaged, backbone "
+                "(for MAE the same encoder)")
 WORKERS_HELP = "DataLoader worker processes (0: load in the main process)"
 
 
