@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gib", type=float, default=1.0, help="GiB of state to write (default 1)")
     parser.add_argument("--dir", default=".", help="parent of the temporary folder (the runs' file system)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed saves (default 3)")
     args = parser.parse_args(argv)
     if not args.gib > 0 or args.repeats < 1:
         parser.error("--gib must be > 0 and --repeats >= 1")

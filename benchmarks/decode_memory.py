@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
                         help=f"pixels per image (default: the default limit, {DEFAULT_MAX_IMAGE_PIXELS})")
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES),
+                        help="PIL image modes to decode (default: all)")
     args = parser.parse_args(argv)
     if not Path("/proc/self/clear_refs").exists():
         parser.error("needs Linux (/proc/self/clear_refs, VmHWM)")

@@ -114,18 +114,19 @@ def print_table(results: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="dino_small_data_cifar")
+    parser.add_argument("--preset", default="dino_small_data_cifar", help="the preset every variant starts from")
     parser.add_argument("--data", required=True, help="training images (a folder or a built-in set)")
     parser.add_argument("--knn-data", required=True, help="labelled set with train/ and val/ for online k-NN")
     parser.add_argument("--out", required=True, help="parent folder of the runs")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--warmup-epochs", type=int, default=1)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="which variants of the preset to run (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="one run per variant and seed")
+    parser.add_argument("--epochs", type=int, default=8, help="train.epochs of every run")
+    parser.add_argument("--batch-size", type=int, default=64, help="train.batch_size of every run")
+    parser.add_argument("--warmup-epochs", type=int, default=1, help="optim.warmup_epochs of every run")
     parser.add_argument("--knn-every", type=int, default=1, help="online k-NN every N epochs")
-    parser.add_argument("--log-every", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--log-every", type=int, default=10, help="train.log_every: metrics every N steps")
+    parser.add_argument("--workers", type=int, default=0, help="train.num_workers: DataLoader workers")
     parser.add_argument("--shrink", action="store_true", help="backbone width 96, depth 4 (CPU runs)")
     parser.add_argument("--json", help="write the results here too")
     parser.add_argument("--summarise-only", action="store_true",

@@ -324,7 +324,7 @@ def test_report_replaces_its_figures_only_after_it_succeeds(scratch, tmp_path):
 
 
 def test_demo_picks_a_free_folder_past_the_users_own(tmp_path):
-    from vitssl.cli import _free_folder
+    from vitssl.commands.demo_command import _free_folder
 
     (tmp_path / "demo_run").mkdir()
     (tmp_path / "demo_run" / "notes.txt").write_text("mine")

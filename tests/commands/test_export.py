@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from test_esvit_cli import FAST, SMALL_HEADS, TINY_SWIN  # noqa: E402  (same tiny Swin run settings)
+from tiny_esvit import FAST, SMALL_HEADS, TINY_SWIN
 
 from helpers import tiny_overrides
 from vitssl.cli import main

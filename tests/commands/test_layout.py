@@ -7,7 +7,7 @@ import vitssl
 
 PACKAGE = Path(vitssl.__file__).parent
 # the CLI entry points, and the bottom-level modules everything imports
-ROOT_MODULES = {"__init__.py", "__main__.py", "cli.py", "cli_args.py", "config.py", "distributed.py"}
+ROOT_MODULES = {"__init__.py", "__main__.py", "cli.py", "config.py", "distributed.py"}
 
 
 def _imported_modules(path: Path) -> set[str]:

@@ -18,7 +18,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from vitssl.augment.gpu_multicrop import CROP_TRIES, resample_crops, sample_crop_boxes
+from vitssl.augment.gpu_crops import CROP_TRIES, resample_crops, sample_crop_boxes
 from vitssl.augment.photometric import (
     IMAGENET_MEAN,
     IMAGENET_STD,

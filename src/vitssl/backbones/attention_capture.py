@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from vitssl.engine.wording import counted
+
 _REQUIRED = ("qkv", "num_heads", "head_dim", "scale", "q_norm", "k_norm", "attn_drop", "proj", "proj_drop")
 _NO_FORWARD = object()  # marks "no instance-level forward before we came"
 
@@ -125,6 +127,6 @@ class AttentionCapture:
 
 def _normalise(layer: int, depth: int) -> int:
     if not -depth <= layer < depth:
-        raise IndexError(f"block index {layer} is out of range for a model with {depth} blocks: "
+        raise IndexError(f"block index {layer} is out of range for a model with {counted(depth, 'block')}: "
                          f"use 0..{depth - 1} or -{depth}..-1")
     return layer % depth

@@ -7,7 +7,8 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from vitssl.cli_args import non_negative_int, positive_int
+from vitssl.cli_parsing.arguments import non_negative_int, positive_int
+from vitssl.cli_parsing.shared_options import add_device
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="JPEG input: decode + augment on the device (gpu) or in DataLoader workers (cpu)")
     p.add_argument("--workers", type=non_negative_int, default=8, help="DataLoader workers for --aug cpu")
     p.add_argument("--batch-size", type=positive_int, default=None, help="override every setup's batch size")
-    p.add_argument("--steps", type=positive_int, default=30)
-    p.add_argument("--warmup", type=non_negative_int, default=10)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--steps", type=positive_int, default=30, help="timed optimizer steps per setup")
+    p.add_argument("--warmup", type=non_negative_int, default=10, help="untimed steps first (compilation, caches)")
+    add_device(p)
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="auto: bf16 autocast on a GPU, fp32 on a CPU")
     p.add_argument("--compile", action="store_true", help="torch.compile backbones, heads and decoders")
     p.add_argument("--images", type=positive_int, default=512, help="JPEGs in the in-memory pool")
-    p.add_argument("--jpeg-size", type=positive_int, nargs=2, default=(375, 500), metavar=("H", "W"))
+    p.add_argument("--jpeg-size", type=positive_int, nargs=2, default=(375, 500), metavar=("H", "W"),
+                   help="height and width of the generated JPEGs (375 x 500: a common ImageNet photo size)")
     p.add_argument("--tiny", action="store_true", help="tiny models and crops: a seconds-long smoke test")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
 

@@ -20,6 +20,7 @@ from vitssl.config import load_config, save_config, to_container, to_objects
 from vitssl.data import build_dataset
 from vitssl.engine.logging import log
 from vitssl.engine.trainer import Trainer, seed_everything
+from vitssl.engine.wording import counted
 from vitssl.eval import knn_classify
 from vitssl.eval.features import labelled_features
 from vitssl.methods import build_method, method_configs
@@ -58,7 +59,7 @@ def run_demo(out: str | Path = "demo_run", dataset: str = "mnist", epochs: int |
     objs, method, trainer = start_demo_run(DEMO_PRESETS[dataset], run_dir, dataset, epochs, seed, overrides)
     size = objs.method.crops.global_crops_size
     random_init = knn_top1(method.evaluation_backbone(), dataset, size, trainer.device)
-    log.info("random init 20-NN top-1: %.3f; pre-training for %d steps", random_init, trainer.total_steps)
+    log.info("random init 20-NN top-1: %.3f; pre-training for %s", random_init, counted(trainer.total_steps, "step"))
     trainer.fit()
     pretrained = knn_top1(method.evaluation_backbone(), dataset, size, trainer.device)
     plot_loss_curve(run_dir)
@@ -78,7 +79,7 @@ def run_demo(out: str | Path = "demo_run", dataset: str = "mnist", epochs: int |
 def format_demo_table(results: dict[str, Any], run_dir: Path) -> str:
     r = results["knn_top1"]
     lines = [
-        f"DINO demo on {results['dataset']} ({results['steps']} steps, {results['seconds']:.0f} s)",
+        f"DINO demo on {results['dataset']} ({counted(results['steps'], 'step')}, {results['seconds']:.0f} s)",
         "model                  20-NN top-1 (held-out split)",
         f"random init            {r['random_init']:.3f}",
         f"DINO pre-trained       {r['pretrained']:.3f}   ({100 * (r['pretrained'] - r['random_init']):+.1f} points)",

@@ -21,6 +21,7 @@ from vitssl.augment.photometric import to_normalized_tensor
 from vitssl.commands.demo import start_demo_run
 from vitssl.data import build_dataset
 from vitssl.engine.logging import log
+from vitssl.engine.wording import counted
 
 MAE_DEMO_PRESETS = {"mnist": "demo_mae_mnist"}
 HELD_OUT_IMAGES = 1000  # MNIST's whole validation split (sorted by class: take all of it)
@@ -75,7 +76,7 @@ def run_mae_demo(out: str | Path = "demo_mae_run", dataset: str = "mnist", epoch
     _, method, trainer = start_demo_run(MAE_DEMO_PRESETS[dataset], run_dir, dataset, epochs, seed, overrides)
     images = held_out_images(method, dataset)
     before = reconstruction_losses(method, images)
-    log.info("random init held-out loss %.3f; pre-training for %d steps", before["model"], trainer.total_steps)
+    log.info("random init held-out loss %.3f; pre-training for %s", before["model"], counted(trainer.total_steps, "step"))
     trainer.fit()
     after = reconstruction_losses(method, images)
     spread = torch.linspace(0, len(images) - 1, 8).round().long()  # one column per class region
@@ -99,7 +100,7 @@ def run_mae_demo(out: str | Path = "demo_mae_run", dataset: str = "mnist", epoch
 def format_mae_demo_table(results: dict[str, Any], run_dir: Path) -> str:
     r = results["masked_patch_loss"]
     return "\n".join([
-        f"MAE demo on {results['dataset']} ({results['steps']} steps, {results['seconds']:.0f} s)",
+        f"MAE demo on {results['dataset']} ({counted(results['steps'], 'step')}, {results['seconds']:.0f} s)",
         f"model                  masked-patch loss ({results['held_out_images']} held-out images, lower is better)",
         f"random init            {r['random_init']:.3f}",
         f"predict the mean       {r['predict_mean']:.3f}",

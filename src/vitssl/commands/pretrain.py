@@ -28,6 +28,7 @@ from vitssl.engine.checkpoint import (
 from vitssl.engine.launch import init_distributed, teardown_distributed
 from vitssl.engine.logging import log
 from vitssl.engine.trainer import Trainer, seed_everything
+from vitssl.engine.wording import counted
 from vitssl.methods import build_method, method_configs
 
 
@@ -107,8 +108,8 @@ def _pretrain(cfg: DictConfig, objs: RunConfig, run_dir: Path, resume: bool) -> 
         trainer.resume(run_dir)  # the newest readable checkpoint: a corrupt latest one falls back to an older one
     if is_main_process():
         save_config(cfg, run_dir / "config.yaml")
-    log.info("pre-training %s on %s (%d images), %d steps of %d images -> %s", objs.method.name,
-             objs.data.path, len(dataset), trainer.total_steps, trainer.global_batch, run_dir)
+    log.info("pre-training %s on %s (%s), %s of %s -> %s", objs.method.name, objs.data.path,
+             counted(len(dataset), "image"), counted(trainer.total_steps, "step"), counted(trainer.global_batch, "image"), run_dir)
     try:
         trainer.fit()
     finally:

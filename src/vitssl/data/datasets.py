@@ -35,6 +35,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, get_worker_info
 
 from vitssl.data.device_decode import EncodedJPEG, read_jpeg_or_none
+from vitssl.engine.wording import counted
 
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
@@ -329,7 +330,7 @@ class ImageFolderDataset(Dataset):
         n = len(self.samples)
         index = operator.index(index)
         if not -n <= index < n:
-            raise IndexError(f"index {index} out of range for {n} images")
+            raise IndexError(f"index {index} out of range for {counted(n, 'image')}")
         index %= n
         for i in self._candidates(index):
             if self._status[i]:
@@ -343,7 +344,7 @@ class ImageFolderDataset(Dataset):
                 self._counts[1 + self._slot()] += 1
             return image, self.samples[i][1]
         raise RuntimeError(
-            f"no image under '{self.root}' could be read ({n} files tried): check that they are "
+            f"no image under '{self.root}' could be read ({counted(n, 'file')} tried): check that they are "
             "valid, complete image files"
         )
 

@@ -17,6 +17,7 @@ from vitssl.engine.checkpoint import GOOD, LATEST
 from vitssl.engine.good_checkpoint import promote, reset_to_good
 from vitssl.engine.logging import log, to_float
 from vitssl.engine.step_guard import StepGuard, Verdict
+from vitssl.engine.wording import counted
 
 if TYPE_CHECKING:
     from vitssl.engine.optim import OptimConfig
@@ -99,7 +100,7 @@ class NonFiniteSteps:
         if self._nonfinite_streak >= limit:
             first = self.step - self._nonfinite_streak
             kind = f"loss was {value}" if verdict.loss else "gradients were not finite"
-            self._diverged(f"{kind} at {self._nonfinite_streak} steps in a row ({first} to {self.step - 1}; "
+            self._diverged(f"{kind} at {counted(self._nonfinite_streak, 'step')} in a row ({first} to {self.step - 1}; "
                            f"train.max_nonfinite_steps={self.cfg.max_nonfinite_steps})")
         return {"skipped_steps": self.skipped_steps}
 

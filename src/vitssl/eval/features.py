@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from vitssl.augment import EvalTransform
 from vitssl.data import BUILTIN_DATASETS, build_dataset, report_skips
 from vitssl.distributed import gather_rank_shards, rank, world_size
+from vitssl.engine.wording import counted
 
 
 def _block_features(backbone: nn.Module, images: torch.Tensor, n_last_blocks: int,
@@ -28,7 +29,7 @@ def _block_features(backbone: nn.Module, images: torch.Tensor, n_last_blocks: in
         return backbone(images).pooled
     blocks = backbone.last_blocks(images, n_last_blocks)
     if len(blocks) != n_last_blocks:
-        raise ValueError(f"n_last_blocks={n_last_blocks} but the backbone returned {len(blocks)} blocks "
+        raise ValueError(f"n_last_blocks={n_last_blocks} but the backbone returned {counted(len(blocks), 'block')} "
                          f"(is it deeper than {len(blocks)}?)")
     parts = [t.pooled for t in blocks]
     if avgpool_patchtokens:

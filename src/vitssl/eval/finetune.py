@@ -43,6 +43,7 @@ from vitssl.engine.validation import (
     require_probability,
     require_range_pair,
 )
+from vitssl.engine.wording import counted
 
 log = logging.getLogger("vitssl.finetune")
 
@@ -253,7 +254,7 @@ def finetune_data(train: str, val: str, recipe: FinetuneRecipe, image_size: int,
     if num_classes < 2:
         raise ValueError(f"'{train}' has no class sub-folders: fine-tuning needs an ImageFolder layout with labels")
     if int(getattr(val_set, "num_classes", 0)) != num_classes:
-        raise ValueError(f"'{val}' has {getattr(val_set, 'num_classes', 0)} classes, '{train}' has {num_classes}")
+        raise ValueError(f"'{val}' has {counted(getattr(val_set, 'num_classes', 0), 'class', 'classes')}, '{train}' has {num_classes}")
     keep = labelled_subset(train_set.targets, train_fraction, samples_per_class, seed)
     evaluation = EvalTransform(image_size, resize_size, mean, std)
     return FinetuneData(_Transformed(train_set, keep, train_transform(recipe, image_size, mean, std)),
@@ -340,8 +341,9 @@ def train_classifier(model: Classifier, data: FinetuneData, recipe: FinetuneReci
     steps = len(train_loader)
     total, warmup = recipe.epochs * steps, recipe.warmup_epochs * steps
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    log.info("fine-tuning on %d images (%d classes), %d epochs x %d steps of %d, peak lr %.2e",
-             len(data.train), data.num_classes, recipe.epochs, steps, batch, peak_lr)
+    log.info("fine-tuning on %s (%s), %s x %s of %d, peak lr %.2e", counted(len(data.train), "image"),
+             counted(data.num_classes, "class", "classes"), counted(recipe.epochs, "epoch"), counted(steps, "step"),
+             batch, peak_lr)
     result = FinetuneResult(0.0, 0.0, peak_lr, batch)
     for epoch in range(recipe.epochs):
         model.train()

@@ -12,7 +12,7 @@ import pytest
 from vitssl.bench import pretrain_step
 from vitssl.cli import main as cli
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pretrain_step.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "pretrain_step.py"
 
 
 @pytest.fixture(scope="module")

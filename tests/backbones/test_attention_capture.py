@@ -11,6 +11,8 @@ from helpers import count_sdpa
 from vitssl.backbones.attention_capture import AttentionCapture
 from vitssl.backbones.vit import ViT
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors gain nothing from threads
+
 
 def tiny_vit(**kw) -> ViT:
     vit = ViT(embed_dim=32, depth=2, num_heads=2, patch_size=4, img_size=16, **kw)

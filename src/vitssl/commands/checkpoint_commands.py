@@ -1,0 +1,58 @@
+"""`vitssl export` and `vitssl import`: checkpoints out to timm and in from the original code.
+
+No torch here (`vitssl --help` stays fast): the work is in `vitssl.commands.export` and `convert`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from vitssl.cli_parsing.shared_options import add_checkpoint, add_out, add_weights_choice
+from vitssl.engine.outputs import add_overwrite_flag
+
+ORIGINAL_CODES = ["dino", "esvit", "selfpatch", "mae-lite"]
+
+
+def add_parsers(subparsers: argparse._SubParsersAction) -> None:
+    ex = subparsers.add_parser("export", help="write a checkpoint's backbone in timm's key layout (safetensors or .pth)")
+    add_checkpoint(ex)
+    add_out(ex, "output folder", required=True)
+    ex.add_argument("--format", choices=["safetensors", "timm"], default="safetensors",
+                    help="safetensors, or timm: a torch state dict (.pth)")
+    add_weights_choice(ex)
+    add_overwrite_flag(ex)
+
+    imp = subparsers.add_parser("import", help="convert an original DINO / EsViT / SelfPatch / MAE-Lite checkpoint",
+                                epilog="Sizes are read off the weights; overrides (key=value) fix what is not in them, "
+                                       "e.g. backbone.num_heads=6. See docs/checkpoints.md.")
+    imp.add_argument("--from", dest="source", required=True, choices=ORIGINAL_CODES,
+                     help="the code that wrote the checkpoint (its key layout)")
+    add_checkpoint(imp, help="the original .pth file")
+    add_out(imp, "run folder (gets checkpoint.pt + config.yaml) or a .pt file", required=True)
+    imp.add_argument("overrides", nargs="*", help="key=value config overrides")
+    add_overwrite_flag(imp)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from vitssl.commands.export import export_backbone
+
+    r = export_backbone(args.checkpoint, args.out, args.format, args.backbone, overwrite=args.overwrite)
+    spec = r["spec"]
+    print(f"wrote {r['weights']} and timm_model.json; load with timm:")
+    print(f"  timm.create_model('{spec['model_name']}', pretrained=True, num_classes=0, "
+          f"pretrained_cfg_overlay=dict(file='{r['weights']}'), **{spec['kwargs']})")
+    if spec["note"]:
+        print(f"  note: {spec['note']}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from vitssl.commands.convert import import_checkpoint
+
+    r = import_checkpoint(args.source, args.checkpoint, args.out, list(args.overrides), overwrite=args.overwrite)
+    print(f"imported {args.source} weights into {r.path} ({r.config.method.name}, {r.config.backbone.name})")
+    if r.fresh:
+        parts = sorted({".".join(k.split(".")[:2]) for k in r.fresh})
+        print(f"  not in the original, freshly initialised: {', '.join(parts)}")
+    print(f"  evaluate: vitssl eval knn --checkpoint {r.path} ...; continue: vitssl pretrain ... init_from={r.path}")
+    return 0
