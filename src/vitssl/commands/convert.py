@@ -34,6 +34,7 @@ from omegaconf import DictConfig
 from vitssl.commands.convert_esvit_backbones import esvit_backbone_layout
 from vitssl.config import load_config, save_config, to_container, to_objects
 from vitssl.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
     CheckpointError,
     load_partial_state,
     read_failure,
@@ -398,8 +399,6 @@ def import_checkpoint(source: str, checkpoint: str | Path, out: str | Path,
 
     `overwrite=False` (the CLI's default) refuses an existing file or run; a folder holding a
     training run (step or epoch checkpoints) is refused either way: the two would mix."""
-    from vitssl.engine.trainer import CHECKPOINT_FORMAT
-
     out = Path(out)
     path = out if out.suffix in (".pt", ".pth") else out / "checkpoint.pt"
     check_import_target(out, overwrite)
