@@ -13,8 +13,10 @@ from torch.utils.data import TensorDataset
 from helpers import one_batch, tiny_overrides
 from vitssl.config import load_config, to_container, to_objects
 from vitssl.data import build_dataset
+from vitssl.data.pipeline import InputPipeline
 from vitssl.distributed import mean_over_ranks, rank, world_size
-from vitssl.engine.trainer import Trainer, seed_everything
+from vitssl.engine.rng import seed_everything
+from vitssl.engine.trainer import Trainer
 from vitssl.eval.features import gather_features, rank_shard
 from vitssl.methods import build_method, method_configs
 
@@ -43,8 +45,8 @@ def make_trainer(run_dir: Path | None, batch_size: int, accum_steps: int, extra:
     objs = to_objects(cfg)
     seed_everything(objs.train.seed)
     method = build_method(objs.method, objs.backbone)
-    return Trainer(method, build_dataset("digits", "train"), objs.train, objs.optim, run_dir or Path("unused"),
-                   to_container(cfg))
+    data = InputPipeline(method, build_dataset("digits", "train"), objs.train)
+    return Trainer(method, data, objs.train, objs.optim, run_dir or Path("unused"), to_container(cfg))
 
 
 def global_batches(trainer: Trainer) -> list:

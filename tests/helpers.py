@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vitssl.config import load_config, to_container, to_objects
-from vitssl.engine.checkpoint import save_checkpoint
-from vitssl.engine.trainer import CHECKPOINT_FORMAT
+from vitssl.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from vitssl.methods import build_method, method_configs
 
 TINY_BACKBONE = dict(name="vit_tiny", patch_size=4, img_size=16, embed_dim=32, depth=2, num_heads=2,

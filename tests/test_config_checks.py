@@ -9,7 +9,7 @@ from vitssl.backbones import BackboneConfig, create_backbone
 from vitssl.commands.evaluate import knn_ks
 from vitssl.config import ConfigError, RunConfig
 from vitssl.engine.optim import OptimConfig
-from vitssl.engine.trainer import TrainConfig
+from vitssl.engine.train_config import TrainConfig
 from vitssl.eval.pretrained import image_size_or_default
 from vitssl.methods import DINOConfig, MAEConfig
 

@@ -12,6 +12,7 @@ The building blocks are plain modules, usable in your own training loop::
 | `MultiCrop`, `MultiCropConfig`, `EvalTransform` | augmentations | `vitssl.augment` |
 | `build_method`, `METHODS`, `DINO`, `EsViT`, `SelfPatch`, `MAE` | methods (one paper each) | `vitssl.methods` |
 | `Trainer`, `TrainConfig`, `OptimConfig`, `ema_update` | the method-agnostic engine | `vitssl.engine` |
+| `InputPipeline` | a data set as the trainer's batches (loader, decoding, augmentation) | `vitssl.data.pipeline` |
 | `load_config`, `RunConfig`, `to_objects`, `preset_names` | config loading | `vitssl.config` |
 | `load_pretrained` | a checkpoint's evaluation backbone | `vitssl.eval.pretrained` |
 
@@ -26,7 +27,9 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(["DINOLoss", "MAELoss", "Center"], "vitssl.losses"),
     **dict.fromkeys(["MultiCrop", "MultiCropConfig", "EvalTransform"], "vitssl.augment"),
     **dict.fromkeys(["build_method", "METHODS", "DINO", "EsViT", "SelfPatch", "MAE"], "vitssl.methods"),
-    **dict.fromkeys(["Trainer", "TrainConfig"], "vitssl.engine.trainer"),
+    "Trainer": "vitssl.engine.trainer",
+    "TrainConfig": "vitssl.engine.train_config",
+    "InputPipeline": "vitssl.data.pipeline",
     "OptimConfig": "vitssl.engine.optim",
     "ema_update": "vitssl.engine.ema",
     **dict.fromkeys(["load_config", "RunConfig", "to_objects", "preset_names"], "vitssl.config"),

@@ -20,7 +20,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from vitssl.backbones import BackboneConfig
 from vitssl.engine.optim import OptimConfig
-from vitssl.engine.trainer import TrainConfig
+from vitssl.engine.train_config import TrainConfig
 from vitssl.engine.validation import ConfigError, require_int
 
 __all__ = ["ConfigError", "DataConfig", "RunConfig", "load_config", "preset_names", "read_yaml", "save_config",

@@ -16,6 +16,7 @@ from vitssl.commands.pretrain import pretrain
 from vitssl.config import load_config, to_objects
 from vitssl.data import ImageFolderDataset, build_dataset
 from vitssl.data.device_decode import DeviceJPEGDecoder, EncodedJPEG
+from vitssl.data.pipeline import InputPipeline
 from vitssl.engine.trainer import Trainer
 from vitssl.methods import build_method, method_configs
 
@@ -112,7 +113,7 @@ def trainer_for(tmp_path, root, *extra):
     objs = to_objects(cfg)
     torch.manual_seed(0)
     method = build_method(objs.method, objs.backbone)
-    return Trainer(method, build_dataset(str(root)), objs.train, objs.optim, tmp_path)
+    return Trainer(method, InputPipeline(method, build_dataset(str(root)), objs.train), objs.train, objs.optim, tmp_path)
 
 
 def test_device_decoding_gives_the_views_host_decoding_gives(tmp_path):

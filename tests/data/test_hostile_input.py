@@ -241,7 +241,7 @@ def test_pretrain_and_knn_finish_on_a_hostile_folder(tmp_path, monkeypatch):
     skipped = [w for w in record if issubclass(w.category, UnreadableImageWarning)]
     assert skipped and all("\n" not in str(w.message) for w in skipped)
     assert written
-    report = report_skips(trainer.dataset, run_dir)
+    report = report_skips(trainer.data.dataset, run_dir)
     assert report is not None and 0 < report.count <= len(expected)
     assert set(report.by_reason()) <= set(SKIP_REASONS)
     assert files_outside(tmp_path, run_dir) == before  # nothing written outside the run folder

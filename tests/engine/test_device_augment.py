@@ -7,6 +7,7 @@ from helpers import tiny_overrides
 from vitssl.commands.pretrain import pretrain
 from vitssl.config import load_config, to_objects
 from vitssl.data import build_dataset
+from vitssl.data.pipeline import InputPipeline
 from vitssl.engine.trainer import Trainer
 from vitssl.methods import build_method, method_configs
 
@@ -17,7 +18,8 @@ def trainer_for(method_name, tmp_path, *extra):
     objs = to_objects(cfg)
     torch.manual_seed(0)
     method = build_method(objs.method, objs.backbone)
-    return Trainer(method, build_dataset("digits", "train"), objs.train, objs.optim, tmp_path)
+    return Trainer(method, InputPipeline(method, build_dataset("digits", "train"), objs.train), objs.train, objs.optim,
+                   tmp_path)
 
 
 @pytest.mark.parametrize("method_name", ["dino", "esvit", "selfpatch", "mae"])
@@ -63,6 +65,7 @@ def test_methods_without_a_device_transform_are_refused_with_the_fix(tmp_path):
     method = build_method(objs.method, objs.backbone)
     method.__class__ = type("PlainDINO", (type(method),), {"device_transform": None})  # a method without one
     with pytest.raises(ValueError, match="train.augment_on=cpu"):
-        Trainer(method, build_dataset("digits", "train"), objs.train, objs.optim, tmp_path)
+        Trainer(method, InputPipeline(method, build_dataset("digits", "train"), objs.train), objs.train, objs.optim,
+                tmp_path)
     with pytest.raises(ValueError, match="train.augment_on=.gpu. is not a choice: use .cpu. or .device."):
         trainer_for("dino", tmp_path, "train.augment_on=gpu")

@@ -13,6 +13,7 @@ from helpers import tiny_overrides
 from vitssl.cli import main
 from vitssl.config import load_config, to_container, to_objects
 from vitssl.data import build_dataset
+from vitssl.data.pipeline import InputPipeline
 from vitssl.engine.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -21,7 +22,9 @@ from vitssl.engine.checkpoint import (
 )
 from vitssl.engine.optim import OptimConfig
 from vitssl.engine.protocol import StepOutput
-from vitssl.engine.trainer import TrainConfig, Trainer, TrainingDiverged, seed_everything
+from vitssl.engine.rng import seed_everything
+from vitssl.engine.train_config import TrainConfig
+from vitssl.engine.trainer import Trainer, TrainingDiverged
 from vitssl.methods import build_method, method_configs
 
 BN_HEAD = ["method.head.use_bn=true", "method.freeze_last_layer=0"]  # as every demo_* preset
@@ -33,7 +36,8 @@ def dino_trainer(run_dir, *extra):
     objs = to_objects(cfg)
     seed_everything(objs.train.seed)
     method = build_method(objs.method, objs.backbone)
-    return Trainer(method, build_dataset("digits", "train"), objs.train, objs.optim, run_dir, to_container(cfg))
+    data = InputPipeline(method, build_dataset("digits", "train"), objs.train)
+    return Trainer(method, data, objs.train, objs.optim, run_dir, to_container(cfg))
 
 
 def nonfinite_entries(state):
@@ -144,7 +148,8 @@ def test_a_nan_gradient_under_a_finite_loss_is_skipped(tmp_path, caplog):
     torch.manual_seed(0)
     method = SqrtAtZero()
     before = {k: v.clone() for k, v in method.state_dict().items()}
-    trainer = Trainer(method, [(None, 0)] * 16, cfg, OptimConfig(lr=0.5, warmup_epochs=0), tmp_path)
+    trainer = Trainer(method, InputPipeline(method, [(None, 0)] * 16, cfg), cfg, OptimConfig(lr=0.5, warmup_epochs=0),
+                      tmp_path)
     with pytest.raises(TrainingDiverged, match=r"gradients were not finite at 2 steps in a row \(0 to 1"):
         trainer.fit()
     skips = [r.getMessage() for r in caplog.records if "step skipped" in r.getMessage()]

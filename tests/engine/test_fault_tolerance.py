@@ -9,10 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from vitssl.data.pipeline import InputPipeline
 from vitssl.engine.checkpoint import CheckpointError, load_checkpoint, rolling_checkpoints
 from vitssl.engine.optim import OptimConfig
 from vitssl.engine.protocol import StepOutput
-from vitssl.engine.trainer import TrainConfig, Trainer, TrainingDiverged
+from vitssl.engine.train_config import TrainConfig
+from vitssl.engine.trainer import Trainer, TrainingDiverged
 from vitssl.losses import Center
 
 
@@ -79,7 +81,8 @@ def make_trainer(run_dir, method=None, steps=8, **train):
                          "max_steps_per_epoch": steps, "log_every": 1, "checkpoint_every_minutes": 0,
                          "save_every_epochs": 0, "tensorboard": False, "progress": False, **train})
     torch.manual_seed(0)
-    return Trainer(method or Regressor(), [(None, 0)] * 64, cfg, OptimConfig(lr=0.5, warmup_epochs=0),
+    method = method or Regressor()
+    return Trainer(method, InputPipeline(method, [(None, 0)] * 64, cfg), cfg, OptimConfig(lr=0.5, warmup_epochs=0),
                    run_dir)
 
 

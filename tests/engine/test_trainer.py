@@ -6,9 +6,11 @@ import torch
 from helpers import tiny_overrides
 from vitssl.config import load_config, to_container, to_objects
 from vitssl.data import build_dataset
+from vitssl.data.pipeline import InputPipeline
 from vitssl.engine.checkpoint import load_checkpoint
 from vitssl.engine.protocol import StepOutput
-from vitssl.engine.trainer import Trainer, TrainingDiverged, seed_everything
+from vitssl.engine.rng import seed_everything
+from vitssl.engine.trainer import Trainer, TrainingDiverged
 from vitssl.methods import build_method, method_configs
 
 
@@ -18,7 +20,8 @@ def make_trainer(run_dir, extra=()):
     objs = to_objects(cfg)
     seed_everything(objs.train.seed)
     method = build_method(objs.method, objs.backbone)
-    return Trainer(method, build_dataset("digits", "train"), objs.train, objs.optim, run_dir, to_container(cfg))
+    data = InputPipeline(method, build_dataset("digits", "train"), objs.train)
+    return Trainer(method, data, objs.train, objs.optim, run_dir, to_container(cfg))
 
 
 def final_state(trainer):

@@ -85,7 +85,7 @@ def format_input_table(rows: list[InputRow]) -> str:
 
 def run_input_benchmark(args) -> list[InputRow]:
     """Every (data, decode, workers) combination of the command's arguments, printed as a table."""
-    from vitssl.engine.trainer import resolve_device
+    from vitssl.engine.device import resolve_device
 
     for name, value, low in (("--batch-size", args.batch_size, 1), ("--batches", args.batches, 1)):
         if value < low:

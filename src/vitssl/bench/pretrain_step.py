@@ -14,9 +14,10 @@ order (autocast forward, backward, clipping, `before_optimizer_step`, optimizer,
 = EMA and centers), without the trainer's logging and finite-loss check.
 
 Inputs: `synthetic` = random views already on the device (the spec's tables); `jpeg` = a pool of
-photo-like images JPEG-encoded in memory, decoded and augmented every step, either on the device
-(`--aug gpu`: the trainer's `train.decode_on=device` decoder + the method's device augmentation) or by DataLoader workers with the
-CPU PIL pipeline (`--aug cpu`). Reported per row: images/s over the timed steps, median step
+photo-like images JPEG-encoded in memory, fed through the trainer's own input pipeline
+(`vitssl.data.pipeline.InputPipeline`) and so decoded and augmented every step, either on the
+device (`--aug gpu`: `train.augment_on=device` and `decode_on=device`) or by DataLoader workers
+with the method's CPU PIL pipeline (`--aug cpu`). Reported per row: images/s over the timed steps, median step
 time, data time per step (host time blocked on the loader for `--aug cpu`; device time of
 decoding + augmentation for `--aug gpu`), peak device memory, model FLOPs per image (torch's
 FlopCounterMode over one step) and MFU = FLOPs / step time / measured dense matmul rate.
@@ -31,7 +32,7 @@ import statistics
 import time
 import warnings
 from contextlib import nullcontext
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -42,11 +43,12 @@ from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 from vitssl.bench.step_options import SETUPS, add_arguments, check_arguments
 from vitssl.bench.throughput import count_call_flops
 from vitssl.config import load_config, to_objects
-from vitssl.data.device_decode import DeviceJPEGDecoder, EncodedJPEG
-from vitssl.data.loaders import AugmentedDataset, build_train_loader
+from vitssl.data.device_decode import EncodedJPEG
+from vitssl.data.pipeline import InputPipeline
 from vitssl.engine.optim import build_optimizer, clip_gradients, decay_groups
 from vitssl.engine.protocol import StepContext
 from vitssl.engine.schedules import scaled_lr
+from vitssl.engine.train_config import TrainConfig
 from vitssl.methods import build_method, method_configs
 
 # torchvision 0.29 deprecates torchvision.io's codecs in favour of TorchCodec; they still work.
@@ -164,15 +166,19 @@ def jpeg_pool(n: int, height: int, width: int, quality: int = 90) -> list[torch.
 
 
 class JPEGDataset(Dataset):
-    """(PIL image, 0) decoded from in-memory JPEG bytes: what an image folder gives the CPU pipeline."""
+    """(image, 0) from in-memory JPEG bytes, as an image folder gives them: a PIL image, or with
+    `keep_jpeg_encoded` (set by the pipeline for `train.decode_on=device`) the bytes themselves."""
 
     def __init__(self, pool: list[torch.Tensor]) -> None:
         self.pool = pool
+        self.keep_jpeg_encoded = False
 
     def __len__(self) -> int:
         return len(self.pool)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
+        if self.keep_jpeg_encoded:
+            return EncodedJPEG(self.pool[index], f"pool[{index}]"), 0
         return TF.to_pil_image(decode_jpeg(self.pool[index], mode=ImageReadMode.RGB)), 0
 
 
@@ -184,54 +190,39 @@ def synthetic_batch(method: nn.Module, batch: int, device: torch.device) -> Any:
     return torch.randn(batch, 3, size, size, device=device), labels
 
 
-class DeviceInput:
-    """Decode a batch of JPEGs on the device and augment it there."""
+class PipelineInput:
+    """The trainer's own input pipeline (`InputPipeline`) over a JPEG pool, one micro-batch a call.
 
-    def __init__(self, method: nn.Module, pool: list[torch.Tensor], batch: int, device: torch.device, seed: int = 0):
-        self.method, self.pool, self.batch, self.device = method, pool, batch, device
-        self.generator = torch.Generator(device=device).manual_seed(seed)
-        self.augment = method.device_transform()  # GPUMultiCrop (DINO family) or MAEDeviceCrop
-        self.decode = DeviceJPEGDecoder(device)  # the trainer's train.decode_on=device path
-        self.position = 0
+    `--aug cpu`: `train.augment_on=cpu` (workers decode and run the method's PIL pipeline);
+    `--aug gpu`: `augment_on=device` + `decode_on=device` (the bytes are read in the main
+    process, as the pool is in memory; the step decodes and augments the batch on the device).
+    """
 
-    def __call__(self) -> Any:
-        picks = [self.pool[(self.position + i) % len(self.pool)] for i in range(self.batch)]
-        self.position += self.batch
-        images = self.decode([EncodedJPEG(data, f"pool[{i}]") for i, data in enumerate(picks)])
-        labels = torch.zeros(self.batch, dtype=torch.long, device=self.device)
-        return self.augment(images, self.generator), labels
+    def __init__(self, method: nn.Module, pool: list[torch.Tensor], batch: int, device: torch.device, aug: str,
+                 workers: int) -> None:
+        on = "device" if aug == "gpu" else "cpu"
+        train = TrainConfig(batch_size=batch, num_workers=workers if on == "cpu" else 0, seed=0, device=str(device),
+                            augment_on=on, decode_on=on)
+        self.pipeline = InputPipeline(method, JPEGDataset(pool), train, device)
+        self.step, self.epoch = 0, 0
+        self.batches = self._next_epoch()
 
-
-class LoaderInput:
-    """CPU workers: decode with torchvision, augment with the method's PIL pipeline, collate; then copy."""
-
-    def __init__(self, method: nn.Module, pool: list[torch.Tensor], batch: int, device: torch.device, workers: int):
-        dataset = AugmentedDataset(JPEGDataset(pool), method.train_transform(), seed=0)
-        self.loader = build_train_loader(dataset, method.collate, batch, workers, seed=0,
-                                         pin_memory=device.type == "cuda")
-        self.device, self.epoch = device, 0
-        self.iterator = self._epoch()
-
-    def _epoch(self) -> Any:
-        self.loader.batch_sampler.set_epoch(self.epoch)
+    def _next_epoch(self) -> Iterator[Any]:
+        self.pipeline.set_epoch(self.epoch)
         self.epoch += 1
-        return iter(self.loader)
+        return iter(self.pipeline)
 
     def __call__(self) -> Any:
         try:
-            batch = next(self.iterator)
+            batch = next(self.batches)
         except StopIteration:
-            self.iterator = self._epoch()
-            batch = next(self.iterator)
-        return to_device(batch, self.device)
+            self.batches = self._next_epoch()
+            batch = next(self.batches)
+        self.step += 1
+        return self.pipeline.to_device(batch, self.step - 1, 0)
 
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(b, device) for b in batch)
-    return batch
+    def close(self) -> None:
+        self.pipeline.close()
 
 
 # -- timing ------------------------------------------------------------------------------------
@@ -261,15 +252,28 @@ def run_one(name: str, source: str, args: argparse.Namespace, device: torch.devi
     if args.compile:
         compile_networks(method)
     step = Stepper(method, optim_cfg, batch, device, precision)
-    pool_size = max(args.images, 2 * batch)
     if source == "synthetic":
         fixed = synthetic_batch(method, batch, device)
-        next_batch, host_blocking = (lambda: fixed), False
-    elif args.aug == "gpu":
-        next_batch, host_blocking = DeviceInput(method, jpeg_pool(pool_size, *args.jpeg_size), batch, device), False
+        row = time_steps(step, lambda: fixed, False, method, batch, device, args, matmul_rate)
     else:
-        pool = jpeg_pool(pool_size, *args.jpeg_size)
-        next_batch, host_blocking = LoaderInput(method, pool, batch, device, args.workers), True
+        pool = jpeg_pool(max(args.images, 2 * batch), *args.jpeg_size)
+        inputs = PipelineInput(method, pool, batch, device, args.aug, args.workers)
+        try:
+            row = time_steps(step, inputs, args.aug == "cpu", method, batch, device, args, matmul_rate)
+        finally:
+            inputs.close()
+    return {
+        "method": SETUPS[name].label if not args.tiny else f"{SETUPS[name].label} (tiny)",
+        "input": source, "aug": "-" if source == "synthetic" else args.aug, "batch": batch, **row,
+        "precision": precision,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+    }
+
+
+def time_steps(step: Stepper, next_batch: Callable[[], Any], host_blocking: bool, method: nn.Module, batch: int,
+               device: torch.device, args: argparse.Namespace, matmul_rate: float) -> dict[str, Any]:
+    """Warm up, count one step's FLOPs, time `args.steps` steps: the row's measured fields. Data
+    time is host time blocked on the loader when `host_blocking`, else device time of the input."""
     for _ in range(args.warmup):
         step(next_batch())
     flops = count_step_flops(step, next_batch(), method)
@@ -291,14 +295,10 @@ def run_one(name: str, source: str, args: argparse.Namespace, device: torch.devi
     total = time.perf_counter() - begin
     step_s = statistics.median(clock.seconds(s, e) for s, _, e in marks)
     data_s = data_host / args.steps if host_blocking else statistics.mean(clock.seconds(s, r) for s, r, _ in marks)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {
-        "method": SETUPS[name].label if not args.tiny else f"{SETUPS[name].label} (tiny)",
-        "input": source, "aug": "-" if source == "synthetic" else args.aug, "batch": batch,
         "images_per_s": batch * args.steps / total, "step_ms": 1000 * step_s, "data_ms": 1000 * data_s,
-        "peak_gib": peak, "gflop_per_image": flops / batch / 1e9,
-        "mfu": flops / step_s / matmul_rate if step_s > 0 else math.nan,
-        "precision": precision, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+        "gflop_per_image": flops / batch / 1e9, "mfu": flops / step_s / matmul_rate if step_s > 0 else math.nan,
     }
 
 

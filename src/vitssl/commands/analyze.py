@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from vitssl.analysis.images import load_images
+from vitssl.engine.device import resolve_device
 from vitssl.engine.outputs import save_results
-from vitssl.engine.trainer import resolve_device
 from vitssl.eval.pretrained import image_size_or_default, load_pretrained
 
 

@@ -51,7 +51,7 @@ from vitssl.commands.original_checkpoint import (
     tensors_of,
 )
 from vitssl.config import load_config, save_config, to_container, to_objects
-from vitssl.engine.checkpoint import CheckpointError, load_partial_state, save_checkpoint
+from vitssl.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_partial_state, save_checkpoint
 from vitssl.engine.outputs import OutputError, check_output_dir, check_output_file
 from vitssl.methods import build_method, method_configs
 
@@ -220,8 +220,6 @@ def import_checkpoint(source: str, checkpoint: str | Path, out: str | Path,
 
     `overwrite=False` (the CLI's default) refuses an existing file or run; a folder holding a
     training run (step or epoch checkpoints) is refused either way: the two would mix."""
-    from vitssl.engine.trainer import CHECKPOINT_FORMAT
-
     out = Path(out)
     path = out if out.suffix in (".pt", ".pth") else out / "checkpoint.pt"
     check_import_target(out, overwrite)

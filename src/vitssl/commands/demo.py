@@ -18,8 +18,10 @@ from vitssl.analysis.plots import plot_loss_curve
 from vitssl.commands.run_folder import prepare_run_dir
 from vitssl.config import load_config, save_config, to_container, to_objects
 from vitssl.data import build_dataset
+from vitssl.data.pipeline import InputPipeline
 from vitssl.engine.logging import log
-from vitssl.engine.trainer import Trainer, seed_everything
+from vitssl.engine.rng import seed_everything
+from vitssl.engine.trainer import Trainer
 from vitssl.engine.wording import counted
 from vitssl.eval import knn_classify
 from vitssl.eval.features import labelled_features
@@ -46,7 +48,8 @@ def start_demo_run(preset: str, run_dir: Path, dataset: str, epochs: int | None,
     save_config(cfg, run_dir / "config.yaml")
     seed_everything(seed)
     method = build_method(objs.method, objs.backbone)
-    trainer = Trainer(method, build_dataset(dataset, "train", seed), objs.train, objs.optim, run_dir, to_container(cfg))
+    data = InputPipeline(method, build_dataset(dataset, "train", seed), objs.train)
+    trainer = Trainer(method, data, objs.train, objs.optim, run_dir, to_container(cfg))
     return objs, method, trainer
 
 

@@ -10,9 +10,9 @@ from typing import Any
 import torch
 
 from vitssl.data import build_dataset
+from vitssl.engine.device import resolve_device
 from vitssl.engine.launch import init_distributed
 from vitssl.engine.outputs import check_output_dir
-from vitssl.engine.trainer import resolve_device
 from vitssl.eval import knn_classify, train_linear_probe
 from vitssl.eval.features import labelled_features
 from vitssl.eval.pretrained import (

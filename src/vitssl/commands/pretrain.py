@@ -1,4 +1,4 @@
-"""`vitssl pretrain`: turn a config into a method, a data set and a trainer, then run it."""
+"""`vitssl pretrain`: turn a config into a method, an input pipeline and a trainer, then run it."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from vitssl.config import (
     to_objects,
 )
 from vitssl.data import build_dataset, report_skips
+from vitssl.data.pipeline import InputPipeline
 from vitssl.distributed import is_main_process
 from vitssl.engine.checkpoint import (
     CheckpointError,
@@ -27,7 +28,8 @@ from vitssl.engine.checkpoint import (
 )
 from vitssl.engine.launch import init_distributed, teardown_distributed
 from vitssl.engine.logging import log
-from vitssl.engine.trainer import Trainer, seed_everything
+from vitssl.engine.rng import seed_everything
+from vitssl.engine.trainer import Trainer
 from vitssl.engine.wording import counted
 from vitssl.methods import build_method, method_configs
 
@@ -101,7 +103,8 @@ def _pretrain(cfg: DictConfig, objs: RunConfig, run_dir: Path, resume: bool) -> 
     if objs.init_from and not resume:  # a bad init_from is refused before the run folder is made
         initialise_from(method, objs.init_from)
     prepare_run_dir(run_dir, resume)
-    trainer = Trainer(method, dataset, objs.train, objs.optim, run_dir, config=to_container(cfg))
+    data = InputPipeline(method, dataset, objs.train)  # sampler, loader, decoding, augmentation
+    trainer = Trainer(method, data, objs.train, objs.optim, run_dir, config=to_container(cfg))
     if online_knn is not None:
         trainer.epoch_end_callbacks.append(online_knn)
     if resume:

@@ -1,4 +1,5 @@
-"""Data: image folders, built-in demo sets, and seeded training loaders."""
+"""Data: image folders, built-in demo sets, seeded training loaders and the input pipeline
+that turns a data set into the trainer's batches (`vitssl.data.pipeline.InputPipeline`)."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vitssl.data import ShardDataset, folder_dataset
 from vitssl.distributed import rank, world_size
+from vitssl.engine.stop_signals import STOP_SIGNALS
 
 _MIX = 0x9E3779B97F4A7C15
 
@@ -95,12 +96,6 @@ class SkipMonitor:
         if report.count > self.reported:
             logging.getLogger("vitssl").warning("before epoch %d: %s", epoch + 1, report.message())
             self.reported = report.count
-
-
-# Signals that ask a run to stop (docs/fault-tolerance.md): `timeout`, schedulers and container
-# stops send SIGTERM, a terminal Ctrl-C sends SIGINT and a closed terminal SIGHUP, each often to
-# the whole process group, data-loader workers included.
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from torch import nn
 
 from vitssl.engine.logging import log
 
+CHECKPOINT_FORMAT = "vitssl/1"  # the "format" entry of a training checkpoint written by the trainer
 LATEST = "checkpoint.pt"
 GOOD = "checkpoint-good.pt"  # the last known good checkpoint (see engine/good_checkpoint.py)
 ROLLING_PATTERN = re.compile(r"checkpoint-step(\d+)\.pt")

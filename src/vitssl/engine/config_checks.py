@@ -11,7 +11,7 @@ import torch
 
 from vitssl.engine.optim import CLIP_MODES, OPTIMIZERS, OptimConfig
 from vitssl.engine.parallel import STRATEGIES
-from vitssl.engine.trainer import PRECISIONS, TrainConfig
+from vitssl.engine.train_config import PRECISIONS, TrainConfig
 from vitssl.engine.validation import (
     ConfigError,
     fail,
