@@ -51,7 +51,12 @@ from vitssl.commands.original_checkpoint import (
     tensors_of,
 )
 from vitssl.config import load_config, save_config, to_container, to_objects
-from vitssl.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_partial_state, save_checkpoint
+from vitssl.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    load_partial_state,
+    save_checkpoint,
+)
 from vitssl.engine.outputs import OutputError, check_output_dir, check_output_file
 from vitssl.methods import build_method, method_configs
 
