@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import math
 import os
 import shutil
 import statistics
@@ -126,17 +125,16 @@ def plot_series(rows: list[dict[str, float]], keys: list[str], path: Path, title
 
 
 def metric_figures(rows: list[dict[str, float]], out_dir: Path, config: dict[str, Any] | None = None) -> list[Figure]:
-    """One figure per non-empty group of logged metrics. For DINO the loss plot marks ln K, the
-    loss of a flat teacher: a loss that stays there means nothing is being distilled."""
+    """One figure per non-empty group of logged metrics. The loss plot marks the method's
+    `loss_reference` (DINO: ln K, the loss of a flat teacher)."""
     groups = group_metric_keys(rows)
     specs = [("loss", "Training loss", True, "loss terms per optimizer step"),
              ("schedules", "Schedules", False, "learning rate, weight decay and other scheduled values"),
              ("other", "Other metrics", False, "method diagnostics logged during training"),
              ("throughput", "Throughput and memory", False, "training images per second (wall clock, "
                                                             "per logged step) and memory when logged")]
-    method = (config or {}).get("method", {})
-    out_dim = method.get("head", {}).get("out_dim") if method.get("name") == "dino" else None
-    flat = (math.log(out_dim), f"ln K = {math.log(out_dim):.2f} (flat teacher)") if out_dim else None
+    method = run_method_or_none(config or {})
+    flat = method.cls.loss_reference(method.cfg) if method else None
     figures = []
     for group, title, shared, caption in specs:
         if groups[group]:
@@ -203,7 +201,7 @@ def _load_model_images(run_dir: Path, images: str | None, limit: int, image_size
                        report: Report) -> tuple[Any, Any, int] | None:
     """(backbone, images, image size) for the pictures, or None with a note saying why not."""
     from vitssl.analysis.images import load_images
-    from vitssl.eval.pretrained import image_size_or_default, load_pretrained
+    from vitssl.eval.pretrained import image_size_or_default, load_run
 
     checkpoint = run_dir / "checkpoint.pt"
     if not checkpoint.is_file():
@@ -215,16 +213,16 @@ def _load_model_images(run_dir: Path, images: str | None, limit: int, image_size
     except (FileNotFoundError, ValueError) as e:
         report.notes.append(f"no images for the model pictures ({e}): pass --images PATH")
         return None
-    backbone, config = load_pretrained(checkpoint)
-    return backbone, pictures, image_size_or_default(image_size, config)
+    run = load_run(checkpoint)
+    return run, pictures, image_size_or_default(image_size, run.config)
 
 
-def attention_figures(backbone: Any, images: list[Any], size: int, out_dir: Path, report: Report) -> list[Figure]:
-    """Last-layer attention per head (analysis/attention_maps.py); skipped for non-ViT backbones."""
+def attention_figures(vit: Any, images: list[Any], size: int, out_dir: Path, report: Report) -> list[Figure]:
+    """Last-layer attention per head (analysis/attention_maps.py) of the backbone network (SelfPatch:
+    its ViT without the aggregation module); skipped for non-ViT backbones."""
     from vitssl.analysis.attention_maps import save_attention_maps
     from vitssl.backbones import ViT
 
-    vit = getattr(backbone, "vit", backbone)  # SelfPatch's encoder wraps its ViT
     if not isinstance(vit, ViT):
         report.notes.append(f"attention maps skipped: the backbone is a {type(vit).__name__}, whose window "
                             "attention has no image-wide map")
@@ -289,21 +287,35 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def add_model_pictures(report: Report, run_dir: Path, out_dir: Path, images: str | None, limit: int,
                        image_size: int | None) -> None:
-    """Attention maps, and correspondences for EsViT; a picture that cannot be made becomes a note."""
+    """Attention maps, and correspondences for a method that matches regions (EsViT); a picture
+    that cannot be made becomes a note."""
     loaded = _load_model_images(run_dir, images, limit, image_size, report)
     if loaded is None:
         return
-    backbone, imgs, size = loaded
+    run, imgs, size = loaded
     try:
-        report.attention = attention_figures(backbone, imgs, size, out_dir, report)
+        report.attention = attention_figures(run.network, imgs, size, out_dir, report)
     except ValueError as e:
         report.notes.append(f"attention maps skipped: {e}")
-    if report.config.get("method", {}).get("name") != "esvit":
+    method = run_method_or_none(report.config)
+    if not (method and method.cls.matches_regions):
         return
     try:
-        report.correspondence = correspondence_figures(backbone, imgs, size, out_dir, report)
+        report.correspondence = correspondence_figures(run.backbone, imgs, size, out_dir, report)
     except ValueError as e:
         report.notes.append(f"correspondences skipped: {e}")
+
+
+def run_method_or_none(config: dict[str, Any]) -> Any:
+    """`vitssl.eval.pretrained.run_method` of the config, or None where this vitssl cannot read it
+    (the report then leaves out what depends on the method rather than fail)."""
+    from vitssl.config import ConfigError
+    from vitssl.eval.pretrained import run_method
+
+    try:
+        return run_method(config)
+    except (ConfigError, ValueError, TypeError):
+        return None
 
 
 def _config_summary(config: dict[str, Any]) -> dict[str, str]:

@@ -47,7 +47,7 @@ from vitssl.engine.optim import (
     decay_groups,
 )
 from vitssl.engine.parallel import ParallelStep
-from vitssl.engine.protocol import Method, StepContext
+from vitssl.engine.protocol import Method, StepContext, optional_member
 from vitssl.engine.schedules import cosine_schedule, scaled_lr
 from vitssl.engine.step_guard import StepGuard, first_nonfinite
 
@@ -219,10 +219,11 @@ class Trainer(NonFiniteSteps):
             return method.train_transform(), method.collate, None
         if augment_on != "device":
             raise ValueError(f"unknown train.augment_on '{augment_on}': choose cpu or device")
-        make = getattr(method, "device_transform", None)
-        if make is None:
+        make = optional_member(method, "device_transform")
+        augment = make() if make is not None else None
+        if augment is None:
             raise ValueError(f"{type(method).__name__} has no device-side augmentation: use train.augment_on=cpu")
-        return decoded_uint8, collate_decoded, make()
+        return decoded_uint8, collate_decoded, augment
 
     def _device_decoder(self, dataset: Dataset, train: TrainConfig) -> DeviceJPEGDecoder | None:
         """With `decode_on=device`, the image folder keeps JPEGs encoded for the step to decode."""
@@ -474,8 +475,8 @@ class Trainer(NonFiniteSteps):
                         self.collapse.check(self.step, metrics)
                     shown = dict(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
                                  img_s=f"{metrics['images_per_s']:.0f}")
-                    if "teacher_temp" in metrics:
-                        shown["t_temp"] = f"{metrics['teacher_temp']:.3f}"
+                    shown.update({m.label: format(metrics[m.key], m.fmt) for m in
+                                  optional_member(self.method, "progress_metrics") if m.key in metrics})
                     bar.set_postfix(**shown)
                 self._maybe_checkpoint()
                 if self._stop_agreed():
