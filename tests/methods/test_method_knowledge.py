@@ -14,15 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from vitssl.commands.convert import SOURCES
 from vitssl.methods import METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "vitssl"
 ALSO = [ROOT / "tests" / "helpers.py"]  # shared test helpers: the tiny overrides come from the methods
 ALLOWED_TABLES = {
-    ("commands/convert.py", frozenset(SOURCES)),  # import --from: the original repositories' layouts
-    ("eval/finetune.py", frozenset({"mae_lite_impr", "mae", "transfer"})),  # --recipe: the papers' recipes
+    ("commands/convert.py", "CONVERTERS"),  # import --from: the original repositories' checkpoint layouts
+    ("eval/finetune.py", "RECIPES"),  # eval finetune --recipe: the papers' fine-tuning recipes
 }
 
 
@@ -37,31 +36,38 @@ def _names_in(node: ast.AST, names: set[str]) -> list[str]:
 
 def method_name_branches(source: str, names: set[str], where: str = "") -> list[str]:
     """Every comparison with, `case` on, or dict literal keyed by a name in `names`, as 'where:line: what'."""
+    tree = ast.parse(source)
+    allowed = {id(node.value) for node in ast.walk(tree) if isinstance(node, (ast.Assign, ast.AnnAssign))
+               and any(isinstance(t, ast.Name) and (where, t.id) in ALLOWED_TABLES
+                       for t in (node.targets if isinstance(node, ast.Assign) else [node.target]))}
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Compare):
             hits = [n for operand in (node.left, *node.comparators) for n in _names_in(operand, names)]
             what = "compares with"
         elif isinstance(node, ast.Dict):
-            keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
-            if (where, frozenset(keys)) in ALLOWED_TABLES:
+            if id(node) in allowed:
                 continue
+            keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
             hits, what = sorted(keys & names), "a table keyed by"
         elif isinstance(node, ast.MatchValue):
             hits, what = _names_in(node.value, names), "a case on"
         else:
             continue
         if hits:
-            found.append(f"{where}:{node.lineno}: {what} {hits}")
-    return found
+            found.append((node.lineno, f"{where}:{node.lineno}: {what} {hits}"))
+    return [text for _, text in sorted(found)]
 
 
 def test_the_check_finds_each_kind_of_branch():
     names = {"dino", "mae"}
     source = ('if cfg.name == "dino": pass\nif name in ("x", "mae"): pass\nT = {"dino": 1}\n'
-              'match n:\n    case "mae": pass\nok = {"transfer": 1}\nif name != "other": pass\n')
+              'match n:\n    case "mae": pass\nok = {"transfer": 1}\nif name != "other": pass\n'
+              'RECIPES = {"mae": 1}\n')
     assert [f.split(": ", 1)[1] for f in method_name_branches(source, names, "x.py")] == [
-        "compares with ['dino']", "compares with ['mae']", "a table keyed by ['dino']", "a case on ['mae']"]
+        "compares with ['dino']", "compares with ['mae']", "a table keyed by ['dino']", "a case on ['mae']",
+        "a table keyed by ['mae']"]
+    assert method_name_branches('RECIPES = {"mae": 1}\n', names, "eval/finetune.py") == []
 
 
 def _modules() -> list[Path]:
