@@ -8,9 +8,10 @@ from helpers import tiny_overrides
 from vitssl.augment.multicrop import MultiCrop
 from vitssl.augment.photometric import ViewParams
 from vitssl.cli import main
-from vitssl.commands.evaluate import checkpoint_features
+from vitssl.commands.evaluate import checkpoint_features, run_knn
 from vitssl.config import load_config, to_container, to_objects
 from vitssl.data import build_dataset
+from vitssl.engine.logging import read_metrics
 from vitssl.eval.features import labelled_features
 from vitssl.eval.pretrained import evaluation_input, load_run
 from vitssl.methods import method_configs
@@ -22,7 +23,8 @@ MEAN, STD = [0.2, 0.3, 0.4], [0.1, 0.2, 0.3]  # far from ImageNet's (0.485, 0.45
 def run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("norm") / "run"
     assert main(["pretrain", "--data", "digits", "--out", str(folder), *tiny_overrides("digits")[1:],
-                 f"method.crops.mean=[{','.join(map(str, MEAN))}]", f"method.crops.std=[{','.join(map(str, STD))}]"]) == 0
+                 f"method.crops.mean=[{','.join(map(str, MEAN))}]", f"method.crops.std=[{','.join(map(str, STD))}]",
+                 "train.knn_every_epochs=1", "train.knn_data=digits", "train.knn_k=5"]) == 0
     return folder
 
 
@@ -48,6 +50,13 @@ def test_eval_features_are_those_of_the_training_transform(run):
     torch.testing.assert_close(features.val[0][:8], own, atol=1e-4, rtol=1e-4)
     imagenet, _, _ = labelled_features(backbone, "digits", "val", 16, torch.device("cpu"), num_workers=0)
     assert not torch.allclose(imagenet[:8], own, atol=1e-2)  # what evaluation computed before
+
+
+def test_online_knn_agrees_with_eval_knn(run):
+    """Online k-NN reads the same images as `vitssl eval knn` (so, by the test above, as training)."""
+    online = [r["knn_top1"] for r in read_metrics(run) if "knn_top1" in r]
+    offline = run_knn(run, "digits", "digits", ks=(5,), device="cpu", num_workers=0)["results"]["5"]["top1"]
+    assert online == [pytest.approx(offline, abs=1e-6)]
 
 
 @pytest.mark.parametrize("name,section", [("dino", "crops"), ("mae", "crop")])
