@@ -18,9 +18,10 @@ from helpers import tiny_overrides
 from vitssl.augment import MultiCrop, MultiCropConfig, collate_views
 from vitssl.backbones import BackboneConfig, create_backbone
 from vitssl.cli import main
+from vitssl.config import load_config, to_objects
 from vitssl.engine.ema import TeacherEMA
 from vitssl.engine.protocol import MethodBase, StepContext, StepOutput
-from vitssl.methods import METHODS, register_method
+from vitssl.methods import METHODS, build_method, method_configs, register_method
 
 NAME = "mean-teacher"
 
@@ -125,3 +126,18 @@ def test_registration_refuses_a_taken_name_and_a_class_that_is_not_a_method():
     with pytest.raises(ValueError, match="Config.name defaults to 'mean-teacher'"):
         register_method("other-name", MeanTeacher)
     assert NAME not in METHODS
+
+
+def test_the_defaults_serve_a_method_that_overrides_nothing_optional(registered):
+    """MethodBase's defaults: a synthetic batch made by the method's own transform and collate,
+    evaluation at the backbone's size with ImageNet statistics, no device-side augmentation."""
+    objs = to_objects(load_config(None, [f"method.name={NAME}", *tiny_overrides(method=NAME)], method_configs()))
+    method = build_method(objs.method, objs.backbone)
+    views, labels = method.synthetic_batch(3, torch.Generator().manual_seed(0))
+    assert [tuple(v.shape) for v in views] == [(3, 3, 16, 16)] * 2 and labels.shape == (3,)
+    out = method.training_step((views, labels), StepContext(step=0, epoch=0, steps_per_epoch=1, total_steps=1,
+                                                           epochs=1))
+    assert torch.isfinite(out.loss)
+    ev = MeanTeacher.evaluation_input(objs.method, objs.backbone)
+    assert (ev.image_size, ev.mean, ev.std) == (16, None, None) and method.device_transform() is None
+    assert method.backbone_network() is method.evaluation_backbone()
