@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vitssl.config import load_config, to_container, to_objects
+from vitssl.config import DEFAULT_METHOD, load_config, to_container, to_objects
 from vitssl.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
-from vitssl.methods import build_method, method_configs
+from vitssl.methods import build_method, method_class, method_configs
 
 TINY_BACKBONE = dict(name="vit_tiny", patch_size=4, img_size=16, embed_dim=32, depth=2, num_heads=2,
                      drop_path_rate=0.0)
@@ -23,37 +23,31 @@ TINY_BACKBONE = dict(name="vit_tiny", patch_size=4, img_size=16, embed_dim=32, d
 TINY_BACKBONE_BY_NAME = {"resnet50": dict(img_size=16, embed_dim=8, depth=1, drop_path_rate=0.0)}
 
 
-# Method-specific shrinking, keyed by method name; the DINO family (dino, esvit, selfpatch)
-# shares DINO's head and multi-crop keys.
-_TINY_DINO_FAMILY = [
-    "method.head.out_dim=64", "method.head.hidden_dim=32", "method.head.bottleneck_dim=16",
-    "method.crops.global_crops_size=16", "method.crops.local_crops_size=8", "method.crops.local_crops_number=2",
-]
-_TINY_SECOND_HEAD = ["out_dim=64", "hidden_dim=32", "bottleneck_dim=16"]
-TINY_METHOD_OVERRIDES = {
-    "esvit": [*_TINY_DINO_FAMILY, *[f"method.region_head.{kv}" for kv in _TINY_SECOND_HEAD]],
-    "selfpatch": [*_TINY_DINO_FAMILY, *[f"method.patch_head.{kv}" for kv in _TINY_SECOND_HEAD]],
-    "mae": ["method.decoder.depth=1", "method.decoder.embed_dim=16", "method.decoder.num_heads=2",
-            "method.crop.size=16"],
-}
-TINY_METHOD_OVERRIDES["mae-distill"] = TINY_METHOD_OVERRIDES["mae"]  # plus the teacher: tiny_mae_teacher()
+def tiny_untrained_run(method: str, embed_dim: int = 48, num_heads: int = 3) -> Path:
+    """An untrained tiny run's checkpoint.pt (patch 4, 16 px, depth 2; by default wider and with
+    more heads than TINY_BACKBONE), written once per session: what a method's `run_fields` (e.g.
+    D-MAE-Lite's teacher) name in tests."""
+    return _tiny_untrained_run(method, embed_dim, num_heads)
 
 
 @lru_cache(maxsize=None)
-def tiny_mae_teacher(embed_dim: int = 48, num_heads: int = 3) -> Path:
-    """An untrained tiny MAE run's checkpoint.pt (patch 4, 16 px, depth 2; by default wider and
-    with more heads than TINY_BACKBONE), written once per session, for mae-distill's teacher."""
-    overrides = [*tiny_overrides(method="mae"), "method.name=mae", f"backbone.embed_dim={embed_dim}",
+def _tiny_untrained_run(method: str, embed_dim: int, num_heads: int) -> Path:
+    overrides = [*tiny_overrides(method=method), f"method.name={method}", f"backbone.embed_dim={embed_dim}",
                  f"backbone.num_heads={num_heads}"]
     cfg = load_config(None, overrides, method_configs())
     with torch.random.fork_rng():
         torch.manual_seed(1)
         objs = to_objects(cfg)
-        method = build_method(objs.method, objs.backbone)
-    folder = Path(tempfile.mkdtemp(prefix="vitssl-teacher-"))
+        method_module = build_method(objs.method, objs.backbone)
+    folder = Path(tempfile.mkdtemp(prefix="vitssl-run-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    payload = {"format": CHECKPOINT_FORMAT, "config": to_container(cfg), "method": method.state_dict()}
+    payload = {"format": CHECKPOINT_FORMAT, "config": to_container(cfg), "method": method_module.state_dict()}
     return save_checkpoint(payload, folder / "checkpoint.pt")
+
+
+def tiny_mae_teacher(embed_dim: int = 48, num_heads: int = 3) -> Path:
+    """An untrained tiny MAE run, for mae-distill's teacher."""
+    return tiny_untrained_run("mae", embed_dim, num_heads)
 
 
 def preset_method(preset: str) -> str:
@@ -64,18 +58,20 @@ def preset_method(preset: str) -> str:
 def tiny_overrides(data: str = "mnist", method: str | None = None, preset: str | None = None) -> list[str]:
     """Overrides that shrink any preset to seconds on CPU (2 steps of 8 images).
 
-    The method's own keys depend on the method: name it, or the preset that selects it
-    (default: the DINO family's keys).
+    The method's own keys are its `tiny_overrides()`: name the method, or the preset that selects
+    it (default: the default method's). Config fields that name another run (`run_fields`, e.g.
+    D-MAE-Lite's teacher) get a tiny untrained run of the method they need.
     """
     if method is None:
-        method = preset_method(preset) if preset else "dino"
+        method = preset_method(preset) if preset else DEFAULT_METHOD
+    cls = method_class(method)
     backbone = TINY_BACKBONE_BY_NAME.get(str(load_config(preset, [], method_configs()).backbone.name) if preset else "",
                                          TINY_BACKBONE)
     return [
         f"data.path={data}",
         *[f"backbone.{k}={v}" for k, v in backbone.items() if k != "name"],
-        *TINY_METHOD_OVERRIDES.get(method, _TINY_DINO_FAMILY),
-        *([f"method.teacher={tiny_mae_teacher()}"] if method == "mae-distill" else []),
+        *cls.tiny_overrides(),
+        *[f"method.{key}={tiny_untrained_run(needed)}" for key, needed in cls.run_fields.items()],
         "train.batch_size=8", "train.epochs=1", "train.max_steps_per_epoch=2", "train.num_workers=0",
         "train.progress=false", "train.tensorboard=false", "train.log_every=1", "train.device=cpu",
         "train.precision=fp32", "optim.warmup_epochs=0",

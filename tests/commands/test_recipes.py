@@ -1,17 +1,23 @@
 """`vitssl recipes`: every preset has its paper, target number and compute."""
 
 from vitssl.cli import main
-from vitssl.commands.recipes import RECIPES, recipe_rows
+from vitssl.commands.recipes import RECIPES, default_recipe, recipe_rows
 from vitssl.config import load_config, preset_names
 from vitssl.methods import method_configs
 
 
-def test_every_preset_has_a_recipe_entry_and_every_entry_a_preset():
-    presets = set(preset_names())
-    assert sorted(presets - set(RECIPES)) == [], "add these presets to vitssl/commands/recipes.py"
-    assert sorted(set(RECIPES) - presets) == [], "recipes.py names presets that do not exist"
+def test_every_entry_names_a_preset_and_every_preset_cites_its_paper():
+    """A preset without an entry (a new method's) shows its method's paper, not a blank."""
+    assert sorted(set(RECIPES) - set(preset_names())) == [], "recipes.py names presets that do not exist"
     for name, recipe in RECIPES.items():
         assert recipe.paper and recipe.target and recipe.compute, name
+    for row in recipe_rows():
+        assert row["paper"] and row["paper"] != row["method"] and row["target"] and row["compute"], row
+
+
+def test_a_preset_without_an_entry_cites_its_methods_paper():
+    assert default_recipe("selfpatch").paper == RECIPES["selfpatch_vit_small16"].paper
+    assert default_recipe("mae").paper == RECIPES["mae_vit_base16"].paper
 
 
 def test_rows_read_method_and_backbone_from_the_preset():

@@ -40,35 +40,26 @@ from torch import nn
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
 
-from vitssl.bench.step_options import SETUPS, add_arguments, check_arguments
+from vitssl.bench.step_options import add_arguments, benchmark_setups, check_arguments
 from vitssl.bench.throughput import count_call_flops
 from vitssl.config import load_config, to_objects
 from vitssl.data.device_decode import EncodedJPEG
-from vitssl.data.pipeline import InputPipeline
+from vitssl.data.pipeline import InputPipeline, move_to
 from vitssl.engine.optim import build_optimizer, clip_gradients, decay_groups
 from vitssl.engine.protocol import StepContext
 from vitssl.engine.schedules import scaled_lr
 from vitssl.engine.train_config import TrainConfig
-from vitssl.methods import build_method, method_configs
+from vitssl.methods import build_method, method_class, method_configs
 
 # torchvision 0.29 deprecates torchvision.io's codecs in favour of TorchCodec; they still work.
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning)
 
 
-_TINY_HEADS = [f"{k}={v}" for k, v in (("out_dim", 64), ("hidden_dim", 32), ("bottleneck_dim", 16))]
-_TINY_CROPS = ["method.crops.global_crops_size=32", "method.crops.local_crops_size=16",
-               "method.crops.local_crops_number=2"]
-_TINY_VIT = ["backbone.patch_size=8", "backbone.img_size=32", "backbone.embed_dim=32", "backbone.depth=2",
-             "backbone.num_heads=2", "backbone.drop_path_rate=0.0"]
-TINY_OVERRIDES = {  # seconds on a CPU: shapes and plumbing only
-    "dino": [*_TINY_VIT, *_TINY_CROPS, *[f"method.head.{kv}" for kv in _TINY_HEADS]],
-    "esvit": ["backbone.embed_dim=16", "backbone.depth=1", "backbone.num_heads=1", "backbone.img_size=32",
-              "backbone.drop_path_rate=0.0", *_TINY_CROPS,
-              *[f"method.{h}.{kv}" for h in ("head", "region_head") for kv in _TINY_HEADS]],
-    "selfpatch": [*_TINY_VIT, *_TINY_CROPS, *[f"method.{h}.{kv}" for h in ("head", "patch_head") for kv in _TINY_HEADS]],
-    "mae-lite": [*_TINY_VIT, "method.decoder.depth=1", "method.decoder.embed_dim=16", "method.decoder.num_heads=2",
-                 "method.crop.size=32"],
-}
+# --tiny: seconds on a CPU, shapes and plumbing only: the tests' tiny backbone (16 px, patch 4)
+# and each method's own `tiny_overrides()` for it.
+TINY_BACKBONE = ["backbone.patch_size=4", "backbone.img_size=16", "backbone.embed_dim=32", "backbone.depth=2",
+                 "backbone.num_heads=2", "backbone.drop_path_rate=0.0"]
+SETUPS = benchmark_setups()
 
 FIELDS = ("method", "input", "aug", "batch", "images_per_s", "step_ms", "data_ms", "peak_gib", "gflop_per_image",
           "mfu", "precision", "device")
@@ -79,7 +70,10 @@ FIELDS = ("method", "input", "aug", "batch", "images_per_s", "step_ms", "data_ms
 def build(name: str, batch_size: int | None, tiny: bool) -> tuple[nn.Module, Any, int]:
     """(method, optimisation config, batch size) for one setup, from its packaged preset."""
     setup = SETUPS[name]
-    overrides = [*setup.overrides, *(TINY_OVERRIDES[name] if tiny else [])]
+    overrides = list(setup.overrides)
+    if tiny:
+        method = method_class(str(load_config(setup.preset, overrides, method_configs()).method.name))
+        overrides += [*TINY_BACKBONE, *method.tiny_overrides()]  # type: ignore[attr-defined]
     cfg = to_objects(load_config(setup.preset, overrides, method_configs()))
     batch = batch_size or (4 if tiny else setup.batch_size)
     return build_method(cfg.method, cfg.backbone), cfg.optim, batch
@@ -183,11 +177,8 @@ class JPEGDataset(Dataset):
 
 
 def synthetic_batch(method: nn.Module, batch: int, device: torch.device) -> Any:
-    labels = torch.zeros(batch, dtype=torch.long, device=device)
-    if hasattr(method, "multicrop"):
-        return [torch.randn(batch, 3, s, s, device=device) for s in method.multicrop.view_sizes], labels
-    size = method.transform.cfg.size
-    return torch.randn(batch, 3, size, size, device=device), labels
+    """The method's own random batch (`MethodBase.synthetic_batch`), on the device."""
+    return move_to(method.synthetic_batch(batch, torch.Generator().manual_seed(0)), device)
 
 
 class PipelineInput:

@@ -4,32 +4,25 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from vitssl.cli_parsing.arguments import non_negative_int, positive_int
 from vitssl.cli_parsing.shared_options import add_device
 
 
-@dataclass(frozen=True)
-class Setup:
-    label: str
-    preset: str
-    batch_size: int
-    overrides: tuple[str, ...] = ()
+def benchmark_setups() -> dict[str, Any]:
+    """Every registered method's `benchmark_setups` (`vitssl.engine.protocol.BenchmarkSetup`), by
+    name, in registry order. Imports the methods (and torch), so it is called only to run."""
+    from vitssl.methods import METHODS
 
-
-SETUPS = {
-    "dino": Setup("DINO ViT-S/16", "dino_vit_small16", 64),
-    "esvit": Setup("EsViT Swin-T/W7 + region", "esvit_swin_tiny_w7", 64),
-    "selfpatch": Setup("SelfPatch ViT-S/16", "selfpatch_vit_small16", 64),
-    "mae-lite": Setup("MAE-Lite ViT-Tiny", "mae_lite_vit_tiny16", 256),
-}
+    return {s.name: s for cls in METHODS.values() for s in cls.benchmark_setups}  # type: ignore[attr-defined]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The benchmark's options, shared by `vitssl benchmark step` and benchmarks/pretrain_step.py."""
-    p.add_argument("--methods", default=",".join(SETUPS), help=f"comma-separated, from {list(SETUPS)}")
+    p.add_argument("--methods", default=None, help="comma-separated setups, each method's own (e.g. dino,mae-lite; "
+                                                   "default: all)")
     p.add_argument("--input", default="synthetic,jpeg", help="comma-separated: synthetic, jpeg")
     p.add_argument("--aug", choices=("cpu", "gpu"), default="gpu",
                    help="JPEG input: decode + augment on the device (gpu) or in DataLoader workers (cpu)")
@@ -50,9 +43,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_arguments(args: argparse.Namespace) -> argparse.Namespace:
     """Validate the method and input lists (ValueError, one line); shrink for --tiny."""
-    unknown = set(args.methods.split(",")) - set(SETUPS)
+    setups = benchmark_setups()
+    args.methods = args.methods or ",".join(setups)
+    unknown = set(args.methods.split(",")) - set(setups)
     if unknown:
-        raise ValueError(f"unknown method(s) {sorted(unknown)}: choose from {list(SETUPS)}")
+        raise ValueError(f"unknown method(s) {sorted(unknown)}: choose from {list(setups)}")
     if set(args.input.split(",")) - {"synthetic", "jpeg"}:
         raise ValueError("--input takes synthetic, jpeg or both")
     if args.tiny:

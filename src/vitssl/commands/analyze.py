@@ -8,7 +8,13 @@ from typing import Any
 from vitssl.analysis.images import load_images
 from vitssl.engine.device import resolve_device
 from vitssl.engine.outputs import save_results
-from vitssl.eval.pretrained import image_size_or_default, load_pretrained
+from vitssl.eval.pretrained import (
+    Pretrained,
+    image_size_or_default,
+    load_pretrained,
+    load_run,
+    normalization,
+)
 
 
 def run_correspondence(checkpoint: str, images: str, out: str | None = None, image_size: int | None = None,
@@ -71,35 +77,36 @@ def run_attention_maps(checkpoint: str, images: str, out: str | None = None, ima
 
     _check_out(out, checkpoint, "attention", overwrite, ("attention_*.png",))
 
-    backbone, config = load_pretrained(checkpoint, which)
-    vit = getattr(backbone, "vit", backbone)  # SelfPatch's encoder wraps its ViT
+    run = load_run(checkpoint, which)
+    vit = run.network  # SelfPatch: its ViT, without the aggregation module
     if not isinstance(vit, ViT):
         raise ValueError(f"attention maps need a ViT backbone, this checkpoint has {type(vit).__name__} "
                          "(window attention, or none at all, has no image-wide map)")
     out_dir = Path(out) if out else _beside(checkpoint) / "attention"
     paths = save_attention_maps(vit.to(resolve_device(device)), load_images(images, limit), out_dir,
-                                image_size_or_default(image_size, config))
+                                image_size_or_default(image_size, run.config))
     return [str(p) for p in paths]
 
 
-def _image_batches(source: str, image_size: int, limit: int, batch_size: int) -> list:
-    """Normalised (B, 3, S, S) batches of up to `limit` images (labels not needed)."""
+def _image_batches(source: str, image_size: int | None, limit: int, batch_size: int, run: Pretrained) -> list:
+    """(B, 3, S, S) batches of up to `limit` images (labels not needed), normalised as the run's crops."""
     import torch
 
     from vitssl.eval.features import eval_transform
 
-    transform = eval_transform(source, image_size)  # built-in sets: resized only, as for evaluation
+    size = image_size_or_default(image_size, run.config)
+    transform = eval_transform(source, size, normalization=normalization(run.eval_input))  # built-in sets: resized only
     tensors = torch.stack([transform(im) for im in load_images(source, limit)])
     return list(tensors.split(batch_size))
 
 
-def _unwrap_vit(backbone: Any, what: str) -> Any:
+def _vit_of(run: Pretrained, what: str) -> Any:
+    """The run's backbone network (SelfPatch: without its aggregation module), which must be a ViT."""
     from vitssl.backbones import ViT
 
-    vit = getattr(backbone, "vit", backbone)
-    if not isinstance(vit, ViT):
-        raise ValueError(f"{what} needs a ViT backbone, this checkpoint has {type(vit).__name__}")
-    return vit
+    if not isinstance(run.network, ViT):
+        raise ValueError(f"{what} needs a ViT backbone, this checkpoint has {type(run.network).__name__}")
+    return run.network
 
 
 def run_layer_similarity(checkpoint_a: str, checkpoint_b: str, data: str, out: str | None = None,
@@ -110,11 +117,10 @@ def run_layer_similarity(checkpoint_a: str, checkpoint_b: str, data: str, out: s
 
     _check_out(out, checkpoint_a, "layer_similarity", overwrite, ("cka.png", "cka.json"))
 
-    a, config = load_pretrained(checkpoint_a)
-    b, _ = load_pretrained(checkpoint_b)
-    a, b = _unwrap_vit(a, "layer similarity"), _unwrap_vit(b, "layer similarity")
+    run_a, run_b = load_run(checkpoint_a), load_run(checkpoint_b)
+    a, b = _vit_of(run_a, "layer similarity"), _vit_of(run_b, "layer similarity")
     dev = resolve_device(device)
-    batches = _image_batches(data, image_size_or_default(image_size, config), limit, batch_size)
+    batches = _image_batches(data, image_size, limit, batch_size, run_a)
     if len(batches[-1]) < 4:  # the unbiased estimator needs 4 examples per batch
         batches = batches[:-1] or batches
     matrix = cka_matrix(a.to(dev), b.to(dev), batches, dev)
@@ -135,10 +141,10 @@ def run_attention_stats(checkpoint: str, data: str, out: str | None = None, imag
 
     _check_out(out, checkpoint, "attention_stats", overwrite, ("attention_stats.png", "attention_stats.json"))
 
-    backbone, config = load_pretrained(checkpoint)
-    vit = _unwrap_vit(backbone, "attention statistics")
+    run = load_run(checkpoint)
+    vit = _vit_of(run, "attention statistics")
     dev = resolve_device(device)
-    batches = _image_batches(data, image_size_or_default(image_size, config), limit, batch_size)
+    batches = _image_batches(data, image_size, limit, batch_size, run)
     stats = attention_statistics(vit.to(dev), [x.to(dev) for x in batches], distance_unit=distance_unit)
     out_dir = Path(out) if out else _beside(checkpoint) / "attention_stats"
     picture = plot_attention_stats(stats, out_dir / "attention_stats.png")

@@ -25,7 +25,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    if args.method == "mae":
+    from vitssl.engine.protocol import ReconstructsPixels
+    from vitssl.methods import method_class
+
+    if issubclass(method_class(args.method), ReconstructsPixels):  # masked-image models show reconstructions
         from vitssl.commands.demo_mae import run_mae_demo
 
         out = Path(args.out) if args.out else _free_folder(Path("demo_mae_run"))

@@ -16,9 +16,11 @@ from vitssl.engine.outputs import check_output_dir
 from vitssl.eval import knn_classify, train_linear_probe
 from vitssl.eval.features import labelled_features
 from vitssl.eval.pretrained import (
-    default_normalization,
+    evaluation_input,
     image_size_or_default,
     load_pretrained,
+    load_run,
+    normalization,
     untrained_backbone,
 )
 
@@ -38,13 +40,15 @@ def checkpoint_features(checkpoint: str | Path, train: str, val: str, which: str
                         image_size: int | None = None, resize_size: int | None = None, device: str = "auto",
                         batch_size: int = 256, num_workers: int = 4, n_last_blocks: int = 1,
                         avgpool_patchtokens: bool = False) -> FeatureSplits:
-    """Load a checkpoint's backbone once and extract train and val features with it."""
-    backbone, config = load_pretrained(checkpoint, which)
+    """Load a checkpoint's backbone once and extract train and val features with it, the images
+    normalised as the run's crops were."""
+    run = load_run(checkpoint, which)
     dev = resolve_device(init_distributed(device)[0])  # under torchrun: this rank's GPU, shards gathered
-    size = image_size_or_default(image_size, config)
-    kw = dict(n_last_blocks=n_last_blocks, avgpool_patchtokens=avgpool_patchtokens, resize_size=resize_size)
-    tr_f, tr_y, n_cls = labelled_features(backbone, train, "train", size, dev, batch_size, num_workers, **kw)
-    va_f, va_y, _ = labelled_features(backbone, val, "val", size, dev, batch_size, num_workers, **kw)
+    size = run.eval_input.image_size if image_size is None else image_size_or_default(image_size, run.config)
+    kw = dict(n_last_blocks=n_last_blocks, avgpool_patchtokens=avgpool_patchtokens, resize_size=resize_size,
+              normalization=normalization(run.eval_input))
+    tr_f, tr_y, n_cls = labelled_features(run.backbone, train, "train", size, dev, batch_size, num_workers, **kw)
+    va_f, va_y, _ = labelled_features(run.backbone, val, "val", size, dev, batch_size, num_workers, **kw)
     return FeatureSplits((tr_f, tr_y), (va_f, va_y), n_cls, size, dev)
 
 
@@ -116,8 +120,9 @@ def run_finetune(checkpoint: str | Path | None, train: str, val: str, recipe: st
         raise ValueError("pass --checkpoint RUN, or --scratch --backbone-config PRESET for a from-scratch baseline")
     else:
         backbone, config = load_pretrained(checkpoint, which)
-    size = image_size_or_default(image_size, config)
-    mean, std = default_normalization(config)
+    run_input = evaluation_input(config)  # the size and normalisation the run trained with
+    size = run_input.image_size if image_size is None else image_size_or_default(image_size, config)
+    mean, std = normalization(run_input)
     data = finetune_data(train, val, chosen, size, mean, std, resize_size, train_fraction, samples_per_class, seed)
     result = finetune_backbone(backbone, data, chosen, lr, resolve_device(device), seed, num_workers)
     return {"protocol": "finetune", "checkpoint": None if scratch else str(checkpoint), "scratch": scratch,

@@ -25,7 +25,7 @@ from torch import nn
 
 from vitssl.backbones import Swin, ViT
 from vitssl.engine.outputs import check_output_dir, find_os_error, write_text_atomic
-from vitssl.eval.pretrained import load_pretrained
+from vitssl.eval.pretrained import load_run
 
 FORMATS = ("safetensors", "timm")
 WEIGHT_FILES = {"safetensors": "model.safetensors", "timm": "pytorch_model.pth"}
@@ -61,8 +61,8 @@ def export_backbone(checkpoint: str | Path, out_dir: str | Path, fmt: str = "saf
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format '{fmt}': use one of {FORMATS}")
     out_dir = check_output_dir(out_dir, overwrite, (WEIGHT_FILES[fmt], "timm_model.json"))
-    backbone, config = load_pretrained(checkpoint, which)
-    backbone = getattr(backbone, "vit", backbone)  # SelfPatch: its ViT (the aggregator is not a timm part)
+    run = load_run(checkpoint, which)
+    backbone, config = run.network, run.config  # SelfPatch: its ViT (the aggregator is not a timm part)
     name, kwargs = timm_model_spec(backbone)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}

@@ -95,7 +95,13 @@ RECIPES: dict[str, Recipe] = {
                                     "MAE ViT-B/16 teacher"),
 }
 
-MISSING = Recipe("?", "no entry in vitssl/commands/recipes.py yet", "?")
+def default_recipe(method_name: str) -> Recipe:
+    """What a preset without an entry in `RECIPES` shows: its method's paper (`MethodBase.paper`)."""
+    from vitssl.methods import method_class
+
+    paper = method_class(method_name).paper or method_name  # type: ignore[attr-defined]
+    return Recipe(paper, "no reference number recorded: measure with vitssl eval (and add it to "
+                         "vitssl/commands/recipes.py)", "not recorded")
 
 
 def recipe_rows(names: list[str] | None = None) -> list[dict[str, str]]:
@@ -107,7 +113,7 @@ def recipe_rows(names: list[str] | None = None) -> list[dict[str, str]]:
     rows = []
     for name in chosen:
         cfg = load_config(name, [], method_configs())
-        recipe = RECIPES.get(name, MISSING)  # tests/commands/test_recipes.py requires an entry per preset
+        recipe = RECIPES.get(name) or default_recipe(str(cfg.method.name))
         patch = cfg.backbone.patch_size
         backbone = f"{cfg.backbone.name}" + (f"/{patch}" if patch else "")
         rows.append({"preset": name, "method": str(cfg.method.name), "backbone": backbone,

@@ -13,9 +13,7 @@ images that cannot be read) are skipped with a note on the page, never an error.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
-import math
 import os
 import shutil
 import statistics
@@ -26,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from vitssl.commands.report_page import render_html
 from vitssl.engine.logging import read_metrics
 from vitssl.engine.outputs import check_output_dir, check_output_file, write_text_atomic
 
@@ -126,17 +125,16 @@ def plot_series(rows: list[dict[str, float]], keys: list[str], path: Path, title
 
 
 def metric_figures(rows: list[dict[str, float]], out_dir: Path, config: dict[str, Any] | None = None) -> list[Figure]:
-    """One figure per non-empty group of logged metrics. For DINO the loss plot marks ln K, the
-    loss of a flat teacher: a loss that stays there means nothing is being distilled."""
+    """One figure per non-empty group of logged metrics. The loss plot marks the method's
+    `loss_reference` (DINO: ln K, the loss of a flat teacher)."""
     groups = group_metric_keys(rows)
     specs = [("loss", "Training loss", True, "loss terms per optimizer step"),
              ("schedules", "Schedules", False, "learning rate, weight decay and other scheduled values"),
              ("other", "Other metrics", False, "method diagnostics logged during training"),
              ("throughput", "Throughput and memory", False, "training images per second (wall clock, "
                                                             "per logged step) and memory when logged")]
-    method = (config or {}).get("method", {})
-    out_dim = method.get("head", {}).get("out_dim") if method.get("name") == "dino" else None
-    flat = (math.log(out_dim), f"ln K = {math.log(out_dim):.2f} (flat teacher)") if out_dim else None
+    method = run_method_or_none(config or {})
+    flat = method.cls.loss_reference(method.cfg) if method else None
     figures = []
     for group, title, shared, caption in specs:
         if groups[group]:
@@ -203,7 +201,7 @@ def _load_model_images(run_dir: Path, images: str | None, limit: int, image_size
                        report: Report) -> tuple[Any, Any, int] | None:
     """(backbone, images, image size) for the pictures, or None with a note saying why not."""
     from vitssl.analysis.images import load_images
-    from vitssl.eval.pretrained import image_size_or_default, load_pretrained
+    from vitssl.eval.pretrained import image_size_or_default, load_run
 
     checkpoint = run_dir / "checkpoint.pt"
     if not checkpoint.is_file():
@@ -215,16 +213,16 @@ def _load_model_images(run_dir: Path, images: str | None, limit: int, image_size
     except (FileNotFoundError, ValueError) as e:
         report.notes.append(f"no images for the model pictures ({e}): pass --images PATH")
         return None
-    backbone, config = load_pretrained(checkpoint)
-    return backbone, pictures, image_size_or_default(image_size, config)
+    run = load_run(checkpoint)
+    return run, pictures, image_size_or_default(image_size, run.config)
 
 
-def attention_figures(backbone: Any, images: list[Any], size: int, out_dir: Path, report: Report) -> list[Figure]:
-    """Last-layer attention per head (analysis/attention_maps.py); skipped for non-ViT backbones."""
+def attention_figures(vit: Any, images: list[Any], size: int, out_dir: Path, report: Report) -> list[Figure]:
+    """Last-layer attention per head (analysis/attention_maps.py) of the backbone network (SelfPatch:
+    its ViT without the aggregation module); skipped for non-ViT backbones."""
     from vitssl.analysis.attention_maps import save_attention_maps
     from vitssl.backbones import ViT
 
-    vit = getattr(backbone, "vit", backbone)  # SelfPatch's encoder wraps its ViT
     if not isinstance(vit, ViT):
         report.notes.append(f"attention maps skipped: the backbone is a {type(vit).__name__}, whose window "
                             "attention has no image-wide map")
@@ -289,21 +287,35 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def add_model_pictures(report: Report, run_dir: Path, out_dir: Path, images: str | None, limit: int,
                        image_size: int | None) -> None:
-    """Attention maps, and correspondences for EsViT; a picture that cannot be made becomes a note."""
+    """Attention maps, and correspondences for a method that matches regions (EsViT); a picture
+    that cannot be made becomes a note."""
     loaded = _load_model_images(run_dir, images, limit, image_size, report)
     if loaded is None:
         return
-    backbone, imgs, size = loaded
+    run, imgs, size = loaded
     try:
-        report.attention = attention_figures(backbone, imgs, size, out_dir, report)
+        report.attention = attention_figures(run.network, imgs, size, out_dir, report)
     except ValueError as e:
         report.notes.append(f"attention maps skipped: {e}")
-    if report.config.get("method", {}).get("name") != "esvit":
+    method = run_method_or_none(report.config)
+    if not (method and method.cls.matches_regions):
         return
     try:
-        report.correspondence = correspondence_figures(backbone, imgs, size, out_dir, report)
+        report.correspondence = correspondence_figures(run.backbone, imgs, size, out_dir, report)
     except ValueError as e:
         report.notes.append(f"correspondences skipped: {e}")
+
+
+def run_method_or_none(config: dict[str, Any]) -> Any:
+    """`vitssl.eval.pretrained.run_method` of the config, or None where this vitssl cannot read it
+    (the report then leaves out what depends on the method rather than fail)."""
+    from vitssl.config import ConfigError
+    from vitssl.eval.pretrained import run_method
+
+    try:
+        return run_method(config)
+    except (ConfigError, ValueError, TypeError):
+        return None
 
 
 def _config_summary(config: dict[str, Any]) -> dict[str, str]:
@@ -312,16 +324,6 @@ def _config_summary(config: dict[str, Any]) -> dict[str, str]:
         return {}
     return {"method": get("method", "name"), "backbone": get("backbone", "name"), "data": get("data", "path"),
             "epochs": get("train", "epochs"), "batch per process": get("train", "batch_size")}
-
-
-def render_html(report: Report) -> str:
-    """The page as one HTML string (images inline as base64 PNG, styles inline)."""
-    from jinja2 import Environment
-
-    env = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
-    return env.from_string(TEMPLATE).render(
-        r=report, title=report.run_dir.name,
-        generated=dt.datetime.now().isoformat(timespec="seconds"))
 
 
 def build_report(run_dir: str | Path, images: str | None = None, limit: int = 4, pictures: bool = True,
@@ -362,62 +364,3 @@ def _replace_figures(staging: Path, figures: Path) -> None:
         for old in figures.glob(pattern):
             if old.name not in new:
                 old.unlink(missing_ok=True)
-
-
-TEMPLATE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>vitssl report: {{ title }}</title>
-<style>
- body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
- h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.6em; }
- table { border-collapse: collapse; margin: .5em 0 1em; }
- td, th { border: 1px solid #ddd; padding: .25em .7em; text-align: left; font-size: .92em; }
- figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
- figcaption { color: #555; font-size: .9em; }
- pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: .85em; }
- .note { color: #8a5a00; }
-</style>
-</head>
-<body>
-<h1>vitssl report: {{ title }}</h1>
-<p>{{ r.run_dir }} &middot; generated {{ generated }}</p>
-{% macro figures(items) %}{% for f in items %}
-<figure><img class="figure" alt="{{ f.title }}" src="data:image/png;base64,{{ f.data }}">
-<figcaption>{{ f.title }}: {{ f.caption }}</figcaption></figure>
-{% endfor %}{% endmacro %}
-{% if r.summary %}
-<h2>Summary</h2>
-<table>
-{% for k, v in r.summary.items() %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>
-{% endfor %}
-</table>
-{% endif %}
-{% if r.notes %}
-<ul>{% for n in r.notes %}<li class="note">{{ n }}</li>{% endfor %}</ul>
-{% endif %}
-{% if r.curves %}
-<h2>Training curves</h2>
-{{ figures(r.curves) }}
-{% endif %}
-{% if r.results %}
-<h2>Evaluation results</h2>
-{% for name, rows in r.results %}
-<h3>{{ name }}</h3>
-<table>{% for k, v in rows %}<tr><th>{{ k }}</th><td>{{ v }}</td></tr>{% endfor %}</table>
-{% endfor %}
-{% endif %}
-{% if r.attention %}
-<h2>Attention maps</h2>
-{{ figures(r.attention) }}
-{% endif %}
-{% if r.correspondence %}
-<h2>Region correspondence</h2>
-{{ figures(r.correspondence) }}
-{% endif %}
-<h2>Resolved config</h2>
-<pre>{{ r.config_text or "(no config.yaml)" }}</pre>
-</body>
-</html>
-"""

@@ -32,6 +32,7 @@ from vitssl.data.loaders import (
 )
 from vitssl.distributed import rank, world_size
 from vitssl.engine.device import resolve_device
+from vitssl.engine.protocol import optional_member
 from vitssl.engine.train_config import TrainConfig
 
 
@@ -111,10 +112,11 @@ def augmentation(method: Any, augment_on: str) -> tuple[Callable, Callable, Call
         return method.train_transform(), method.collate, None
     if augment_on != "device":
         raise ValueError(f"unknown train.augment_on '{augment_on}': choose cpu or device")
-    make = getattr(method, "device_transform", None)
-    if make is None:
+    make = optional_member(method, "device_transform")
+    augment = make() if make is not None else None
+    if augment is None:
         raise ValueError(f"{type(method).__name__} has no device-side augmentation: use train.augment_on=cpu")
-    return decoded_uint8, collate_decoded, make()
+    return decoded_uint8, collate_decoded, augment
 
 
 def device_decoder(dataset: Dataset, train: TrainConfig, device: torch.device) -> DeviceJPEGDecoder | None:

@@ -16,6 +16,7 @@ from vitssl.distributed import is_main_process
 from vitssl.engine.checkpoint import GOOD, LATEST
 from vitssl.engine.good_checkpoint import promote, reset_to_good
 from vitssl.engine.logging import log, to_float
+from vitssl.engine.protocol import DiscardsPending
 from vitssl.engine.step_guard import StepGuard, Verdict
 from vitssl.engine.wording import counted
 
@@ -70,14 +71,13 @@ class NonFiniteSteps:
     def _drop_step(self) -> None:
         """Undo what a step did before its update: gradients are zeroed, buffers the forward passes
         wrote (BatchNorm running statistics) restored, statistics a module accumulated for after the
-        step dropped (any submodule with `discard_pending()`, e.g. DINO's `Center`)."""
+        step dropped (any submodule that is `DiscardsPending`, e.g. DINO's `Center`)."""
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.update()  # fp16: clears this step's unscale record (and backs the scale off)
         self.guard.restore_buffers()
         for module in self.method.modules():
-            discard = getattr(module, "discard_pending", None)
-            if callable(discard):
-                discard()
+            if isinstance(module, DiscardsPending):
+                module.discard_pending()
 
     def _skip_nonfinite_step(self, verdict: Verdict, loss: torch.Tensor | float) -> dict[str, float]:
         """Skip a step whose loss or gradients are NaN/Inf: no optimizer step, EMA or center update.

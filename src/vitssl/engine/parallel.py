@@ -14,7 +14,7 @@ Why the pieces are as they are:
   are not used in training mode; re-broadcasting rank 0's buffers every step would only cost.
 - `find_unused_parameters`: DDP by default expects every trainable parameter to get a gradient
   every step. EsViT's region head gets none before `region_start_epoch` (and never when
-  `region_weight == 0`); such a method sets the attribute `find_unused_parameters = True`
+  `region_weight == 0`); such a method sets `MethodBase.find_unused_parameters = True`
   (or set `train.find_unused_parameters=true`), which makes DDP walk the autograd graph each
   step to mark the unused ones ready (a small cost, so it is off unless needed).
 - BatchNorm in heads becomes `SyncBatchNorm` (as DINO does), so statistics are those of the
@@ -34,7 +34,7 @@ from torch import nn
 from vitssl.distributed import is_distributed, is_main_process
 from vitssl.engine.checkpoint import load_matching_state
 from vitssl.engine.logging import log
-from vitssl.engine.protocol import StepContext, StepOutput
+from vitssl.engine.protocol import StepContext, StepOutput, optional_member
 
 STRATEGIES = ("ddp", "fsdp")
 
@@ -110,7 +110,7 @@ class ParallelStep:
             from torch.nn.parallel import DistributedDataParallel
 
             convert_sync_batchnorm(method, device)
-            find_unused = find_unused_parameters or bool(getattr(method, "find_unused_parameters", False))
+            find_unused = find_unused_parameters or bool(optional_member(method, "find_unused_parameters"))
             step = DistributedDataParallel(step, find_unused_parameters=find_unused, **_no_buffer_sync())
         elif self.sharded:
             if precision == "fp16":

@@ -33,7 +33,7 @@ from vitssl.engine.optim import (
     decay_groups,
 )
 from vitssl.engine.parallel import ParallelStep
-from vitssl.engine.protocol import Method, StepContext
+from vitssl.engine.protocol import Method, StepContext, optional_member
 from vitssl.engine.rng import rng_state, seed_everything, set_rng_state  # noqa: F401  (seed_everything: importable from here too)
 from vitssl.engine.schedules import cosine_schedule, scaled_lr
 from vitssl.engine.step_guard import StepGuard, first_nonfinite
@@ -271,8 +271,8 @@ class Trainer(NonFiniteSteps):
                         self.collapse.check(self.step, metrics)
                     shown = dict(loss=f"{metrics['loss']:.4f}", lr=f"{metrics['lr']:.2e}",
                                  img_s=f"{metrics['images_per_s']:.0f}")
-                    if "teacher_temp" in metrics:
-                        shown["t_temp"] = f"{metrics['teacher_temp']:.3f}"
+                    shown.update({m.label: format(metrics[m.key], m.fmt) for m in
+                                  optional_member(self.method, "progress_metrics") if m.key in metrics})
                     bar.set_postfix(**shown)
                 self._maybe_checkpoint()
                 if self._stop_agreed():

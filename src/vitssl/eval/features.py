@@ -8,7 +8,7 @@ training on the cached tensors is what makes the evaluations cheap.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from vitssl.augment import EvalTransform
+from vitssl.augment.photometric import IMAGENET_MEAN, IMAGENET_STD
 from vitssl.data import BUILTIN_DATASETS, build_dataset, report_skips
 from vitssl.distributed import gather_rank_shards, rank, world_size
 from vitssl.engine.wording import counted
@@ -107,24 +108,29 @@ class _Transformed(Dataset):
         return self.transform(image), label
 
 
-def eval_transform(source: str, image_size: int, resize_size: int | None = None) -> EvalTransform:
+def eval_transform(source: str, image_size: int, resize_size: int | None = None,
+                   normalization: tuple[Sequence[float], Sequence[float]] | None = None) -> EvalTransform:
     """DINO's Resize(size x 256/224) + CenterCrop(size) for image folders; built-in sets are
-    already at their training resolution, so they are only resized to `image_size`."""
+    already at their training resolution, so they are only resized to `image_size`.
+    `normalization`: the (mean, std) the run trained with (`vitssl.eval.pretrained.normalization`);
+    None: ImageNet's."""
     if resize_size is None and source in BUILTIN_DATASETS:
         resize_size = image_size
-    return EvalTransform(image_size, resize_size)
+    mean, std = normalization or (IMAGENET_MEAN, IMAGENET_STD)
+    return EvalTransform(image_size, resize_size, mean, std)
 
 
 def labelled_features(
     backbone: nn.Module, source: str, split: str, image_size: int, device: torch.device,
     batch_size: int = 256, num_workers: int = 4, n_last_blocks: int = 1, avgpool_patchtokens: bool = False,
-    resize_size: int | None = None,
+    resize_size: int | None = None, normalization: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Features and labels of a labelled data set (ImageFolder layout or a built-in set)."""
+    """Features and labels of a labelled data set (ImageFolder layout or a built-in set), its
+    images normalised with `normalization` (the run's (mean, std); None: ImageNet's)."""
     dataset = build_dataset(source, split=split)
     if getattr(dataset, "num_classes", 0) < 2:
         raise ValueError(f"'{source}' has no class sub-folders: evaluation needs an ImageFolder layout with labels")
-    transform = eval_transform(source, image_size, resize_size)
+    transform = eval_transform(source, image_size, resize_size, normalization)
     loader = DataLoader(rank_shard(_Transformed(dataset, transform)), batch_size=batch_size,
                         num_workers=num_workers, shuffle=False)  # under torchrun: each rank reads 1/W
     feats, labels = extract_features(backbone.to(device), loader, device, n_last_blocks=n_last_blocks,

@@ -15,7 +15,7 @@ import torch
 from vitssl.engine.logging import log
 from vitssl.eval import knn_classify
 from vitssl.eval.features import labelled_features
-from vitssl.eval.pretrained import image_size_or_default
+from vitssl.eval.pretrained import evaluation_input, normalization
 
 if TYPE_CHECKING:  # the trainer calls this; eval/ does not import it
     from vitssl.engine.trainer import Trainer
@@ -38,13 +38,13 @@ class OnlineKNN:
         done = epoch + 1
         if done % self.every and done != trainer.cfg.epochs:
             return None
-        size = image_size_or_default(self.image_size, trainer.config)
+        run_input = evaluation_input(trainer.config)  # the run's crop size and normalisation
+        size = run_input.image_size if self.image_size is None else self.image_size
         backbone = trainer.method.evaluation_backbone()
+        kw = dict(batch_size=self.batch_size, num_workers=self.num_workers, normalization=normalization(run_input))
         with torch.random.fork_rng(devices=[]):  # loaders draw seeds from the global generator
-            train_f, train_y, classes = labelled_features(backbone, self.data, "train", size, trainer.device,
-                                                          self.batch_size, self.num_workers)
-            val_f, val_y, _ = labelled_features(backbone, self.data, "val", size, trainer.device,
-                                                self.batch_size, self.num_workers)
+            train_f, train_y, classes = labelled_features(backbone, self.data, "train", size, trainer.device, **kw)
+            val_f, val_y, _ = labelled_features(backbone, self.data, "val", size, trainer.device, **kw)
         result = knn_classify(train_f, train_y, val_f, val_y, ks=(self.k,), temperature=self.temperature,
                               num_classes=classes)[self.k]
         log.info("epoch %d: online %d-NN top-1 %.4f on %s", done, self.k, result["top1"], self.data)

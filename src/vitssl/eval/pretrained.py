@@ -4,7 +4,7 @@ trained with. Shared by the evaluation, analysis, report and export commands."""
 
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +19,26 @@ from vitssl.engine.checkpoint import (
     load_checkpoint,
     load_matching_state,
 )
-from vitssl.methods import build_method, method_class, method_configs
+from vitssl.engine.protocol import EvalInput, MethodBase, optional_member
+from vitssl.methods import method_class, method_configs
 
 
-def load_pretrained(checkpoint: str | Path, which: str = "teacher") -> tuple[nn.Module, dict[str, Any]]:
-    """The evaluation backbone of a vitssl checkpoint (the teacher for DINO) and its config.
+@dataclass
+class Pretrained:
+    """A run's backbone as evaluation reads it: `backbone` the evaluation backbone (the teacher's for
+    DINO), `network` the backbone network alone (`MethodBase.backbone_network`), its `config`
+    (a dict) and `eval_input`, the image size and normalisation it trained with."""
 
-    `which="student"` returns the student backbone instead, where the method has one.
-    """
+    backbone: nn.Module
+    network: nn.Module
+    config: dict[str, Any]
+    eval_input: EvalInput
+
+
+def load_run(checkpoint: str | Path, which: str = "teacher") -> Pretrained:
+    """The backbone of a vitssl checkpoint (`which="student"`: the trained, not averaged, one)."""
+    if which not in ("teacher", "student"):
+        raise ValueError(f"unknown backbone choice '{which}': use teacher or student")
     payload = load_checkpoint(checkpoint)
     if "config" not in payload or "method" not in payload:
         raise CheckpointError(f"'{checkpoint}' is not a vitssl pre-training checkpoint (no config/method entries)")
@@ -34,40 +46,63 @@ def load_pretrained(checkpoint: str | Path, which: str = "teacher") -> tuple[nn.
         raise CheckpointError(f"'{checkpoint}' holds a {type(payload['config']).__name__} as its config, not a "
                               "mapping: the file is damaged or not a vitssl checkpoint")
     check_tensors(payload["method"], f"checkpoint '{checkpoint}'")
-    cfg = load_config(None, [], method_configs(), base=payload["config"])
-    objs = to_objects(cfg)
+    objs = to_objects(load_config(None, [], method_configs(), base=payload["config"]))
     method, state = _evaluation_method(objs, payload["method"])
     load_matching_state(method, state, "method")
-    if which == "teacher":
-        backbone = method.evaluation_backbone()
-    elif which == "student":
-        backbone = method.student_backbone()
-    else:
-        raise ValueError(f"unknown backbone choice '{which}': use teacher or student")
-    return backbone.eval(), payload["config"]
+    student = which == "student"
+    backbone = method.student_backbone() if student else method.evaluation_backbone()
+    network = optional_member(method, "backbone_network")(student)
+    return Pretrained(backbone.eval(), network.eval(), payload["config"],
+                      method_class(objs.method.name).evaluation_input(objs.method, objs.backbone))
+
+
+def load_pretrained(checkpoint: str | Path, which: str = "teacher") -> tuple[nn.Module, dict[str, Any]]:
+    """The evaluation backbone of a vitssl checkpoint (the teacher for DINO) and its config.
+
+    `which="student"` returns the student backbone instead, where the method has one.
+    """
+    run = load_run(checkpoint, which)
+    return run.backbone, run.config
 
 
 def _evaluation_method(objs: Any, state: dict[str, torch.Tensor]) -> tuple[nn.Module, dict[str, torch.Tensor]]:
-    """The method to load for evaluation, and the part of the saved state it holds.
-
-    A method class may name a simpler one to be evaluated as (`evaluated_as`: D-MAE-Lite's
-    student is an MAE; its adapters are training-only); its config is the shared fields.
-    """
-    target = getattr(method_class(objs.method.name), "evaluated_as", None)
-    if target is None:
-        return build_method(objs.method, objs.backbone), state
-    cls = method_class(target)
-    shared = {f.name for f in dataclasses.fields(cls.Config)}
-    cfg = cls.Config(**{k: v for k, v in vars(objs.method).items() if k in shared and k != "name"})
-    method = cls(cfg, objs.backbone)
+    """The method's `evaluation_model`, and the part of the saved state it holds (all of it,
+    unless the method evaluates as a simpler model: D-MAE-Lite's student is a plain MAE)."""
+    cls = method_class(objs.method.name)
+    method = cls.evaluation_model(objs.method, objs.backbone)
+    if type(method) is cls:
+        return method, state
     own = method.state_dict()
     return method, {k: v for k, v in state.items() if k in own}
 
 
+@dataclass
+class RunMethod:
+    """The method class a run's config names, and its resolved method and backbone configs."""
+
+    cls: type[MethodBase]
+    cfg: Any
+    backbone: Any
+
+
+def run_method(config: dict[str, Any]) -> RunMethod:
+    """The method of a run's config (a dict); a config without a method section gets `MethodBase`,
+    the defaults of every optional member."""
+    objs = to_objects(load_config(None, [], method_configs(), base=config))
+    name = (config.get("method") or {}).get("name")
+    return RunMethod(method_class(objs.method.name) if name else MethodBase, objs.method, objs.backbone)
+
+
+def evaluation_input(config: dict[str, Any]) -> EvalInput:
+    """The image size and normalisation a run with this config trained with, as its method says
+    (`MethodBase.evaluation_input`)."""
+    method = run_method(config)
+    return method.cls.evaluation_input(method.cfg, method.backbone)
+
+
 def default_image_size(config: dict[str, Any]) -> int:
-    """Evaluate at the size the backbone was trained on (global crop size, else img_size)."""
-    crops = config.get("method", {}).get("crops", {})
-    return int(crops.get("global_crops_size") or config.get("backbone", {}).get("img_size", 224))
+    """Evaluate at the size the backbone was trained on (DINO family: the global crop size)."""
+    return evaluation_input(config).image_size
 
 
 def image_size_or_default(image_size: int | None, config: dict[str, Any]) -> int:
@@ -81,11 +116,14 @@ def image_size_or_default(image_size: int | None, config: dict[str, Any]) -> int
 
 
 def default_normalization(config: dict[str, Any]) -> tuple[list[float], list[float]]:
-    """Mean and std of the pre-training crops (method.crop or method.crops), else ImageNet's."""
-    method = config.get("method", {})
-    crops = method.get("crop") or method.get("crops") or {}
-    eval_default = EvalTransform()
-    return list(crops.get("mean", eval_default.mean)), list(crops.get("std", eval_default.std))
+    """Mean and std the run's crops were normalised with (ImageNet's where the method says none)."""
+    return normalization(evaluation_input(config))
+
+
+def normalization(eval_input: EvalInput) -> tuple[list[float], list[float]]:
+    """`eval_input`'s mean and std as lists, ImageNet's (the evaluation transform's) where unset."""
+    default = EvalTransform()
+    return list(eval_input.mean or default.mean), list(eval_input.std or default.std)
 
 
 def untrained_backbone(source: str | Path, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:

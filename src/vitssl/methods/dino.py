@@ -7,13 +7,14 @@ sharpened distribution on every other global view.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from vitssl.backbones import BackboneConfig, create_backbone
-from vitssl.engine.protocol import StepContext, StepOutput
+from vitssl.engine.protocol import BenchmarkSetup, StepContext, StepOutput
 from vitssl.heads import DINOHead
 from vitssl.losses import DINOLoss, teacher_statistics
 from vitssl.losses.center import Center
@@ -47,6 +48,8 @@ class DINO(TeacherStudent):
     """The DINO method: implements `vitssl.engine.protocol.Method`."""
 
     Config = DINOConfig
+    paper = "DINO (Caron et al., ICCV 2021)"
+    benchmark_setups = (BenchmarkSetup("dino", "DINO ViT-S/16", "dino_vit_small16", 64),)
 
     def __init__(self, cfg: DINOConfig, backbone: BackboneConfig) -> None:
         student_backbone = create_backbone(backbone)
@@ -55,6 +58,12 @@ class DINO(TeacherStudent):
         super().__init__(cfg, StudentTeacher(student_backbone, DINOHead(dim, cfg.head)),
                          StudentTeacher(teacher, DINOHead(dim, cfg.head)))
         self.loss = DINOLoss(cfg.head.out_dim, cfg.student_temp, cfg.center_momentum)
+
+    @classmethod
+    def loss_reference(cls, cfg: DINOConfig) -> tuple[float, str]:
+        """ln K, the loss of a flat teacher: a loss that stays there means nothing is distilled."""
+        flat = math.log(cfg.head.out_dim)
+        return flat, f"ln K = {flat:.2f} (flat teacher)"
 
     def last_layer_heads(self) -> tuple[nn.Module, ...]:
         return (self.student.head,)

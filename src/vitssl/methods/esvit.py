@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from vitssl.backbones import BackboneConfig, Tokens
-from vitssl.engine.protocol import StepContext, StepOutput
+from vitssl.engine.protocol import BenchmarkSetup, StepContext, StepOutput
 from vitssl.engine.validation import require_int, require_number
 from vitssl.heads import DINOHead, DINOHeadConfig
 from vitssl.losses import DINOLoss, teacher_statistics
@@ -81,6 +81,9 @@ class EsViT(TeacherStudent):
     """The EsViT method: implements `vitssl.engine.protocol.Method`."""
 
     Config = EsViTConfig
+    paper = "EsViT (Li et al., ICLR 2022)"
+    matches_regions = True
+    benchmark_setups = (BenchmarkSetup("esvit", "EsViT Swin-T/W7 + region", "esvit_swin_tiny_w7", 64),)
 
     def __init__(self, cfg: EsViTConfig, backbone: BackboneConfig) -> None:
         super().__init__(cfg, *student_and_teacher(backbone, lambda b: EsViTNetwork(b, cfg)))

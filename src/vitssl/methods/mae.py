@@ -17,7 +17,7 @@ from torch import nn
 from vitssl.augment.mae_transform import MAECropConfig, MAEDeviceCrop, MAETransform, collate_images
 from vitssl.augment.masking import random_masking
 from vitssl.backbones import BackboneConfig, create_backbone, patch_size_of
-from vitssl.engine.protocol import StepContext, StepOutput
+from vitssl.engine.protocol import BenchmarkSetup, EvalInput, MethodBase, StepContext, StepOutput
 from vitssl.engine.validation import ConfigError, require_multiple, require_number
 from vitssl.heads.mae_decoder import MAEDecoder, MAEDecoderConfig
 from vitssl.losses.mae import MAELoss, patch_statistics, patchify, unpatchify
@@ -66,10 +66,12 @@ def init_mae_weights(module: nn.Module) -> None:
             nn.init.normal_(p, std=0.02)
 
 
-class MAE(nn.Module):
+class MAE(MethodBase):
     """The MAE method: implements `vitssl.engine.protocol.Method`."""
 
     Config = MAEConfig
+    paper = "MAE (He et al., CVPR 2022)"
+    benchmark_setups = (BenchmarkSetup("mae-lite", "MAE-Lite ViT-Tiny", "mae_lite_vit_tiny16", 256),)
 
     def __init__(self, cfg: MAEConfig, backbone: BackboneConfig) -> None:
         super().__init__()
@@ -94,6 +96,20 @@ class MAE(nn.Module):
 
     def collate(self, samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
         return collate_images(samples)
+
+    def synthetic_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        size = self.cfg.crop.size
+        return torch.randn(batch_size, 3, size, size, generator=generator), torch.zeros(batch_size, dtype=torch.long)
+
+    @classmethod
+    def evaluation_input(cls, cfg: MAEConfig, backbone: BackboneConfig) -> EvalInput:
+        """The crop size and the crop's mean/std."""
+        return EvalInput(cfg.crop.size, tuple(cfg.crop.mean), tuple(cfg.crop.std))
+
+    @classmethod
+    def tiny_overrides(cls) -> tuple[str, ...]:
+        return ("method.decoder.depth=1", "method.decoder.embed_dim=16", "method.decoder.num_heads=2",
+                "method.crop.size=16")
 
     # -- model ---------------------------------------------------------------------------
     def grid(self, images: torch.Tensor) -> tuple[int, int]:

@@ -21,9 +21,11 @@ evaluation) and is left out of the method's state dict, so checkpoints hold the 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -130,9 +132,16 @@ class MAEDistill(MAE):
     """D-MAE-Lite: implements `vitssl.engine.protocol.Method` on top of `MAE`."""
 
     Config = MAEDistillConfig
-    # Evaluation reads the student only: it is rebuilt as a plain MAE, so evaluating or exporting
-    # a D-MAE-Lite run does not need the teacher's checkpoint.
-    evaluated_as = "mae"
+    paper = "MAE-Lite (Wang et al., ICML 2023), D-MAE-Lite"
+    benchmark_setups = ()
+    run_fields = MappingProxyType({"teacher": "mae"})
+
+    @classmethod
+    def evaluation_model(cls, cfg: MAEDistillConfig, backbone: BackboneConfig) -> MAE:
+        """The student alone, rebuilt as a plain MAE (the adapters are training-only), so evaluating
+        or exporting a D-MAE-Lite run does not need the teacher's checkpoint."""
+        shared = {f.name for f in dataclasses.fields(MAEConfig)} - {"name"}
+        return MAE(MAEConfig(**{k: v for k, v in vars(cfg).items() if k in shared}), backbone)
 
     def __init__(self, cfg: MAEDistillConfig, backbone: BackboneConfig) -> None:
         if not cfg.teacher:

@@ -16,7 +16,7 @@ from torch import nn
 
 from vitssl.augment import MultiCropConfig
 from vitssl.backbones import BackboneConfig, Tokens
-from vitssl.engine.protocol import StepContext, StepOutput
+from vitssl.engine.protocol import BenchmarkSetup, StepContext, StepOutput
 from vitssl.engine.validation import require_int, require_number
 from vitssl.heads import DINOHead, DINOHeadConfig
 from vitssl.heads.patch_aggregator import PatchAggregator
@@ -110,6 +110,8 @@ class SelfPatch(TeacherStudent):
     """The SelfPatch method: implements `vitssl.engine.protocol.Method`."""
 
     Config = SelfPatchConfig
+    paper = "SelfPatch (Yun et al., CVPR 2022)"
+    benchmark_setups = (BenchmarkSetup("selfpatch", "SelfPatch ViT-S/16", "selfpatch_vit_small16", 64),)
 
     def __init__(self, cfg: SelfPatchConfig, backbone: BackboneConfig) -> None:
         backbone = replace(backbone, class_token=False, final_norm=False)
@@ -158,3 +160,7 @@ class SelfPatch(TeacherStudent):
 
     def student_backbone(self) -> nn.Module:
         return SelfPatchEncoder(self.student.backbone, self.student.aggregator)
+
+    def backbone_network(self, student: bool = False) -> nn.Module:
+        """The CLS-free ViT alone, without the aggregation module (not a timm part)."""
+        return (self.student if student else self.teacher).backbone

@@ -19,7 +19,7 @@ from vitssl.augment.gpu_multicrop import GPUMultiCrop
 from vitssl.augment.multicrop import local_crop_groups, validate_config
 from vitssl.backbones import BackboneConfig, create_backbone, patch_size_of
 from vitssl.engine.ema import TeacherEMA
-from vitssl.engine.protocol import StepContext
+from vitssl.engine.protocol import EvalInput, MethodBase, ShownMetric, StepContext
 from vitssl.engine.schedules import cosine_schedule, teacher_temperature
 from vitssl.engine.validation import (
     require_int,
@@ -85,13 +85,15 @@ def teacher_backbone(backbone: BackboneConfig) -> BackboneConfig:
     return replace(backbone, drop_path_rate=0.0)
 
 
-class TeacherStudent(nn.Module):
+class TeacherStudent(MethodBase):
     """Base of the family's methods: implements `vitssl.engine.protocol.Method` but for
     `training_step`.
 
     Subclasses call `__init__` with their two networks (built alike, e.g. by
     `student_and_teacher`, each with a `backbone`) and define `last_layer_heads()` and `centers()`.
     """
+
+    progress_metrics = (ShownMetric("teacher_temp", "t_temp"),)
 
     def __init__(self, cfg: TeacherStudentConfig, student: nn.Module, teacher: nn.Module) -> None:
         super().__init__()
@@ -120,6 +122,11 @@ class TeacherStudent(nn.Module):
 
     def collate(self, samples: list[tuple[list[torch.Tensor], int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
         return collate_views(samples)
+
+    def synthetic_batch(self, batch_size: int, generator: torch.Generator) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Random views at every crop size, as `collate` batches them."""
+        views = [torch.randn(batch_size, 3, s, s, generator=generator) for s in self.multicrop.view_sizes]
+        return views, torch.zeros(batch_size, dtype=torch.long)
 
     # -- schedules -----------------------------------------------------------------------
     def teacher_temperature(self, epoch: int) -> float:
@@ -157,3 +164,16 @@ class TeacherStudent(nn.Module):
 
     def student_backbone(self) -> nn.Module:
         return self.student.backbone
+
+    @classmethod
+    def evaluation_input(cls, cfg: TeacherStudentConfig, backbone: BackboneConfig) -> EvalInput:
+        """The global crop size and the crops' mean/std: what the teacher saw."""
+        return EvalInput(cfg.crops.global_crops_size, tuple(cfg.crops.mean), tuple(cfg.crops.std))
+
+    @classmethod
+    def tiny_overrides(cls) -> tuple[str, ...]:
+        """Small heads (every head the config has) and two 8-pixel local crops beside 16-pixel globals."""
+        heads = [f"method.{key}.{kv}" for key in cls.Config.head_keys  # type: ignore[attr-defined]
+                 for kv in ("out_dim=64", "hidden_dim=32", "bottleneck_dim=16")]
+        return (*heads, "method.crops.global_crops_size=16", "method.crops.local_crops_size=8",
+                "method.crops.local_crops_number=2")
