@@ -215,8 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("config", help="print the resolved config of a preset with overrides")
     show.add_argument("--config", default=None)
     show.add_argument("overrides", nargs="*")
+    from vitssl.commands.detection import add_parser as add_dense_parsers
     from vitssl.engine.outputs import add_overwrite_flag
 
+    add_dense_parsers(sub)  # data shapes-coco, eval detection, eval segmentation --head/--finetune
     for writer in (evsub.choices["knn"], evsub.choices["linear"], ft, seg, vos, corr, att, lay, ast, tp, step, ex,
                    imp, rep):  # every subcommand that writes results (vitssl.engine.outputs)
         add_overwrite_flag(writer)
@@ -469,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_console_logging()
     try:
-        return COMMANDS[args.command](args)
+        return (getattr(args, "handler", None) or COMMANDS[args.command])(args)
     except _user_errors() as e:
         if os.environ.get("VITSSL_DEBUG"):
             raise
