@@ -190,8 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="write a checkpoint's backbone in timm's key layout (safetensors or .pth)")
     ex.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
     ex.add_argument("--out", required=True, help="output folder")
-    ex.add_argument("--format", choices=["safetensors", "timm"], default="safetensors",
-                    help="safetensors, or timm: a torch state dict (.pth)")
+    ex.add_argument("--format", choices=["safetensors", "timm", "detectron2", "mmdet"], default="safetensors",
+                    help="safetensors, or timm: a torch state dict (.pth); detectron2 (ViT, ViTDet) or mmdet (Swin)")
     ex.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
 
     imp = sub.add_parser("import", help="convert an original DINO / EsViT / SelfPatch / MAE-Lite checkpoint",
@@ -408,6 +408,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     r = export_backbone(args.checkpoint, args.out, args.format, args.backbone, overwrite=args.overwrite)
     spec = r["spec"]
+    if "config" in spec:  # detectron2 / mmdet
+        print(f"wrote {r['weights']} and load_config.txt; load it with these config lines:")
+        print("\n".join(f"  {line}" for line in spec["config"]))
+        return 0
     print(f"wrote {r['weights']} and timm_model.json; load with timm:")
     print(f"  timm.create_model('{spec['model_name']}', pretrained=True, num_classes=0, "
           f"pretrained_cfg_overlay=dict(file='{r['weights']}'), **{spec['kwargs']})")
