@@ -9,10 +9,11 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
 from vitssl.eval.detection.presets import DetectionPreset
-from vitssl.eval.detection.pyramid import build_pyramid
+from vitssl.eval.detection.pyramid import build_pyramid, unwrap
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+SELFPATCH_DETECTION_BLOCKS = (3, 5, 7, 11)  # SelfPatch's mmdet ViT adapter, 12 blocks (0-based)
 
 
 def build_detector(backbone: nn.Module, num_classes: int, preset: DetectionPreset,
@@ -22,7 +23,9 @@ def build_detector(backbone: nn.Module, num_classes: int, preset: DetectionPrese
     The model's transform resizes each image (short side `min_size`, long side at most
     `max_size`), normalises it with the backbone's pre-training mean/std and pads the batch to a
     multiple of 32, which every vitssl backbone's stride divides."""
-    pyramid = build_pyramid(backbone, preset.fpn_channels, preset.pyramid)
+    depth = len(getattr(unwrap(backbone), "blocks", ()))
+    blocks = SELFPATCH_DETECTION_BLOCKS if preset.pyramid == "blocks" and depth == 12 else None
+    pyramid = build_pyramid(backbone, preset.fpn_channels, preset.pyramid, blocks)
     anchors = AnchorGenerator(sizes=tuple((s,) for s in preset.anchor_sizes), aspect_ratios=((0.5, 1.0, 2.0),) * 5)
     c, w, rep = preset.fpn_channels, preset.head_width, preset.box_representation
     return MaskRCNN(pyramid, min_size=preset.min_size, max_size=preset.max_size,

@@ -3,8 +3,9 @@
 A plain ViT has one map at stride P (the patch size). ViTDet (Li et al. 2022, sec. 3) builds
 strides P/4 .. 2P from that last map alone: two stride-2 transposed convolutions, one, the map
 itself, and a 2x2 max-pool, each followed by a 1x1 and a 3x3 convolution with LayerNorm.
-SelfPatch's mmdet adapter instead takes blocks 4, 6, 8, 12 of a 12-block ViT-S and sends each
-to its own stride (`blocks` pyramid). Hierarchical backbones (Swin, CvT, ResNet) give their
+SelfPatch's adapters instead take four blocks and send each to its own stride (`blocks`
+pyramid): blocks 4, 6, 8, 12 (0-based 3, 5, 7, 11) of a 12-block ViT-S in its mmdet detector,
+3, 6, 9, 12 (out_indices 2, 5, 8, 11) in its mmseg segmenter; evenly spaced by default. Hierarchical backbones (Swin, CvT, ResNet) give their
 four stage outputs to torchvision's FPN. All return an OrderedDict '0'..'3' plus 'pool'
 (a stride-2 max-pool of the coarsest level, the P6 level torchvision's RPN expects).
 """
@@ -58,13 +59,16 @@ class ViTPyramid(nn.Module):
     """ViT -> strides P/4, P/2, P, 2P (+ pool). `pyramid='simple'`: all from the last map
     (ViTDet); `'blocks'`: from four evenly spaced blocks (SelfPatch's mmdet adapter)."""
 
-    def __init__(self, vit: ViT, out_channels: int = 256, pyramid: str = "simple") -> None:
+    def __init__(self, vit: ViT, out_channels: int = 256, pyramid: str = "simple",
+                 block_ids: tuple[int, ...] | None = None) -> None:
         super().__init__()
         if pyramid not in PYRAMIDS:
             raise ValueError(f"unknown pyramid '{pyramid}': use one of {PYRAMIDS}")
         self.body, self.pyramid, self.out_channels = vit, pyramid, out_channels
         depth, dim = len(vit.blocks), int(vit.embed_dim)
-        self.block_ids = [max(0, round(depth * k / 4) - 1) for k in (1, 2, 3, 4)]  # 12 blocks: 2, 5, 8, 11
+        self.block_ids = list(block_ids or [max(0, round(depth * k / 4) - 1) for k in (1, 2, 3, 4)])  # 12: 2, 5, 8, 11
+        if len(self.block_ids) != 4 or not all(0 <= i < depth for i in self.block_ids):
+            raise ValueError(f"block_ids {self.block_ids} must be 4 block indices of the {depth}-block ViT")
         self.scales, self.outputs = nn.ModuleList(), nn.ModuleList()
         for scale in (4, 2, 1, 0.5):
             up, width = _rescale(dim, scale)
@@ -143,11 +147,12 @@ def unwrap(backbone: nn.Module) -> nn.Module:
     return getattr(backbone, "vit", backbone)
 
 
-def build_pyramid(backbone: nn.Module, out_channels: int = 256, pyramid: str = "simple") -> nn.Module:
+def build_pyramid(backbone: nn.Module, out_channels: int = 256, pyramid: str = "simple",
+                  block_ids: tuple[int, ...] | None = None) -> nn.Module:
     """The multi-scale adapter for `backbone`, or a one-line error for one that has none."""
     backbone = unwrap(backbone)
     if isinstance(backbone, ViT):
-        return ViTPyramid(backbone, out_channels, pyramid)
+        return ViTPyramid(backbone, out_channels, pyramid, block_ids)
     if isinstance(backbone, (Swin, CvT, ResNet)):
         return StagePyramid(backbone, out_channels)
     raise ValueError(f"cannot adapt a {type(backbone).__name__} backbone to a feature pyramid: dense fine-tuning "
