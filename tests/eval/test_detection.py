@@ -254,3 +254,15 @@ def test_cli_bad_inputs_are_one_line_errors(tmp_path, shapes_coco, capsys):
     assert main(["data", "shapes-coco", "--out", str(tmp_path / "d"), "--train-images", "2", "--val-images", "1"]) == 0
     assert main(["data", "shapes-coco", "--out", str(tmp_path / "d")]) == 2
     assert "pass --overwrite" in capsys.readouterr().err
+
+
+def test_the_parser_names_every_preset_without_importing_torch():
+    import subprocess
+    import sys
+
+    from vitssl.commands.detection import PRESET_NAMES
+    from vitssl.eval.detection import PRESETS
+
+    assert PRESET_NAMES == tuple(PRESETS)
+    check = "import sys; from vitssl.cli import build_parser; build_parser(); assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", check], check=True, timeout=120)

@@ -14,6 +14,10 @@ from typing import Any
 from vitssl.cli_args import non_negative_int, positive_float, positive_int
 from vitssl.engine.outputs import add_overwrite_flag
 
+# The names of eval/detection/presets.py's PRESETS, here so that building the parser imports no
+# torch (tests/eval/test_detection.py checks the two agree).
+PRESET_NAMES = ("vitdet_t_640", "selfpatch_1x", "esvit_1x", "tiny")
+
 
 def _subparsers_of(parser: argparse.ArgumentParser) -> Any:
     return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -21,8 +25,6 @@ def _subparsers_of(parser: argparse.ArgumentParser) -> Any:
 
 def add_parser(subparsers: Any) -> None:
     """Add `data shapes-coco`, `eval detection` and the segmentation head options."""
-    from vitssl.eval.detection.presets import PRESETS
-
     data = subparsers.add_parser("data", help="write the built-in data sets as files")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     coco = data_sub.add_parser("shapes-coco", help="shapes with instance boxes and masks as COCO JSON + images "
@@ -38,11 +40,11 @@ def add_parser(subparsers: Any) -> None:
 
     evsub = _subparsers_of(subparsers.choices["eval"])
     det = evsub.add_parser("detection", help="fine-tune a Mask R-CNN on the backbone: COCO box and mask AP",
-                           epilog=f"Presets: {', '.join(PRESETS)} (see docs/evaluation.md).")
+                           epilog=f"Presets: {', '.join(PRESET_NAMES)} (see docs/evaluation.md).")
     det.add_argument("--checkpoint", required=True, help="run folder or checkpoint .pt")
     det.add_argument("--train", required=True, metavar="COCO_JSON:IMAGES", help="annotation file and image folder")
     det.add_argument("--val", required=True, metavar="COCO_JSON:IMAGES", help="annotation file and image folder")
-    det.add_argument("--preset", default="tiny", choices=list(PRESETS))
+    det.add_argument("--preset", default="tiny", choices=PRESET_NAMES)
     det.add_argument("--epochs", type=positive_int, default=None, help="default: the preset's")
     det.add_argument("--iters", type=positive_int, default=None, help="stop after this many iterations")
     det.add_argument("--batch-size", type=positive_int, default=None, help="default: the preset's (lr scales with it)")
