@@ -80,6 +80,9 @@ def test_cli_trains_the_fpn_head_and_refuses_a_window_for_the_probe(tmp_path, ca
     assert r["head"] == "fpn" and r["finetune"] and r["num_classes"] == 3 and r["settings"]["window"] == 12
     assert main([*base, "--window", "12"]) == 2
     assert "--window is for the fine-tuned heads" in capsys.readouterr().err
+    assert main([*base, "--head", "linear", "--finetune", "--reduce-zero-label", "--overwrite"]) == 0
+    r = json.loads((run / "eval_segmentation_head.json").read_text())
+    assert r["num_classes"] == 2 and len(r["per_class_iou"]) == 2  # 0 ignored, 1 and 2 became 0 and 1
 
 
 def test_a_mask_that_does_not_match_its_image_is_named(tmp_path, capsys):

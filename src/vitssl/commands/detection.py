@@ -63,6 +63,8 @@ def add_parser(subparsers: Any) -> None:
     seg.add_argument("--finetune", action="store_true", help="train the backbone with the head (layer decay)")
     seg.add_argument("--window", type=positive_int, default=None,
                      help="sliding-window inference with this crop (default: the training image size)")
+    seg.add_argument("--reduce-zero-label", action="store_true",
+                     help="ADE20K: label 0 ('other') is ignored and every class id k becomes k-1")
     seg.set_defaults(handler=cmd_segmentation)
 
 
@@ -131,8 +133,9 @@ def cmd_detection(args: argparse.Namespace) -> int:
 def cmd_segmentation(args: argparse.Namespace) -> int:
     """The linear probe as before; `--head fpn` or `--finetune`: the fine-tuned dense head."""
     if args.head == "linear" and not args.finetune:
-        if args.window is not None:
-            raise ValueError("--window is for the fine-tuned heads (--head fpn or --finetune)")
+        if args.window is not None or args.reduce_zero_label:
+            flag = "--window" if args.window is not None else "--reduce-zero-label"
+            raise ValueError(f"{flag} is for the fine-tuned heads (--head fpn or --finetune)")
         from vitssl.cli import cmd_dense_eval
 
         return cmd_dense_eval(args)
@@ -143,7 +146,8 @@ def cmd_segmentation(args: argparse.Namespace) -> int:
     r = run_dense_segmentation(args.checkpoint, args.train, args.val, head=args.head, finetune=args.finetune,
                                image_size=args.image_size, epochs=args.epochs, lr=args.lr,
                                batch_size=args.batch_size, window=args.window, device=args.device, seed=args.seed,
-                               num_workers=args.num_workers, which=args.backbone)
+                               num_workers=args.num_workers, which=args.backbone,
+                               reduce_zero_label=args.reduce_zero_label)
     print(f"{args.head} head{' + backbone' if args.finetune else ''}: mIoU {r['miou']:.4f}  "
           f"pixel accuracy {r['pixel_acc']:.4f}")
     print(f"saved {save_results(r, out)}")

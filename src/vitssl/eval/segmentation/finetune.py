@@ -161,7 +161,8 @@ def run_dense_segmentation(checkpoint: str | os.PathLike[str] | Path, train: str
                            finetune: bool = True, image_size: int | None = None, epochs: int = 20,
                            lr: float | None = None, batch_size: int = 16, window: int | None = None,
                            device: str = "auto", seed: int = 0, num_workers: int = 0, which: str = "teacher",
-                           ignore_index: int = 255, recipe: DenseRecipe | None = None) -> dict[str, Any]:
+                           ignore_index: int = 255, recipe: DenseRecipe | None = None,
+                           reduce_zero_label: bool = False) -> dict[str, Any]:
     """Train a segmentation head on a checkpoint's backbone (fine-tuned with `finetune`); val mIoU."""
     from vitssl.engine.trainer import resolve_device
     from vitssl.eval.pretrained import load_pretrained
@@ -171,8 +172,8 @@ def run_dense_segmentation(checkpoint: str | os.PathLike[str] | Path, train: str
     backbone, _ = load_pretrained(checkpoint, which)
     size = _image_size(image_size, int(getattr(backbone, "patch_size", 1)), train)
     window = window or size
-    train_pairs = build_segmentation_dataset(train, "train", ignore_index)
-    val_pairs = build_segmentation_dataset(val, "val", ignore_index)
+    train_pairs = build_segmentation_dataset(train, "train", ignore_index, reduce_zero_label)
+    val_pairs = build_segmentation_dataset(val, "val", ignore_index, reduce_zero_label)
     n_cls = _num_classes(train_pairs, ignore_index)
     dev = resolve_device(device)
     torch.manual_seed(seed)
@@ -184,5 +185,5 @@ def run_dense_segmentation(checkpoint: str | os.PathLike[str] | Path, train: str
             "backbone": which, "train": train, "val": val, **metrics, "num_classes": n_cls,
             "settings": {"image_size": size, "window": window, "epochs": epochs, "batch_size": batch_size,
                          "lr": recipe.lr, "weight_decay": recipe.weight_decay, "layer_decay": recipe.layer_decay,
-                         "seed": seed, "steps": len(losses)},
+                         "seed": seed, "steps": len(losses), "reduce_zero_label": reduce_zero_label},
             "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
