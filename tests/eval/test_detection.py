@@ -38,6 +38,14 @@ def _swin():
     return create_backbone("swin_tiny", img_size=64, embed_dim=16, depth=1, num_heads=1)
 
 
+def _cvt():
+    return create_backbone("cvt_tiny", embed_dim=8, depth=1, num_heads=1)
+
+
+def _resnet():
+    return create_backbone("resnet50", embed_dim=4, depth=1)
+
+
 # ------------------------------------------------------------------------------------ data set
 
 def test_shapes_coco_boxes_and_areas_match_the_masks_decoded_by_pycocotools(shapes_coco):
@@ -115,7 +123,7 @@ def test_no_prediction_scores_zero(tmp_path):
 
 # ------------------------------------------------------------------------------- Mask R-CNN
 
-@pytest.mark.parametrize("make", [_vit, _swin], ids=["vit", "swin"])
+@pytest.mark.parametrize("make", [_vit, _swin, _cvt, _resnet], ids=["vit", "swin", "cvt", "resnet"])
 def test_mask_rcnn_forward_backward_reaches_the_backbone(make, shapes_coco):
     data = CocoDetection(load_coco(shapes_coco["train"]))
     torch.manual_seed(0)
@@ -125,7 +133,7 @@ def test_mask_rcnn_forward_backward_reaches_the_backbone(make, shapes_coco):
     losses = model(list(images), list(targets))
     assert set(losses) == {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness", "loss_rpn_box_reg"}
     sum(losses.values()).backward()
-    first = next(p for n, p in backbone.named_parameters() if n.startswith("patch_embed"))
+    first = next(p for n, p in backbone.named_parameters() if n.startswith(("patch_embed", "stages.0.embed", "conv1")))
     assert first.grad is not None and first.grad.abs().sum() > 0
     model.eval()
     with torch.no_grad():
@@ -133,7 +141,8 @@ def test_mask_rcnn_forward_backward_reaches_the_backbone(make, shapes_coco):
     assert out["masks"].shape[1:] == (1, 64, 64) and out["boxes"].shape[1] == 4
 
 
-@pytest.mark.parametrize("make,pyramid", [(_vit, "simple"), (_vit, "blocks"), (_swin, "simple")])
+@pytest.mark.parametrize("make,pyramid", [(_vit, "simple"), (_vit, "blocks"), (_swin, "simple"), (_cvt, "simple"),
+                                          (_resnet, "simple")], ids=["vit", "vit-blocks", "swin", "cvt", "resnet"])
 def test_pyramid_levels_have_the_strides_they_state(make, pyramid):
     adapter = build_pyramid(make(), out_channels=16, pyramid=pyramid)
     out = adapter(torch.randn(2, 3, 64, 64))
