@@ -61,7 +61,8 @@ def export_backbone(checkpoint: str | Path, out_dir: str | Path, fmt: str = "saf
     `overwrite=False` (the CLI's default) refuses a folder that already holds either file."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format '{fmt}': use one of {FORMATS}")
-    out_dir = check_output_dir(out_dir, overwrite, (WEIGHT_FILES[fmt], "timm_model.json", "load_config.txt"))
+    spec_file = "load_config.txt" if fmt in ("detectron2", "mmdet") else "timm_model.json"
+    out_dir = check_output_dir(out_dir, overwrite, (WEIGHT_FILES[fmt], spec_file))
     backbone, config = load_pretrained(checkpoint, which)
     backbone = getattr(backbone, "vit", backbone)  # SelfPatch: its ViT (the aggregator is not a timm part)
     if fmt in ("detectron2", "mmdet"):
@@ -84,14 +85,7 @@ def export_for_framework(backbone: nn.Module, out_dir: Path, fmt: str, which: st
 
     content = framework_state(backbone, fmt)  # refuses a backbone the framework has no layout for
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights = out_dir / WEIGHT_FILES[fmt]
-    tmp = weights.with_name(f".{weights.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(_to_cpu(content), f)
-        os.replace(tmp, weights)
-    finally:
-        tmp.unlink(missing_ok=True)
+    weights = write_weights(_to_cpu(content), out_dir / WEIGHT_FILES[fmt], "timm", {})  # a torch .pth
     lines = config_lines(backbone, fmt, str(weights.resolve()))
     write_text_atomic(out_dir / "load_config.txt", "\n".join(lines) + "\n")
     spec = {"format": fmt, "file": weights.name, "backbone": which, "method": method, "config": lines, "note": ""}
