@@ -87,7 +87,8 @@ def _loader(data: CocoDetection, batch: int, seed: int, num_workers: int) -> Dat
 def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
     if dist.is_available() and dist.is_initialized():
         ids = [device.index] if device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        # a batch without positives leaves the mask head unused; the blocks pyramid, the final norm
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
     return model
 
 
