@@ -12,9 +12,6 @@ PACKAGE = Path(vitssl.__file__).parent
 MAX_FUNCTION_LINES = 60
 MAX_FILE_LINES = 400
 # Being split on other branches of the same change; the xfail goes once those are merged.
-BEING_SPLIT_ELSEWHERE = {"engine/trainer.py", "commands/report.py", "eval/segmentation.py"}
-
-
 def too_long(source: str) -> list[str]:
     """What in `source` breaks the limits: the file's length, and each function (nested ones and
     methods included) longer than the limit, counted from `def` (decorators excluded) to its end."""
@@ -31,9 +28,7 @@ def too_long(source: str) -> list[str]:
 
 
 def _modules() -> list:
-    paths = sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py"))
-    return [pytest.param(path, marks=pytest.mark.xfail(strict=False, reason="split on another branch"))
-            if path in BEING_SPLIT_ELSEWHERE else path for path in paths]
+    return sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py"))
 
 
 @pytest.mark.parametrize("module", _modules())
@@ -53,7 +48,3 @@ def test_the_limits_are_measured():
     method = "class A:\n    def g(self):\n" + "        y = 2\n" * 61
     assert too_long(method) == ["g (line 2): 62 lines"]
 
-
-def test_the_files_being_split_exist():
-    """The exemption names real files (a renamed one would silently drop out of the check)."""
-    assert all((PACKAGE / path).is_file() for path in BEING_SPLIT_ELSEWHERE)

@@ -172,6 +172,7 @@ SHRINK_FLAGS = {
     "eval finetune": ["--image-size", "16", "--batch-size", "8", "--num-workers", "0", "--epochs", "1",
                       "--samples-per-class", "2", *CPU],
     "eval segmentation": ["--image-size", "16", "--batch-size", "8", "--num-workers", "0", "--epochs", "1", *CPU],
+    "eval detection": ["--iters", "2", *CPU],
     "eval video-segmentation": ["--short-side", "32", *CPU],
     "analyze attention": ["--image-size", "16", "--limit", "2", *CPU],
     "analyze correspondence": ["--image-size", "16", "--limit", "4", "--top", "2", *CPU],

@@ -17,6 +17,7 @@ from vitssl.commands import (
     benchmark_command,
     checkpoint_commands,
     demo_command,
+    detection,
     eval_command,
     info_commands,
     pretrain_command,
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze_command.add_parser(sub)
     benchmark_command.add_parser(sub)
     data_command.add_parser(sub)  # data pack
+    detection.add_parser(sub)  # data shapes-coco, eval detection, eval segmentation --head/--finetune
     checkpoint_commands.add_parsers(sub)  # export, import
     info_commands.add_parsers(sub)  # presets, recipes, report, config
     return parser
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(build_parser(), argv)
     setup_console_logging()
     try:
-        return COMMANDS[args.command](args)
+        return (getattr(args, "handler", None) or COMMANDS[args.command])(args)
     except _user_errors() as e:
         if os.environ.get("VITSSL_DEBUG"):
             raise

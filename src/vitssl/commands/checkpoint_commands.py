@@ -17,8 +17,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     ex = subparsers.add_parser("export", help="write a checkpoint's backbone in timm's key layout (safetensors or .pth)")
     add_checkpoint(ex)
     add_out(ex, "output folder", required=True)
-    ex.add_argument("--format", choices=["safetensors", "timm"], default="safetensors",
-                    help="safetensors, or timm: a torch state dict (.pth)")
+    ex.add_argument("--format", choices=["safetensors", "timm", "detectron2", "mmdet"], default="safetensors",
+                    help="safetensors, or timm: a torch state dict (.pth); detectron2 (ViT, ViTDet) or mmdet (Swin)")
     add_weights_choice(ex)
     add_overwrite_flag(ex)
 
@@ -38,6 +38,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     r = export_backbone(args.checkpoint, args.out, args.format, args.backbone, overwrite=args.overwrite)
     spec = r["spec"]
+    if "config" in spec:  # detectron2 / mmdet
+        print(f"wrote {r['weights']} and load_config.txt; load it with these config lines:")
+        print("\n".join(f"  {line}" for line in spec["config"]))
+        return 0
     print(f"wrote {r['weights']} and timm_model.json; load with timm:")
     print(f"  timm.create_model('{spec['model_name']}', pretrained=True, num_classes=0, "
           f"pretrained_cfg_overlay=dict(file='{r['weights']}'), **{spec['kwargs']})")

@@ -6,8 +6,8 @@ import argparse
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser("data", help="prepare data sets: pack an image folder into tar shards")
-    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="{pack}",
+    data = subparsers.add_parser("data", help="prepare data sets: pack an image folder into tar shards, write the shapes detection set")
+    data_sub = data.add_subparsers(dest="data_command", required=True,
                                      help="the data operation (each has its own --help)")
     pack = data_sub.add_parser("pack", help="write an image folder as WebDataset tar shards with index.json "
                                             "(stream them with --data SHARDS)")

@@ -27,8 +27,9 @@ from vitssl.backbones import Swin, ViT
 from vitssl.engine.outputs import check_output_dir, find_os_error, write_text_atomic
 from vitssl.eval.pretrained import load_run
 
-FORMATS = ("safetensors", "timm")
-WEIGHT_FILES = {"safetensors": "model.safetensors", "timm": "pytorch_model.pth"}
+FORMATS = ("safetensors", "timm", "detectron2", "mmdet")
+WEIGHT_FILES = {"safetensors": "model.safetensors", "timm": "pytorch_model.pth", "detectron2": "detectron2_backbone.pth",
+                "mmdet": "mmdet_backbone.pth"}
 
 
 def timm_model_spec(backbone: nn.Module) -> tuple[str, dict[str, Any]]:
@@ -60,9 +61,12 @@ def export_backbone(checkpoint: str | Path, out_dir: str | Path, fmt: str = "saf
     `overwrite=False` (the CLI's default) refuses a folder that already holds either file."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format '{fmt}': use one of {FORMATS}")
-    out_dir = check_output_dir(out_dir, overwrite, (WEIGHT_FILES[fmt], "timm_model.json"))
+    spec_file = "load_config.txt" if fmt in ("detectron2", "mmdet") else "timm_model.json"
+    out_dir = check_output_dir(out_dir, overwrite, (WEIGHT_FILES[fmt], spec_file))
     run = load_run(checkpoint, which)
     backbone, config = run.network, run.config  # SelfPatch: its ViT (the aggregator is not a timm part)
+    if fmt in ("detectron2", "mmdet"):
+        return export_for_framework(backbone, out_dir, fmt, which, str(config["method"]["name"]))
     name, kwargs = timm_model_spec(backbone)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
@@ -72,6 +76,28 @@ def export_backbone(checkpoint: str | Path, out_dir: str | Path, fmt: str = "saf
             "method": config["method"]["name"], "note": _note(backbone)}
     write_text_atomic(out_dir / "timm_model.json", json.dumps(spec, indent=2))
     return {"weights": str(weights), "spec": spec}
+
+
+def export_for_framework(backbone: nn.Module, out_dir: Path, fmt: str, which: str, method: str) -> dict[str, Any]:
+    """detectron2 / mmdet layout (commands/export_frameworks.py) and `load_config.txt`, the
+    config lines that load it."""
+    from vitssl.commands.export_frameworks import config_lines, framework_state
+
+    content = framework_state(backbone, fmt)  # refuses a backbone the framework has no layout for
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = write_weights(_to_cpu(content), out_dir / WEIGHT_FILES[fmt], "timm", {})  # a torch .pth
+    lines = config_lines(backbone, fmt, str(weights.resolve()))
+    write_text_atomic(out_dir / "load_config.txt", "\n".join(lines) + "\n")
+    spec = {"format": fmt, "file": weights.name, "backbone": which, "method": method, "config": lines, "note": ""}
+    return {"weights": str(weights), "spec": spec}
+
+
+def _to_cpu(content: Any) -> Any:
+    if isinstance(content, torch.Tensor):
+        return content.detach().contiguous().cpu()
+    if isinstance(content, dict):
+        return {k: _to_cpu(v) for k, v in content.items()}
+    return content
 
 
 def write_weights(state: dict[str, torch.Tensor], weights: Path, fmt: str, metadata: dict[str, str]) -> Path:
