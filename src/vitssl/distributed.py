@@ -43,6 +43,15 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum over ranks (a new tensor; the input itself without a process group)."""
+    if not is_distributed():
+        return tensor
+    out = tensor.clone()
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return out
+
+
 def mean_over_ranks(metrics: dict[str, torch.Tensor | float]) -> dict[str, float]:
     """Python floats of `metrics`, tensors averaged over ranks with one all-reduce (for logging).
 

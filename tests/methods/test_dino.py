@@ -54,3 +54,53 @@ def test_teacher_temperature_schedule_is_per_epoch():
     method = tiny_method("dino")
     method.cfg.warmup_teacher_temp, method.cfg.teacher_temp, method.cfg.warmup_teacher_temp_epochs = 0.04, 0.07, 3
     assert [method.teacher_temperature(e) for e in range(4)] == pytest.approx([0.04, 0.055, 0.07, 0.07])
+
+
+def test_sinkhorn_centering_uses_sinkhorn_targets_and_leaves_the_center_alone():
+    from vitssl.losses.dino import multicrop_cross_entropy
+    from vitssl.losses.sinkhorn import sinkhorn_knopp
+
+    method = tiny_method("dino")
+    method.cfg.centering, method.cfg.sinkhorn_iterations = "sinkhorn_knopp", 3
+    batch, ctx = one_batch(method), StepContext(0, 0, 10, 20, 2)
+    out = method.training_step(batch, ctx)
+    views, _ = batch
+    with torch.no_grad():
+        targets = sinkhorn_knopp(method.teacher(views[:2]), method.teacher_temperature(0), 3)
+        student = torch.log_softmax(method.student(views) / method.cfg.student_temp, dim=-1)
+    assert out.loss.item() == pytest.approx(multicrop_cross_entropy(targets, student).item(), rel=1e-5)
+    assert "center_norm" not in out.metrics
+    method.after_optimizer_step(ctx)
+    assert method.loss.center.center.abs().sum() == 0  # never accumulated, so never moved
+
+
+def test_koleo_term_adds_its_weighted_value_and_reaches_the_backbone():
+    from vitssl.losses.koleo import koleo_loss
+
+    method = tiny_method("dino").eval()  # no drop path: two forward passes agree
+    batch, ctx = one_batch(method), StepContext(0, 0, 10, 20, 2)
+    plain = method.training_step(batch, ctx).loss
+    method.loss.center.discard_pending()
+    method.cfg.koleo_weight = 0.1
+    out = method.training_step(batch, ctx)
+    views, _ = batch
+    _, features = method.student.logits_and_features(views)
+    expected = koleo_loss(features[0]) + koleo_loss(features[1])
+    assert out.metrics["koleo"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx(plain.item() + 0.1 * expected.item(), rel=1e-5)
+    out.loss.backward()
+    assert method.student.backbone.patch_embed.proj.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("override, message", [
+    ("method.centering=mean", "method.centering='mean'"),
+    ("method.sinkhorn_iterations=0", "method.sinkhorn_iterations=0 is out of range"),
+    ("method.koleo_weight=-1", "method.koleo_weight=-1.0 is out of range"),
+])
+def test_new_options_are_validated_in_one_line(override, message):
+    from vitssl.config import load_config, to_objects
+    from vitssl.engine.validation import ConfigError
+    from vitssl.methods import method_configs
+
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        to_objects(load_config(None, ["method.name=dino", override], method_configs()))

@@ -41,7 +41,9 @@ class BackboneConfig:
     Swin, whose `patch_size` attribute is then its total stride, 32). For Swin, `depth` sets
     every stage's depth, `embed_dim` and `num_heads` the first stage's (doubling per stage);
     `window_size` overrides the name's window and `mask_padding=False` reproduces the
-    original's unmasked zero padding (both Swin only; None leaves the default).
+    original's unmasked zero padding (both Swin only; None leaves the default). `stem="conv"`
+    gives a ViT a convolutional stem (`vitssl.backbones.vit.conv_stem`) in place of the patch
+    projection (ViT only; the patch size must then be a power of two).
     """
 
     name: str = "vit_small"
@@ -56,6 +58,7 @@ class BackboneConfig:
     pos_embed: str = "learned"
     window_size: int | None = None
     mask_padding: bool | None = None
+    stem: str = "patch"
 
     def __post_init__(self) -> None:
         check_backbone(self)
@@ -150,6 +153,14 @@ def check_backbone(c: BackboneConfig, p: str = "backbone") -> None:
         fail(f"{p}.pos_embed", c.pos_embed, "is a ViT option", fix)
     if vit and (c.window_size is not None or c.mask_padding is not None):
         raise ConfigError(f"{p}.window_size and {p}.mask_padding are Swin/CvT options: remove them for a ViT")
+    require_choice(f"{p}.stem", c.stem, ("patch", "conv"))
+    if c.stem == "conv":
+        if not vit:
+            fail(f"{p}.stem", c.stem, "is a ViT option", f"{c.name} has its own stem: use stem=patch")
+        size = patch_size_of(c)
+        if size < 2 or size & (size - 1):
+            fail(f"{p}.patch_size", size, "is not a power of two (stem=conv halves the image per layer)",
+                 "use 2, 4, 8, 16 or 32, or backbone.stem=patch")
     patch = patch_size_of(c)
     require_multiple(f"{p}.img_size", c.img_size, patch, f"the patch size {patch}")
     shape = _width_and_heads(c)
@@ -178,6 +189,7 @@ def create_backbone(cfg: BackboneConfig | str, **overrides: Any) -> nn.Module:
         pos_embed=cfg.pos_embed,
         window_size=cfg.window_size,
         mask_padding=cfg.mask_padding,
+        **({"stem": cfg.stem} if cfg.stem != "patch" else {}),  # a ViT option: other factories lack it
     )
 
 

@@ -51,6 +51,27 @@ def sincos_pos_embed(dim: int, grid: tuple[int, int]) -> torch.Tensor:
     return torch.cat([encode(cols), encode(rows)], dim=1).float()
 
 
+def conv_stem(embed_dim: int, patch_size: int) -> nn.Sequential:
+    """Convolutional stem of Xiao et al. 2021 ("Early convolutions help transformers see better",
+    section 3.1): log2(patch) 3x3 stride-2 convolutions, BatchNorm and ReLU, widths doubling up to
+    `embed_dim` (48-96-192-384 for ViT-S/16), then a 1x1 convolution; same output grid as the
+    patch projection it replaces. A random-init ViT then starts from local image statistics
+    rather than from one linear map per patch, which matters most on small images.
+    """
+    stages = patch_size.bit_length() - 1
+    if patch_size < 2 or 1 << stages != patch_size:
+        raise ValueError(f"stem='conv' needs a power-of-two patch size >= 2, got {patch_size}")
+    layers: list[nn.Module] = []
+    channels = 3
+    for i in range(stages):
+        width = max(embed_dim >> (stages - 1 - i), 8)
+        layers += [nn.Conv2d(channels, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+                   nn.ReLU(inplace=True)]
+        channels = width
+    layers.append(nn.Conv2d(channels, embed_dim, 1))
+    return nn.Sequential(*layers)
+
+
 class ViT(VisionTransformer):
     """Pre-norm ViT (LayerNorm eps 1e-6, qkv bias, MLP ratio 4).
 
@@ -59,6 +80,8 @@ class ViT(VisionTransformer):
     - `final_norm=False`: no final LayerNorm (SelfPatch normalises in its head).
     - `pos_embed="sincos"`: fixed 2-D sin-cos position embedding (MAE), kept in the state dict
       as a frozen parameter and recomputed exactly, not interpolated, for other grids.
+    - `stem="conv"`: the patch projection is a stack of 3x3 stride-2 convolutions (BatchNorm,
+      ReLU) and a 1x1 projection (`conv_stem`), for small images.
     """
 
     def __init__(
@@ -73,7 +96,10 @@ class ViT(VisionTransformer):
         class_token: bool = True,
         final_norm: bool = True,
         pos_embed: str = "learned",
+        stem: str = "patch",
     ) -> None:
+        if stem not in ("patch", "conv"):
+            raise ValueError(f"unknown stem '{stem}': use 'patch' or 'conv'")
         if pos_embed not in ("learned", "sincos"):
             raise ValueError(f"unknown pos_embed '{pos_embed}': use 'learned' or 'sincos'")
         super().__init__(
@@ -95,6 +121,9 @@ class ViT(VisionTransformer):
         )
         self.patch_size = patch_size
         self.pos_embed_type = pos_embed
+        self.stem = stem
+        if stem == "conv":
+            self.patch_embed.proj = conv_stem(embed_dim, patch_size)
         if pos_embed == "sincos":
             fixed = sincos_pos_embed(embed_dim, tuple(self.patch_embed.grid_size))
             prefix = torch.zeros(self.num_prefix_tokens, embed_dim)  # MAE: the CLS slot is zero

@@ -34,6 +34,9 @@ WEIGHT_FILES = {"safetensors": "model.safetensors", "timm": "pytorch_model.pth",
 
 def timm_model_spec(backbone: nn.Module) -> tuple[str, dict[str, Any]]:
     """timm model name and `create_model` keyword arguments that rebuild `backbone`."""
+    if getattr(backbone, "stem", "patch") == "conv":
+        raise ValueError("cannot export a ViT with a convolutional stem (backbone.stem=conv) in timm's layout: timm's "
+                         "ViT has a patch projection only; use the run's vitssl checkpoint")
     if isinstance(backbone, ViT):
         kwargs: dict[str, Any] = dict(
             img_size=backbone.patch_embed.img_size[0], patch_size=backbone.patch_size, embed_dim=backbone.embed_dim,

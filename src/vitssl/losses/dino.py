@@ -71,15 +71,17 @@ class DINOLoss(nn.Module):
 
     def forward(
         self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, teacher_temp: float,
-        teacher_probs: torch.Tensor | None = None,
+        teacher_probs: torch.Tensor | None = None, accumulate_center: bool = True,
     ) -> torch.Tensor:
         """student_logits (S, B, K), teacher_logits (T, B, K) -> scalar loss.
 
-        Pass `teacher_probs` when the caller already computed them (e.g. for diagnostics).
+        Pass `teacher_probs` when the caller already computed them (e.g. for diagnostics, or
+        Sinkhorn-Knopp targets, which need no center: then `accumulate_center=False`).
         """
         student_logprobs = F.log_softmax(student_logits.float() / self.student_temp, dim=-1)
         if teacher_probs is None:
             teacher_probs = self.teacher_probs(teacher_logits, teacher_temp)
         loss = multicrop_cross_entropy(teacher_probs, student_logprobs)
-        self.center.accumulate(teacher_logits)
+        if accumulate_center:
+            self.center.accumulate(teacher_logits)
         return loss

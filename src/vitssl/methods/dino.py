@@ -15,18 +15,39 @@ from torch import nn
 
 from vitssl.backbones import BackboneConfig, create_backbone
 from vitssl.engine.protocol import BenchmarkSetup, StepContext, StepOutput
+from vitssl.engine.validation import require_choice, require_int, require_number
 from vitssl.heads import DINOHead
 from vitssl.losses import DINOLoss, teacher_statistics
 from vitssl.losses.center import Center
+from vitssl.losses.koleo import koleo_loss
+from vitssl.losses.sinkhorn import sinkhorn_knopp
 from vitssl.methods.teacher_student import TeacherStudent, TeacherStudentConfig, teacher_backbone
 from vitssl.methods.views import encode_by_resolution
+
+CENTERINGS = ("ema", "sinkhorn_knopp")
 
 
 @dataclass
 class DINOConfig(TeacherStudentConfig):
-    """DINO's hyper-parameters (spec 1.1-1.4) are the family's shared ones."""
+    """DINO's hyper-parameters (DINO paper, section 3.1 and appendix) are the family's shared ones,
+    plus two options from later work that keep a small-data teacher informative (off by default):
+
+    - `centering: sinkhorn_knopp` replaces the EMA center by Sinkhorn-Knopp normalisation of the
+      teacher's batch (`sinkhorn_iterations` rounds; iBOT / DINOv2);
+    - `koleo_weight > 0` adds the KoLeo spreading term on the student's backbone features of each
+      global view (DINOv2 uses 0.1).
+    """
 
     name: str = "dino"
+    centering: str = "ema"
+    sinkhorn_iterations: int = 3
+    koleo_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_choice("method.centering", self.centering, CENTERINGS)
+        require_int("method.sinkhorn_iterations", self.sinkhorn_iterations, lo=1)
+        require_number("method.koleo_weight", self.koleo_weight, lo=0.0)
 
 
 class StudentTeacher(nn.Module):
@@ -38,10 +59,14 @@ class StudentTeacher(nn.Module):
 
     def forward(self, views: list[torch.Tensor]) -> torch.Tensor:
         """List of V views (B, 3, S_v, S_v), equal sizes consecutive -> (V, B, K) logits."""
+        return self.logits_and_features(views)[0]
+
+    def logits_and_features(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(V, B, K) logits and the (V, B, D) pooled backbone features they come from."""
         batch = views[0].shape[0]
-        features = [tokens.pooled for tokens in encode_by_resolution(self.backbone, views)]
-        logits = self.head(torch.cat(features))
-        return logits.reshape(len(views), batch, -1)
+        features = torch.cat([tokens.pooled for tokens in encode_by_resolution(self.backbone, views)])
+        logits = self.head(features)
+        return logits.reshape(len(views), batch, -1), features.reshape(len(views), batch, -1)
 
 
 class DINO(TeacherStudent):
@@ -76,9 +101,16 @@ class DINO(TeacherStudent):
         temp = self.teacher_temperature(ctx.epoch)
         with torch.no_grad():
             teacher_logits = self.teacher(views[:2])
-        student_logits = self.student(views)
-        probs = self.loss.teacher_probs(teacher_logits, temp)
-        loss = self.loss(student_logits, teacher_logits, temp, teacher_probs=probs)
-        return StepOutput(loss, {**self.schedule_metrics(ctx, temp),
-                                 **(teacher_statistics(probs) if ctx.logged else {}),
-                                 "center_norm": self.loss.center.center.norm()})
+        student_logits, features = self.student.logits_and_features(views)
+        sinkhorn = self.cfg.centering == "sinkhorn_knopp"
+        probs = (sinkhorn_knopp(teacher_logits, temp, self.cfg.sinkhorn_iterations) if sinkhorn
+                 else self.loss.teacher_probs(teacher_logits, temp))
+        loss = self.loss(student_logits, teacher_logits, temp, teacher_probs=probs, accumulate_center=not sinkhorn)
+        metrics = {**self.schedule_metrics(ctx, temp), **(teacher_statistics(probs) if ctx.logged else {})}
+        if not sinkhorn:
+            metrics["center_norm"] = self.loss.center.center.norm()
+        if self.cfg.koleo_weight > 0:
+            koleo = sum(koleo_loss(view) for view in features[:2])
+            metrics["koleo"] = koleo.detach()
+            loss = loss + self.cfg.koleo_weight * koleo
+        return StepOutput(loss, metrics)
