@@ -25,8 +25,13 @@ from vitssl.methods import build_method, method_class, method_configs
 def load_pretrained(checkpoint: str | Path, which: str = "teacher") -> tuple[nn.Module, dict[str, Any]]:
     """The evaluation backbone of a vitssl checkpoint (the teacher for DINO) and its config.
 
-    `which="student"` returns the student backbone instead, where the method has one.
+    `which="student"` returns the student backbone instead, where the method has one. A
+    timm-layout weights file (.safetensors, .pth) gives the ViT/Swin it describes.
     """
+    from vitssl.eval.transfer.timm_weights import load_timm_backbone, read_timm_state
+
+    if (timm_state := read_timm_state(checkpoint)) is not None:
+        return load_timm_backbone(checkpoint, timm_state)
     payload = load_checkpoint(checkpoint)
     if "config" not in payload or "method" not in payload:
         raise CheckpointError(f"'{checkpoint}' is not a vitssl pre-training checkpoint (no config/method entries)")
