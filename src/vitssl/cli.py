@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     vos.add_argument("--device", default="auto")
     vos.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
 
+    from vitssl.commands.transfer import add_parser as add_transfer_parser
+
+    add_transfer_parser(evsub)  # sets args.run: cmd_eval hands over to it
     an = sub.add_parser("analyze", help="look inside a pre-trained model")
     ansub = an.add_subparsers(dest="analysis", required=True)
     corr = ansub.add_parser("correspondence", help="EsViT region matches between an image and its mirrored, "
@@ -259,6 +262,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return cmd_dense_eval(args)
     if args.protocol == "finetune":
         return cmd_finetune(args)
+    if getattr(args, "run", None):  # sub-commands registered by their own module (eval transfer)
+        return args.run(args)
     out = check_output_file(args.out or _beside(args.checkpoint) / f"eval_{args.protocol}.json", args.overwrite)
     common = dict(image_size=args.image_size, resize_size=args.resize_size, device=args.device, batch_size=args.batch_size,
                   num_workers=args.num_workers, which=args.backbone)
