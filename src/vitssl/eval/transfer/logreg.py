@@ -53,23 +53,32 @@ def _sklearn_probs(x: np.ndarray, y: np.ndarray, evals: list[np.ndarray], c: flo
 
 def torch_logistic_regression(x: torch.Tensor, y: torch.Tensor, c: float, num_classes: int
                               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weights (F, K) and bias (K,) minimising scikit-learn's multinomial objective
-    `C * sum_i CE_i + ||W||^2 / 2` (bias unpenalised), divided by C*N for conditioning;
-    full-batch L-BFGS with a strong-Wolfe line search, on `x`'s device and dtype."""
-    w = torch.zeros(x.shape[1], num_classes, device=x.device, dtype=x.dtype, requires_grad=True)
-    b = torch.zeros(num_classes, device=x.device, dtype=x.dtype, requires_grad=True)
+    """Weights (F, K) and bias (K,) minimising scikit-learn's objective `C * sum_i CE_i +
+    ||W||^2 / 2` (bias unpenalised), divided by C*N for conditioning; full-batch L-BFGS with a
+    strong-Wolfe line search, on `x`'s device and dtype. Two classes are one logistic unit,
+    as in scikit-learn (class 0's column is fixed at 0)."""
+    cols = 1 if num_classes == 2 else num_classes
+    w = torch.zeros(x.shape[1], cols, device=x.device, dtype=x.dtype, requires_grad=True)
+    b = torch.zeros(cols, device=x.device, dtype=x.dtype, requires_grad=True)
     optimizer = torch.optim.LBFGS([w, b], lr=1, max_iter=MAX_ITER, history_size=20, tolerance_grad=1e-10,
                                   tolerance_change=1e-14, line_search_fn="strong_wolfe")
     penalty = 1.0 / (2.0 * c * len(x))
 
+    def logits(w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        z = x @ w + b
+        return torch.cat([torch.zeros_like(z), z], dim=1) if cols == 1 else z
+
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x @ w + b, y) + penalty * (w * w).sum()
+        loss = torch.nn.functional.cross_entropy(logits(w, b), y) + penalty * (w * w).sum()
         loss.backward()
         return loss
 
     optimizer.step(closure)
-    return w.detach(), b.detach()
+    w, b = w.detach(), b.detach()
+    if cols == 1:
+        w, b = torch.cat([torch.zeros_like(w), w], dim=1), torch.cat([torch.zeros_like(b), b])
+    return w, b
 
 
 def _torch_probs(x: np.ndarray, y: np.ndarray, evals: list[np.ndarray], c: float, k: int,
