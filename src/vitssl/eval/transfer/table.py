@@ -11,6 +11,8 @@ COLUMNS = ("set", "classes", "train", "val", "test", "C", "metric", "score")
 
 def _cell(key: str, row: dict[str, Any]) -> str:
     value = row.get(key)
+    if key == "train" and "train_images" in row:  # fine-tuning: the images it trained on (train + val, or fewer)
+        value = row["train_images"]
     if key == "C":
         return "-" if value is None else f"{value:.3g}"
     if key == "metric":
