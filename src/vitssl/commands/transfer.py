@@ -44,7 +44,9 @@ def add_parser(evsub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive_int, default=None, help="finetune: default the recipe's")
     p.add_argument("--lr", type=positive_float, default=None, help="finetune: peak lr (default: recipe blr x batch/256)")
     p.add_argument("--samples-per-class", type=positive_int, default=None, help="finetune: N images per class")
-    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0, help="fine-tuning order, subsets; --random-init weights")
+    p.add_argument("--random-init", action="store_true",
+                   help="the baseline: the checkpoint's architecture with random weights (seeded by --seed)")
     p.add_argument("overrides", nargs="*", help="finetune: recipe key=value overrides")
     add_overwrite_flag(p)
     p.set_defaults(run=cmd_transfer)
@@ -67,8 +69,9 @@ def cmd_transfer(args: argparse.Namespace) -> int:
                            num_workers=args.num_workers, device=args.device, which=args.backbone,
                            n_last_blocks=args.n_last_blocks, cs=args.cs, solver=args.solver, recipe=args.recipe,
                            overrides=list(args.overrides), epochs=args.epochs, lr=args.lr,
-                           samples_per_class=args.samples_per_class, seed=args.seed)
-    out = Path(args.out) if args.out else default_out(args.checkpoint, args.suite)
+                           samples_per_class=args.samples_per_class, seed=args.seed,
+                           random_init=args.random_init)
+    out = Path(args.out) if args.out else default_out(args.checkpoint, args.suite + ("_random" if args.random_init else ""))
     try:
         summary = run_suite(args.checkpoint, args.suite, out, root=args.root, sets=args.sets, options=opts,
                             overwrite=args.overwrite)

@@ -43,15 +43,25 @@ class TransferOptions:
     lr: float | None = None
     samples_per_class: int | None = None
     seed: int = 0
+    random_init: bool = False  # the checkpoint's architecture, randomly initialised (seeded): the baseline
 
     def shaping(self, protocol: str) -> dict[str, Any]:
         """The options a finished set's numbers depend on (compared when a suite resumes)."""
-        common = dict(image_size=self.image_size, resize_size=self.resize_size, which=self.which)
+        common = dict(image_size=self.image_size, resize_size=self.resize_size, which=self.which,
+                      random_init=self.random_init, **({"seed": self.seed} if self.random_init else {}))
         if protocol == "linear":
             return {**common, "n_last_blocks": self.n_last_blocks, "cs": self.cs}
         return {**common, "recipe": self.recipe, "overrides": list(self.overrides), "epochs": self.epochs,
                 "lr": self.lr, "batch_size": self.batch_size, "samples_per_class": self.samples_per_class,
                 "seed": self.seed}
+
+    def backbone(self, checkpoint: Any) -> tuple[nn.Module, dict[str, Any]]:
+        """The backbone to evaluate: the checkpoint's, or a seeded random one shaped like it."""
+        from vitssl.eval.pretrained import load_pretrained, untrained_backbone
+
+        if self.random_init:
+            return untrained_backbone(checkpoint, self.seed)
+        return load_pretrained(checkpoint, self.which)
 
 
 def eval_transform_for(spec: TransferSet, size: int, resize: int | None) -> EvalTransform:

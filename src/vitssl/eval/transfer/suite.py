@@ -81,7 +81,7 @@ def run_suite(checkpoint: str | Path, suite: str, out: str | Path, root: str | P
               sets: list[str] | None = None, options: TransferOptions | None = None,
               overwrite: bool = False) -> dict[str, Any]:
     """Run `suite` (or the named `sets`) on a checkpoint; returns the suite summary."""
-    from vitssl.eval.pretrained import image_size_or_default, load_pretrained
+    from vitssl.eval.pretrained import image_size_or_default
 
     opts = options or TransferOptions()
     specs = suite_sets(suite, sets)
@@ -97,7 +97,7 @@ def run_suite(checkpoint: str | Path, suite: str, out: str | Path, root: str | P
         raise ValueError(f"none of the {len(specs)} set(s) of suite '{suite}' is under {root}: put them where the "
                          "list above says, or choose --sets")
     device = resolve_device(opts.device)
-    backbone, config = load_pretrained(checkpoint, opts.which)
+    backbone, config = opts.backbone(checkpoint)
     size = image_size_or_default(opts.image_size, config)
     summary = {"suite": suite, "protocol": protocol, "checkpoint": str(checkpoint), "fingerprint": fingerprint,
                "options": shaping, "image_size": size, "root": str(root) if root else None, "rows": [],
@@ -119,14 +119,13 @@ def run_suite(checkpoint: str | Path, suite: str, out: str | Path, root: str | P
 def _run_one(spec: TransferSet, splits: SetSplits, protocol: str, checkpoint: str | Path, fingerprint: str,
              backbone: Any, config: dict[str, Any], out: Path, device: Any, opts: TransferOptions,
              size: int) -> dict[str, Any]:
-    from vitssl.eval.pretrained import load_pretrained
-
     log.info("%s (%s): %s", spec.name, splits.source, splits.sizes())
     if protocol == "linear":
-        key_parts = {"fingerprint": fingerprint, "which": opts.which, "size": size}
+        key_parts = {"fingerprint": fingerprint, "which": opts.which, "size": size, "random_init": opts.random_init,
+                     "seed": opts.seed if opts.random_init else None}
         result = linear_row(backbone, spec, splits, key_parts, out / "features", device, opts, size)
     else:
-        fresh, _ = load_pretrained(checkpoint, opts.which)  # every set starts from the pre-trained weights
+        fresh, _ = opts.backbone(checkpoint)  # every set starts from the pre-trained (or the same random) weights
         result = finetune_row(fresh, config, spec, splits, device, opts, size)
     return {"set": spec.name, "title": spec.title, "source": splits.source, "classes": splits.num_classes,
             **splits.sizes(), "metric": spec.metric, "protocol": protocol, "fingerprint": fingerprint,
