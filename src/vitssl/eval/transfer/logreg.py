@@ -5,7 +5,7 @@ val and scored once on test; ELEVATER's linear-probe protocol follows it).
 
 The sweep is coarse to fine: every decade of 1e-6 .. 1e6, then `REFINE_STEPS` steps per decade
 within one decade either side of the best (CLIP searches the same range with a parametric
-binary search). Features are standardised with the statistics of the split being fitted.
+binary search to the same resolution). Features are standardised with the statistics of the split being fitted.
 Two solvers reach the same optimum: scikit-learn's L-BFGS (`backend="sklearn"`, CPU) and a
 full-batch torch L-BFGS on the same objective (`backend="torch"`, for a GPU).
 """
@@ -23,7 +23,7 @@ from vitssl.eval.transfer.metrics import score
 
 log = logging.getLogger("vitssl.transfer")
 COARSE_GRID = tuple(float(10.0**e) for e in range(-6, 7))
-REFINE_STEPS = 4
+REFINE_STEPS = 8  # CLIP searches to 8 steps per decade
 MAX_ITER = 1000
 BACKENDS = ("sklearn", "torch")
 
