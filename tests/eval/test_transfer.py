@@ -16,7 +16,8 @@ from vitssl.config import load_config
 from vitssl.data import load_builtin
 from vitssl.engine.outputs import OutputError
 from vitssl.eval.transfer import protocols
-from vitssl.eval.transfer.protocols import TransferOptions
+from vitssl.eval.transfer.protocols import TransferOptions, eval_transform_for
+from vitssl.eval.transfer.registry import TransferSet
 from vitssl.eval.transfer.suite import run_suite
 from vitssl.methods import method_configs
 
@@ -144,3 +145,19 @@ def test_bad_invocations_are_one_line(run, argv, message, capsys):
     code = cli("--checkpoint", str(run), "--suite", "elevater", *argv)
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and message in err
+
+
+def test_random_init_is_a_seeded_baseline_of_the_same_architecture(run, finished, tmp_path):
+    from vitssl.eval.pretrained import untrained_backbone
+
+    opts = TransferOptions(**{**vars(FAST), "random_init": True, "seed": 3})
+    summary = run_suite(run, "builtin", tmp_path / "random", sets=["builtin-digits"], options=opts)
+    assert summary["options"]["random_init"] is True and summary["rows"][0]["classes"] == 10
+    random_feats = torch.load(tmp_path / "random" / "features" / "builtin-digits.pt", weights_only=True)["splits"]
+    trained_feats = torch.load(finished / "features" / "builtin-digits.pt", weights_only=True)["splits"]
+    assert not torch.equal(random_feats["test"][0], trained_feats["test"][0])
+    backbone, _ = untrained_backbone(run, 3)  # the same seeded weights give the cached features
+    images = torch.stack([eval_transform_for(TransferSet("x", "x", builtin="digits"), 16, None)(
+        load_builtin("digits", "val")[i][0]) for i in range(4)])
+    with torch.no_grad():
+        assert torch.allclose(backbone.eval()(images).pooled, random_feats["test"][0][:4], atol=1e-5)
