@@ -34,7 +34,10 @@ def _read(path: Path) -> Any:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:  # memory-mapped: telling a vitssl checkpoint .pt from a state dict costs no full read
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # the legacy (non-zip) format cannot be mapped
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def read_timm_state(path: str | Path) -> dict[str, torch.Tensor] | None:
