@@ -161,3 +161,11 @@ def test_random_init_is_a_seeded_baseline_of_the_same_architecture(run, finished
         load_builtin("digits", "val")[i][0]) for i in range(4)])
     with torch.no_grad():
         assert torch.allclose(backbone.eval()(images).pooled, random_feats["test"][0][:4], atol=1e-5)
+
+
+def test_random_init_of_a_weights_file_is_refused_in_one_line(tmp_path, capsys):
+    torch.save({"cls_token": torch.zeros(1, 1, 8)}, tmp_path / "vit.pth")
+    code = cli("--checkpoint", str(tmp_path / "vit.pth"), "--suite", "builtin", "--sets", "builtin-digits",
+               "--random-init", "--out", str(tmp_path / "out"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--random-init builds the architecture from a vitssl run's config" in err

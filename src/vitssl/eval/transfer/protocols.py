@@ -60,6 +60,9 @@ class TransferOptions:
         from vitssl.eval.pretrained import load_pretrained, untrained_backbone
 
         if self.random_init:
+            if Path(checkpoint).suffix in (".safetensors", ".pth", ".bin"):  # a timm file has no config
+                raise ValueError(f"--random-init builds the architecture from a vitssl run's config, and "
+                                 f"'{checkpoint}' is a weights file: pass a vitssl run folder or checkpoint .pt")
             return untrained_backbone(checkpoint, self.seed)
         return load_pretrained(checkpoint, self.which)
 
