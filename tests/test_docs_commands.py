@@ -171,6 +171,8 @@ SHRINK_FLAGS = {
                     "--n-last-blocks", "1", *CPU],
     "eval finetune": ["--image-size", "16", "--batch-size", "8", "--num-workers", "0", "--epochs", "1",
                       "--samples-per-class", "2", *CPU],
+    "eval transfer": ["--sets", "builtin-digits", "--image-size", "16", "--num-workers", "0", "--cs", "1", "--epochs", "1",
+                      "--samples-per-class", "2", *CPU],
     "eval segmentation": ["--image-size", "16", "--batch-size", "8", "--num-workers", "0", "--epochs", "1", *CPU],
     "eval detection": ["--iters", "2", *CPU],
     "eval video-segmentation": ["--short-side", "32", *CPU],

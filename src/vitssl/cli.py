@@ -21,6 +21,7 @@ from vitssl.commands import (
     eval_command,
     info_commands,
     pretrain_command,
+    transfer,
 )
 from vitssl.commands import (
     data as data_command,
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark_command.add_parser(sub)
     data_command.add_parser(sub)  # data pack
     detection.add_parser(sub)  # data shapes-coco, eval detection, eval segmentation --head/--finetune
+    transfer.add_parser(sub)  # eval transfer
     checkpoint_commands.add_parsers(sub)  # export, import
     info_commands.add_parsers(sub)  # presets, recipes, report, config
     return parser

@@ -59,7 +59,13 @@ def refuse_batch_change(saved: DictConfig, cfg: DictConfig) -> None:
 
 
 def initialise_from(method: torch.nn.Module, checkpoint: str | Path) -> None:
-    """Start from another run's weights (student, teacher, heads, centers); log what stays fresh."""
+    """Start from another run's weights (student, teacher, heads, centers), or from a timm-layout
+    weights file (its backbone into every backbone); log what stays fresh."""
+    from vitssl.eval.transfer.timm_weights import load_timm_into, read_timm_state
+
+    if (timm_state := read_timm_state(checkpoint)) is not None:
+        load_timm_into(method, checkpoint, timm_state)
+        return
     payload = load_checkpoint(checkpoint)
     if "method" not in payload:
         raise CheckpointError(f"'{checkpoint}' is not a vitssl pre-training checkpoint (no method entry)")

@@ -269,6 +269,9 @@ def collect_report(run_dir: str | Path, images: str | None = None, limit: int = 
     report.summary = {**_config_summary(report.config), **summarise_metrics(rows)}
     report.curves = metric_figures(rows, out_dir, report.config)
     report.results = collect_results(run_dir)
+    from vitssl.eval.transfer.report_section import transfer_results
+
+    report.results += transfer_results(run_dir)  # vitssl eval transfer's suites
     if pictures:
         add_model_pictures(report, run_dir, out_dir, images, limit, image_size)
     return report

@@ -39,6 +39,11 @@ def load_run(checkpoint: str | Path, which: str = "teacher") -> Pretrained:
     """The backbone of a vitssl checkpoint (`which="student"`: the trained, not averaged, one)."""
     if which not in ("teacher", "student"):
         raise ValueError(f"unknown backbone choice '{which}': use teacher or student")
+    from vitssl.eval.transfer.timm_weights import load_timm_backbone, read_timm_state
+
+    if (timm_state := read_timm_state(checkpoint)) is not None:  # a timm-layout weights file
+        backbone, config = load_timm_backbone(checkpoint, timm_state)
+        return Pretrained(backbone, backbone, config, EvalInput(int(config["backbone"]["img_size"])))
     payload = load_checkpoint(checkpoint)
     if "config" not in payload or "method" not in payload:
         raise CheckpointError(f"'{checkpoint}' is not a vitssl pre-training checkpoint (no config/method entries)")
