@@ -4,8 +4,8 @@ Every backbone maps (B, 3, H, W) images to `Tokens` and exposes `embed_dim`, `pa
 and `last_blocks(x, n)`. Methods never branch on architecture.
 
 Names: `vit_tiny|small|base`; EsViT's Swins `swin_tiny|small|base` (window 7) and
-`swin_tiny|small|base_w14` (window 14); EsViT's `cvt_tiny` (windowed CvT, W=7) and `resnet50`
-(their factories live in `backbones/esvit_backbones.py`).
+`swin_tiny|small|base_w14` (window 14); EsViT's `cvt_tiny` (windowed CvT, W=7), `vil_tiny`
+(Vision Longformer) and `resnet50` (their factories live in `backbones/esvit_backbones.py`).
 """
 
 from __future__ import annotations
@@ -113,8 +113,11 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 
 
 def patch_size_of(cfg: BackboneConfig) -> int:
-    """What input sides must be a multiple of: the patch size for ViT (16) and Swin (4); 1 for
-    the convolutional-stem backbones (CvT, ResNet), which take any size."""
+    """What input sides must be a multiple of: the patch size for ViT (16) and Swin (4); 32 for
+    ViL (its non-overlapping patch embeddings would drop rows); 1 for the convolutional-stem
+    backbones (CvT, ResNet), which take any size."""
+    if cfg.name == "vil_tiny":
+        return 32
     if cfg.name in ESVIT_BACKBONES:
         return 1
     return cfg.patch_size or (4 if cfg.name.startswith("swin") else 16)
@@ -127,6 +130,8 @@ def _width_and_heads(cfg: BackboneConfig) -> tuple[int, int] | None:
         return None
     if cfg.name == "cvt_tiny":
         return cfg.embed_dim or 64, cfg.num_heads or 1
+    if cfg.name == "vil_tiny":
+        return cfg.embed_dim or 96, cfg.num_heads or 3
     size = _VIT_SIZES.get(cfg.name) or _SWIN_SIZES[cfg.name.removesuffix("_w14")]
     heads = size["num_heads"]
     return cfg.embed_dim or size["embed_dim"], cfg.num_heads or (heads[0] if isinstance(heads, tuple) else heads)
