@@ -21,7 +21,10 @@ from vitssl.methods import build_method, method_configs
 TINY_BACKBONE = dict(name="vit_tiny", patch_size=4, img_size=16, embed_dim=32, depth=2, num_heads=2,
                      drop_path_rate=0.0)
 # Backbones without patches or attention shrink through their own keys (stage width, blocks per stage).
-TINY_BACKBONE_BY_NAME = {"resnet50": dict(img_size=16, embed_dim=8, depth=1, drop_path_rate=0.0)}
+TINY_BACKBONE_BY_NAME = {"resnet50": dict(img_size=16, embed_dim=8, depth=1, drop_path_rate=0.0),
+                         "vil_tiny": dict(img_size=32, embed_dim=8, depth=1, num_heads=1, drop_path_rate=0.0)}
+# Backbones whose input sides must be multiples of 32 (ViL) take 32-px crops instead of 16/8.
+TINY_CROPS_BY_NAME = {"vil_tiny": ["method.crops.global_crops_size=32", "method.crops.local_crops_size=32"]}
 
 
 # Method-specific shrinking, keyed by method name; the DINO family (dino, esvit, selfpatch)
@@ -70,12 +73,13 @@ def tiny_overrides(data: str = "mnist", method: str | None = None, preset: str |
     """
     if method is None:
         method = preset_method(preset) if preset else "dino"
-    backbone = TINY_BACKBONE_BY_NAME.get(str(load_config(preset, [], method_configs()).backbone.name) if preset else "",
-                                         TINY_BACKBONE)
+    name = str(load_config(preset, [], method_configs()).backbone.name) if preset else ""
+    backbone = TINY_BACKBONE_BY_NAME.get(name, TINY_BACKBONE)
     return [
         f"data.path={data}",
         *[f"backbone.{k}={v}" for k, v in backbone.items() if k != "name"],
         *TINY_METHOD_OVERRIDES.get(method, _TINY_DINO_FAMILY),
+        *(TINY_CROPS_BY_NAME.get(name, []) if not method.startswith("mae") else []),
         *([f"method.teacher={tiny_mae_teacher()}"] if method == "mae-distill" else []),
         "train.batch_size=8", "train.epochs=1", "train.max_steps_per_epoch=2", "train.num_workers=0",
         "train.progress=false", "train.tensorboard=false", "train.log_every=1", "train.device=cpu",
