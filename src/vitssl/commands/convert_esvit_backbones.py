@@ -132,7 +132,8 @@ def vil_overrides(backbone: State) -> list[str]:
     dims = [backbone[f"layer{s}.0.proj.weight"].shape[0] for s in stages if f"layer{s}.0.proj.weight" in backbone]
     tables = {s: [v for k, v in sorted(backbone.items()) if re.match(rf"layer{s}\.\d+\.attn\.local_relative", k)]
               for s in stages}
-    depths = tuple(len(tables[s]) for s in stages)
+    modules = [{m[1] for k in backbone if (m := re.match(rf"layer{s}\.([1-9]\d*)\.", k))} for s in stages]
+    depths = tuple(-(-len(m) // 2) for m in modules)  # an attention and an MLP module per block
     heads = [tables[s][0].shape[1] if tables[s] else 0 for s in stages]
     kinds = tuple(f"layer{s}.1.attn.query.weight" in backbone for s in stages)
     glob = tuple(f"layer{s}.0.cls_token" in backbone for s in stages)
