@@ -157,3 +157,5 @@ def test_sizes_that_are_not_multiples_of_32_are_refused_at_config_time_with_the_
         BackboneConfig(name="vil_tiny", img_size=48)
     with pytest.raises(ConfigError, match="did you mean 'vil_tiny'"):
         BackboneConfig(name="vil_tiyn")
+    with pytest.raises(ValueError, match="multiples of 32, not 16x48: use a size such as 32, 96 or 224"):
+        small()(torch.randn(1, 3, 16, 48))  # an evaluation or analysis at another size

@@ -123,6 +123,12 @@ def patch_size_of(cfg: BackboneConfig) -> int:
     return cfg.patch_size or (4 if cfg.name.startswith("swin") else 16)
 
 
+def input_multiple_description(cfg: BackboneConfig) -> str:
+    """What `patch_size_of` is, for error messages: a settable patch size, or ViL's fixed stride."""
+    patch = patch_size_of(cfg)
+    return f"{cfg.name}'s total stride {patch}" if cfg.name == "vil_tiny" else f"the patch size {patch} (backbone.patch_size)"
+
+
 def _width_and_heads(cfg: BackboneConfig) -> tuple[int, int] | None:
     """(width, heads) of the (first) attention layer, the named size's unless overridden; None
     without attention (ResNet). CvT's later stages keep the first stage's width:heads ratio."""
@@ -156,7 +162,7 @@ def check_backbone(c: BackboneConfig, p: str = "backbone") -> None:
     if vit and (c.window_size is not None or c.mask_padding is not None):
         raise ConfigError(f"{p}.window_size and {p}.mask_padding are Swin/CvT options: remove them for a ViT")
     patch = patch_size_of(c)
-    require_multiple(f"{p}.img_size", c.img_size, patch, f"the patch size {patch}")
+    require_multiple(f"{p}.img_size", c.img_size, patch, input_multiple_description(c).removesuffix(" (backbone.patch_size)"))
     shape = _width_and_heads(c)
     if shape is not None and shape[0] % shape[1]:
         width, heads = shape
@@ -186,4 +192,5 @@ def create_backbone(cfg: BackboneConfig | str, **overrides: Any) -> nn.Module:
     )
 
 
-__all__ = ["BACKBONES", "BackboneConfig", "Swin", "Tokens", "ViT", "check_backbone", "create_backbone", "patch_size_of"]
+__all__ = ["BACKBONES", "BackboneConfig", "Swin", "Tokens", "ViT", "check_backbone", "create_backbone",
+           "input_multiple_description", "patch_size_of"]

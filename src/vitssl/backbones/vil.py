@@ -128,6 +128,9 @@ class ViL(nn.Module):
 
     def _walk(self, x: torch.Tensor, first: int):
         """Run every stage; yield (stage index, tokens, grid) after each block from block `first` on."""
+        if x.shape[-2] % self.patch_size or x.shape[-1] % self.patch_size:
+            raise ValueError(f"ViL takes images whose sides are multiples of {self.patch_size}, not "
+                             f"{x.shape[-2]}x{x.shape[-1]}: use a size such as {self.patch_size}, 96 or 224")
         index, grid = 0, (0, 0)
         for s, stage in enumerate(self.stages):
             if s:  # drop the previous stage's global tokens, back to a map
