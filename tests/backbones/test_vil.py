@@ -5,9 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import one_batch
 from vitssl.backbones import BackboneConfig, create_backbone
 from vitssl.backbones.vil_attention import FullAttention, LongformerAttention
+from vitssl.config import load_config, to_objects
+from vitssl.engine.protocol import StepContext
 from vitssl.engine.validation import ConfigError
+from vitssl.methods import build_method, method_configs
 
 
 @pytest.fixture(autouse=True)
@@ -159,3 +163,15 @@ def test_sizes_that_are_not_multiples_of_32_are_refused_at_config_time_with_the_
         BackboneConfig(name="vil_tiyn")
     with pytest.raises(ValueError, match="multiples of 32, not 16x48: use a size such as 32, 96 or 224"):
         small()(torch.randn(1, 3, 16, 48))  # an evaluation or analysis at another size
+
+
+def test_selfpatch_runs_on_vil_last_stage_tokens():
+    heads = [f"method.{h}.{kv}" for h in ("head", "patch_head") for kv in ("out_dim=32", "hidden_dim=16", "bottleneck_dim=8")]
+    objs = to_objects(load_config(None, ["method.name=selfpatch", "backbone.name=vil_tiny", "backbone.embed_dim=8",
+                                         "backbone.depth=1", "backbone.num_heads=1", "backbone.img_size=32", *heads,
+                                         "method.crops.global_crops_size=64", "method.crops.local_crops_size=32",
+                                         "method.crops.local_crops_number=2"], method_configs()))
+    model = build_method(objs.method, objs.backbone).train()
+    out = model.training_step(one_batch(model), StepContext(step=0, epoch=1, steps_per_epoch=10, total_steps=20, epochs=2))
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and model.student.backbone.stages[0].blocks[0].attn.query.weight.grad is not None
