@@ -48,8 +48,9 @@ def grid_bias_index(h: int, w: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=64)
-def _invalid_keys(h: int, w: int, chunk: int) -> torch.Tensor:
-    """(mh mw, 9 chunk^2) bool: key outside the real h x w map for each chunk's neighbourhood."""
+def _invalid_keys(h: int, w: int, chunk: int, device: torch.device) -> torch.Tensor:
+    """(mh mw, 9 chunk^2) bool: key outside the real h x w map for each chunk's neighbourhood
+    (cached per map size and device: no host-to-device copy per layer)."""
     mh, mw = -(-h // chunk), -(-w // chunk)
     cm, cn = torch.meshgrid(torch.arange(mh), torch.arange(mw), indexing="ij")
     d = torch.arange(3) - 1
@@ -57,7 +58,7 @@ def _invalid_keys(h: int, w: int, chunk: int) -> torch.Tensor:
     rows = (cm.reshape(-1, 1, 1, 1, 1) + d.reshape(1, 3, 1, 1, 1)) * chunk + x.reshape(1, 1, 1, chunk, 1)
     cols = (cn.reshape(-1, 1, 1, 1, 1) + d.reshape(1, 1, 3, 1, 1)) * chunk + x.reshape(1, 1, 1, 1, chunk)
     invalid = (rows < 0) | (rows >= h) | (cols < 0) | (cols >= w)
-    return invalid.reshape(mh * mw, 9 * chunk * chunk)
+    return invalid.reshape(mh * mw, 9 * chunk * chunk).to(device)
 
 
 def _neighbourhoods(t: torch.Tensor, chunk: int) -> torch.Tensor:
@@ -105,7 +106,7 @@ class LongformerAttention(_GlobalBias):
         """(chunks, heads, W^2, G + 9 W^2) additive mask: relative biases, -inf off the map."""
         w2 = self.window**2
         local = self.relative_position_bias_table[self.bias_index.reshape(-1)].reshape(w2, 9 * w2, -1).permute(2, 0, 1)
-        invalid = _invalid_keys(*grid, self.window).to(local.device)
+        invalid = _invalid_keys(*grid, self.window, local.device)
         local = local[None].masked_fill(invalid[:, None, None, :], float("-inf"))
         if not self.num_global:
             return local.to(dtype)
