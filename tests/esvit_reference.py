@@ -9,6 +9,7 @@ with `vitssl.commands.convert_esvit_backbones` and compare the forward passes.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import torch
@@ -38,3 +39,12 @@ def seeded_state(keys: list[str], shapes: list[list[int]], seed: int = 0) -> dic
 
 def seeded_images(batch: int, size: int) -> torch.Tensor:
     return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(size))
+
+
+def share_global_projections(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """ViL's `*_global` projections are the very modules `query`/`kv`/`proj` (SHARE_W), so a
+    real state dict holds each tensor twice: make the seeded copies equal as well."""
+    for key in state:
+        if m := re.match(r"(.*\.attn\.)(query|kv|proj)_global\.(.*)", key):
+            state[key] = state[f"{m[1]}{m[2]}.{m[3]}"]
+    return state

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import shutil
 import tempfile
 from functools import lru_cache
@@ -20,7 +21,10 @@ from vitssl.methods import build_method, method_class, method_configs
 TINY_BACKBONE = dict(name="vit_tiny", patch_size=4, img_size=16, embed_dim=32, depth=2, num_heads=2,
                      drop_path_rate=0.0)
 # Backbones without patches or attention shrink through their own keys (stage width, blocks per stage).
-TINY_BACKBONE_BY_NAME = {"resnet50": dict(img_size=16, embed_dim=8, depth=1, drop_path_rate=0.0)}
+TINY_BACKBONE_BY_NAME = {"resnet50": dict(img_size=16, embed_dim=8, depth=1, drop_path_rate=0.0),
+                         "vil_tiny": dict(img_size=32, embed_dim=8, depth=1, num_heads=1, drop_path_rate=0.0)}
+# Backbones whose input sides must be multiples of 32 (ViL) take 32-px crops instead of 16/8.
+TINY_CROPS_BY_NAME = {"vil_tiny": ["method.crops.global_crops_size=32", "method.crops.local_crops_size=32"]}
 
 
 def tiny_untrained_run(method: str, embed_dim: int = 48, num_heads: int = 3) -> Path:
@@ -65,12 +69,14 @@ def tiny_overrides(data: str = "mnist", method: str | None = None, preset: str |
     if method is None:
         method = preset_method(preset) if preset else DEFAULT_METHOD
     cls = method_class(method)
-    backbone = TINY_BACKBONE_BY_NAME.get(str(load_config(preset, [], method_configs()).backbone.name) if preset else "",
-                                         TINY_BACKBONE)
+    name = str(load_config(preset, [], method_configs()).backbone.name) if preset else ""
+    backbone = TINY_BACKBONE_BY_NAME.get(name, TINY_BACKBONE)
+    multicrop = "crops" in {f.name for f in dataclasses.fields(cls.Config)}
     return [
         f"data.path={data}",
         *[f"backbone.{k}={v}" for k, v in backbone.items() if k != "name"],
         *cls.tiny_overrides(),
+        *(TINY_CROPS_BY_NAME.get(name, []) if multicrop else []),
         *[f"method.{key}={tiny_untrained_run(needed)}" for key, needed in cls.run_fields.items()],
         "train.batch_size=8", "train.epochs=1", "train.max_steps_per_epoch=2", "train.num_workers=0",
         "train.progress=false", "train.tensorboard=false", "train.log_every=1", "train.device=cpu",

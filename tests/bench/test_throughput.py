@@ -45,8 +45,10 @@ def test_resnet50_flops_match_torchvisions_published_count():
 def test_esvit_backbones_side_by_side_on_the_command_line(capsys):
     from vitssl.cli import main
 
-    assert main(["benchmark", "throughput", "--backbone", "cvt_tiny", "resnet50", "swin_tiny", "--batch-size", "2",
+    assert main(["benchmark", "throughput", "--backbone", "cvt_tiny", "vil_tiny", "resnet50", "swin_tiny", "--batch-size", "2",
                  "--image-size", "32", "--iters", "1", "--device", "cpu"]) == 0
     rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in capsys.readouterr().out.splitlines()
             if line.startswith("| ") and "backbone" not in line}
-    assert rows == {"cvt_tiny": "29.3", "resnet50": "23.5", "swin_tiny": "27.5"}  # spec 3.7: 29M, 23M, 28M
+    # spec 3.7: 29M, 28M, 23M, 28M; ViL's full-attention position tables are sized for the 32-px
+    # grid here (27.57M at 224: tests/backbones/test_vil.py)
+    assert rows == {"cvt_tiny": "29.3", "vil_tiny": "27.5", "resnet50": "23.5", "swin_tiny": "27.5"}

@@ -1,4 +1,4 @@
-"""EsViT runs on cvt_tiny and resnet50 through the command line, as on Swin: pre-train, k-NN,
+"""EsViT runs on cvt_tiny, vil_tiny and resnet50 through the command line, as on Swin: pre-train, k-NN,
 linear probe on the last blocks, correspondence analysis; attention maps refused in one line."""
 
 import json
@@ -9,7 +9,8 @@ from helpers import TINY_BACKBONE_BY_NAME, tiny_overrides
 from vitssl.cli import main
 
 TINY = {"cvt_tiny": ["backbone.embed_dim=8", "backbone.depth=1", "backbone.num_heads=1"],
-        "resnet50": [f"backbone.{k}={v}" for k, v in TINY_BACKBONE_BY_NAME["resnet50"].items()]}
+        "resnet50": [f"backbone.{k}={v}" for k, v in TINY_BACKBONE_BY_NAME["resnet50"].items()],
+        "vil_tiny": [f"backbone.{k}={v}" for k, v in TINY_BACKBONE_BY_NAME["vil_tiny"].items()]}
 EVAL = ["--image-size", "64", "--batch-size", "16", "--num-workers", "0", "--device", "cpu"]
 
 

@@ -1,15 +1,16 @@
-"""cvt_tiny and resnet50 inside the DINO-family methods: one CPU step each, gradients only in
+"""cvt_tiny, vil_tiny and resnet50 inside the DINO-family methods: one CPU step each, gradients only in
 the student, the teacher's BatchNorm as in EsViT, and SelfPatch's refusal where it cannot work."""
 
 import pytest
 import torch
 
-from helpers import TINY_BACKBONE_BY_NAME, one_batch
+from helpers import TINY_BACKBONE_BY_NAME, TINY_CROPS_BY_NAME, one_batch
 from vitssl.config import load_config, to_objects
 from vitssl.engine.protocol import StepContext
 from vitssl.methods import build_method, method_configs
 
 TINY = {"cvt_tiny": ["backbone.embed_dim=8", "backbone.depth=1", "backbone.num_heads=1"],
+        "vil_tiny": [f"backbone.{k}={v}" for k, v in TINY_BACKBONE_BY_NAME["vil_tiny"].items()],
         "resnet50": [f"backbone.{k}={v}" for k, v in TINY_BACKBONE_BY_NAME["resnet50"].items()]}
 HEADS = [f"method.{head}.{kv}" for head in ("head", "region_head") for kv in ("out_dim=32", "hidden_dim=16", "bottleneck_dim=8")]
 CTX = StepContext(step=0, epoch=1, steps_per_epoch=10, total_steps=20, epochs=2)
@@ -24,13 +25,13 @@ def tiny(method, backbone, *extra):
     heads = HEADS if method == "esvit" else HEADS[:3]
     overrides = [f"method.name={method}", f"backbone.name={backbone}", *TINY[backbone], "backbone.drop_path_rate=0.0",
                  *heads, "method.crops.global_crops_size=32", "method.crops.local_crops_size=16",
-                 "method.crops.local_crops_number=2", *extra]
+                 "method.crops.local_crops_number=2", *TINY_CROPS_BY_NAME.get(backbone, []), *extra]
     objs = to_objects(load_config(None, overrides, method_configs()))
     return build_method(objs.method, objs.backbone)
 
 
 @pytest.mark.parametrize("method", ["esvit", "dino"])
-@pytest.mark.parametrize("backbone", ["cvt_tiny", "resnet50"])
+@pytest.mark.parametrize("backbone", ["cvt_tiny", "vil_tiny", "resnet50"])
 def test_one_step_trains_exactly_the_student(method, backbone):
     model = tiny(method, backbone)
     model.train()
@@ -40,7 +41,8 @@ def test_one_step_trains_exactly_the_student(method, backbone):
     trainable = {id(p) for _, p in model.trainable_parameters()}
     for name, p in model.named_parameters():
         assert (p.grad is not None) == (id(p) in trainable), name
-    assert any(".bn1." in n or "qkv_bn" in n for n, _ in model.trainable_parameters())  # BatchNorm trains
+    if backbone != "vil_tiny":  # ViL has no BatchNorm
+        assert any(".bn1." in n or "qkv_bn" in n for n, _ in model.trainable_parameters())  # BatchNorm trains
 
 
 def test_the_teacher_normalises_with_its_own_batch_statistics_and_the_ema_leaves_them():

@@ -4,8 +4,8 @@ Every backbone maps (B, 3, H, W) images to `Tokens` and exposes `embed_dim`, `pa
 and `last_blocks(x, n)`. Methods never branch on architecture.
 
 Names: `vit_tiny|small|base`; EsViT's Swins `swin_tiny|small|base` (window 7) and
-`swin_tiny|small|base_w14` (window 14); EsViT's `cvt_tiny` (windowed CvT, W=7) and `resnet50`
-(their factories live in `backbones/esvit_backbones.py`).
+`swin_tiny|small|base_w14` (window 14); EsViT's `cvt_tiny` (windowed CvT, W=7), `vil_tiny`
+(Vision Longformer) and `resnet50` (their factories live in `backbones/esvit_backbones.py`).
 """
 
 from __future__ import annotations
@@ -116,11 +116,20 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 
 
 def patch_size_of(cfg: BackboneConfig) -> int:
-    """What input sides must be a multiple of: the patch size for ViT (16) and Swin (4); 1 for
-    the convolutional-stem backbones (CvT, ResNet), which take any size."""
+    """What input sides must be a multiple of: the patch size for ViT (16) and Swin (4); 32 for
+    ViL (its non-overlapping patch embeddings would drop rows); 1 for the convolutional-stem
+    backbones (CvT, ResNet), which take any size."""
+    if cfg.name == "vil_tiny":
+        return 32
     if cfg.name in ESVIT_BACKBONES:
         return 1
     return cfg.patch_size or (4 if cfg.name.startswith("swin") else 16)
+
+
+def input_multiple_description(cfg: BackboneConfig) -> str:
+    """What `patch_size_of` is, for error messages: a settable patch size, or ViL's fixed stride."""
+    patch = patch_size_of(cfg)
+    return f"{cfg.name}'s total stride {patch}" if cfg.name == "vil_tiny" else f"the patch size {patch} (backbone.patch_size)"
 
 
 def _width_and_heads(cfg: BackboneConfig) -> tuple[int, int] | None:
@@ -130,6 +139,8 @@ def _width_and_heads(cfg: BackboneConfig) -> tuple[int, int] | None:
         return None
     if cfg.name == "cvt_tiny":
         return cfg.embed_dim or 64, cfg.num_heads or 1
+    if cfg.name == "vil_tiny":
+        return cfg.embed_dim or 96, cfg.num_heads or 3
     size = _VIT_SIZES.get(cfg.name) or _SWIN_SIZES[cfg.name.removesuffix("_w14")]
     heads = size["num_heads"]
     return cfg.embed_dim or size["embed_dim"], cfg.num_heads or (heads[0] if isinstance(heads, tuple) else heads)
@@ -162,7 +173,7 @@ def check_backbone(c: BackboneConfig, p: str = "backbone") -> None:
             fail(f"{p}.patch_size", size, "is not a power of two (stem=conv halves the image per layer)",
                  "use 2, 4, 8, 16 or 32, or backbone.stem=patch")
     patch = patch_size_of(c)
-    require_multiple(f"{p}.img_size", c.img_size, patch, f"the patch size {patch}")
+    require_multiple(f"{p}.img_size", c.img_size, patch, input_multiple_description(c).removesuffix(" (backbone.patch_size)"))
     shape = _width_and_heads(c)
     if shape is not None and shape[0] % shape[1]:
         width, heads = shape
@@ -193,4 +204,5 @@ def create_backbone(cfg: BackboneConfig | str, **overrides: Any) -> nn.Module:
     )
 
 
-__all__ = ["BACKBONES", "BackboneConfig", "Swin", "Tokens", "ViT", "check_backbone", "create_backbone", "patch_size_of"]
+__all__ = ["BACKBONES", "BackboneConfig", "Swin", "Tokens", "ViT", "check_backbone", "create_backbone",
+           "input_multiple_description", "patch_size_of"]

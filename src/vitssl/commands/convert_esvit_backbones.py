@@ -1,5 +1,6 @@
-"""EsViT's CvT and ResNet-50 checkpoint layouts (reference `models/cvt_v4_transformer.py`,
-`utils.ResNetWrapper`) onto vitssl's `cvt_tiny` and `resnet50`, for `vitssl import --from esvit`.
+"""EsViT's CvT, ViL and ResNet-50 checkpoint layouts (reference `models/cvt_v4_transformer.py`,
+`models/vision_longformer.py`, `utils.ResNetWrapper`) onto vitssl's `cvt_tiny`, `vil_tiny` and
+`resnet50`, for `vitssl import --from esvit`.
 
 | original (teacher/student, heads removed) | vitssl backbone |
 |---|---|
@@ -9,11 +10,17 @@
 | `...layers.{j}.0.fn.proj_out` (1x1 conv) | `...attn.proj` (Linear) |
 | `...layers.{j}.1.fn.net.0`, `.net.2` (1x1 convs) | `...mlp.fc1`, `.mlp.fc2` (Linears) |
 | `norm` | `norm` |
+| `layer{i}.0.proj`, `.0.norm_embed`, `.0.cls_token` (ViL) | `stages.{i-1}.embed.proj`, `.embed.norm`, `.embed.cls_token` |
+| `layer{i}.{2j+1}.norm`, `.attn.{query,kv,qkv,proj}` | `stages.{i-1}.blocks.{j}.norm1`, `.attn.{same}` |
+| `...attn.local_relative_position_bias_table`, `g2l_`, `g2g_relative_position_bias` | `...attn.relative_position_bias_table`, `.global_bias`, `.global_global_bias` |
+| `layer{i}.{2j+2}.norm`, `.mlp.fc1`, `.mlp.fc2` | `stages.{i-1}.blocks.{j}.norm2`, `.mlp.fc1`, `.mlp.fc2` |
 | `backbone.backbone.<torchvision name>` | `<same name>` (timm's ResNet keeps torchvision's) |
 
 Head counts and the window are not in the weights: CvT takes the released `s1.yaml` values
 (heads 1-3-6-12, i.e. width / 64; W = 7) unless `backbone.num_heads` / `window_size` say otherwise.
 Imported CvTs reproduce the original's unmasked padding (`backbone.mask_padding=false`).
+ViL's head counts, chunk size and `img_size` are read from its bias tables; its `*_global`
+projections are the same tensors as `query`/`kv`/`proj` (SHARE_W) and are dropped once checked.
 """
 
 from __future__ import annotations
@@ -88,13 +95,73 @@ def resnet_overrides(backbone: State) -> list[str]:
         [f"backbone.depth={depths[0]}"] if depths != (3, 4, 6, 3) else [])
 
 
+_VIL_ATTN = {"local_relative_position_bias_table": "relative_position_bias_table",
+             "g2l_relative_position_bias": "global_bias", "g2g_relative_position_bias": "global_global_bias"}
+
+
+def _vil_key(key: str) -> str | None:
+    """vitssl name of one original ViL key; None for the shared `*_global` projections and the
+    position-index buffers (rebuilt here)."""
+    if m := re.match(r"layer(\d)\.0\.(proj\.|norm_embed\.|cls_token$)(.*)", key):
+        return f"stages.{int(m[1]) - 1}.embed.{m[2].replace('norm_embed', 'norm')}{m[3]}"
+    if not (m := re.match(r"layer(\d)\.(\d+)\.(.*)", key)):
+        return key
+    stage, index, rest = int(m[1]) - 1, int(m[2]) - 1, m[3]
+    if rest.endswith("relative_position_index") or re.match(r"attn\.(query|kv|proj)_global\.", rest):
+        return None
+    if rest.startswith("norm."):
+        rest = ("norm1." if index % 2 == 0 else "norm2.") + rest[5:]
+    elif rest.startswith("attn.") and rest[5:] in _VIL_ATTN:
+        rest = "attn." + _VIL_ATTN[rest[5:]]
+    return f"stages.{stage}.blocks.{index // 2}.{rest}"
+
+
+def rename_vil(backbone: State) -> State:
+    """Original ViL keys -> vitssl `ViL` keys (other keys pass through, to be refused by name)."""
+    for key, value in backbone.items():
+        if (m := re.match(r"(.*\.attn\.)(query|kv|proj)_global\.(.*)", key)) and not torch.equal(
+                value, backbone.get(f"{m[1]}{m[2]}.{m[3]}", value + 1)):
+            raise CheckpointError(f"{key} differs from {m[1]}{m[2]}.{m[3]}: this ViL has separate global "
+                                  "projections (SHARE_W false); vil_tiny shares them as the released models do")
+    return {name: value for key, value in backbone.items() if (name := _vil_key(key)) is not None}
+
+
+def vil_overrides(backbone: State) -> list[str]:
+    """Backbone config of an EsViT ViL from its shapes: widths, depths, heads, chunk size, img_size."""
+    stages = range(1, 5)
+    dims = [backbone[f"layer{s}.0.proj.weight"].shape[0] for s in stages if f"layer{s}.0.proj.weight" in backbone]
+    tables = {s: [v for k, v in sorted(backbone.items()) if re.match(rf"layer{s}\.\d+\.attn\.local_relative", k)]
+              for s in stages}
+    modules = [{m[1] for k in backbone if (m := re.match(rf"layer{s}\.([1-9]\d*)\.", k))} for s in stages]
+    depths = tuple(-(-len(m) // 2) for m in modules)  # an attention and an MLP module per block
+    heads = [tables[s][0].shape[1] if tables[s] else 0 for s in stages]
+    kinds = tuple(f"layer{s}.1.attn.query.weight" in backbone for s in stages)
+    glob = tuple(f"layer{s}.0.cls_token" in backbone for s in stages)
+    if len(dims) != 4 or dims != [dims[0] * r for r in (1, 2, 4, 8)] or heads != [heads[0] * r for r in (1, 2, 4, 8)]:
+        raise CheckpointError(f"ViL stage widths {dims} / heads {heads} are not vil_tiny's 1:2:4:8 (96-192-384-768, "
+                              "3-6-12-24)")
+    if depths != (2, 2, 6, 2) and len(set(depths)) != 1:
+        raise CheckpointError(f"ViL stage depths {depths} are not vil_tiny's 2-2-6-2 nor equal per stage")
+    if kinds != (True, True, False, False) or glob != (True, True, True, False):
+        raise CheckpointError(f"ViL with Longformer stages {kinds} and global tokens {glob} is not vil_2262's "
+                              "(Longformer in stages 1-2, one global token in stages 1-3)")
+    window = (round(tables[1][0].shape[0] ** 0.5) + 1) // 4
+    side = (round(tables[4][0].shape[0] ** 0.5) + 1) // 2
+    out = ["backbone.name=vil_tiny", f"backbone.embed_dim={dims[0]}", f"backbone.num_heads={heads[0]}"]
+    out += [f"backbone.window_size={window}"] if window != 7 else []
+    out += [f"backbone.img_size={side * 32}"] if side != 7 else []
+    return out + ([f"backbone.depth={depths[0]}"] if depths != (2, 2, 6, 2) else [])
+
+
 Layout = tuple[Callable[[State], State], Callable[[State], list[str]]]
 
 
 def esvit_backbone_layout(teacher: State) -> Layout | None:
-    """(rename, shapes -> overrides) for an EsViT CvT or ResNet network state; None for Swin/ViT."""
+    """(rename, shapes -> overrides) for an EsViT CvT, ViL or ResNet network state; None for Swin/ViT."""
     if f"{_RESNET_PREFIX}conv1.weight" in teacher:
         return rename_resnet, resnet_overrides
+    if "layer1.0.proj.weight" in teacher:
+        return rename_vil, vil_overrides
     if "stage0.0.proj.weight" in teacher:
         return rename_cvt, cvt_overrides
     return None

@@ -73,6 +73,7 @@ RECIPES: dict[str, Recipe] = {
     "esvit_swin_small_w14": _esvit("80.8 / 79.1", "s14"),
     "esvit_swin_base_w14": _esvit("81.3 / 79.3", "b14"),
     "esvit_cvt_tiny_w7": _esvit("78.5 / 76.7", "bs64"),
+    "esvit_vil_tiny": _esvit("77.5 / 74.5", "bs64"),
     "esvit_resnet50": _esvit("75.7 / 71.3", "bs64"),
     "esvit_vit_small16": Recipe(ESVIT, "no published number (EsViT issue #28): compare with dino_vit_small16's "
                                 "k-NN 69.3 / linear 74.0",

@@ -17,7 +17,12 @@ from torch import nn
 from vitssl.augment import MultiCrop, MultiCropConfig, collate_views
 from vitssl.augment.gpu_multicrop import GPUMultiCrop
 from vitssl.augment.multicrop import local_crop_groups, validate_config
-from vitssl.backbones import BackboneConfig, create_backbone, patch_size_of
+from vitssl.backbones import (
+    BackboneConfig,
+    create_backbone,
+    input_multiple_description,
+    patch_size_of,
+)
 from vitssl.engine.ema import TeacherEMA
 from vitssl.engine.protocol import EvalInput, MethodBase, ShownMetric, StepContext
 from vitssl.engine.schedules import cosine_schedule, teacher_temperature
@@ -68,7 +73,7 @@ class TeacherStudentConfig:
 def check_crops_fit(crops: MultiCropConfig, backbone: BackboneConfig) -> None:
     """Every crop a whole number of patches: otherwise the first step fails, after the data scan."""
     patch = patch_size_of(backbone)
-    what = f"the patch size {patch} (backbone.patch_size)"
+    what = input_multiple_description(backbone)
     require_multiple("method.crops.global_crops_size", crops.global_crops_size, patch, what)
     for _, size in local_crop_groups(crops):
         require_multiple("method.crops.local_crops_size", size, patch, what)
