@@ -53,7 +53,7 @@ def test_eval_knn_and_linear(trained_run, capsys, tmp_path):
     assert 0.3 < knn["results"]["20"]["top1"] <= 1.0  # digits: 10 classes, chance 0.1
     code, out, _ = run(capsys, "eval", "linear", "--checkpoint", trained_run, "--train", "digits", "--val", "digits",
                        "--n-last-blocks", "2", "--epochs", "5", "--device", "cpu", "--num-workers", "0")
-    assert code == 0 and "linear probe top-1" in out
+    assert code == 0 and "linear probe (pre-trained) top-1" in out and "linear probe (raw pixels)" in out
     linear = json.loads((trained_run / "eval_linear.json").read_text())
     assert linear["n_last_blocks"] == 2 and 0.1 < linear["top1"] <= 1.0
 

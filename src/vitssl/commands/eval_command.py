@@ -49,6 +49,11 @@ def _add_frozen_feature_parsers(protocols: argparse._SubParsersAction) -> None:
         add_batch_size(p, 256, help="images per forward pass when extracting features")
         add_num_workers(p, 4)
         add_model_options(p)
+        p.add_argument("--scratch", action="store_true",
+                       help="evaluate the same network at its seeded initialisation (the random-init baseline)")
+        add_seed(p, help="seed of the --scratch initialisation")
+        p.add_argument("--no-pixels", dest="pixels", action="store_false",
+                       help="skip the raw-pixel baseline row (the same images, normalised and flattened)")
         if name == "knn":
             p.add_argument("--ks", type=positive_int, nargs="+", default=None,
                            help="numbers of neighbours to vote (default: 10 20 100 200, those no larger than "
@@ -137,17 +142,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return cmd_dense_eval(args)
     if args.protocol == "finetune":
         return cmd_finetune(args)
-    out = check_output_file(args.out or _beside(args.checkpoint) / f"eval_{args.protocol}.json", args.overwrite)
+    name = f"eval_{args.protocol}{'_scratch' if args.scratch else ''}.json"
+    out = check_output_file(args.out or _beside(args.checkpoint) / name, args.overwrite)
     common = dict(image_size=args.image_size, resize_size=args.resize_size, device=args.device, batch_size=args.batch_size,
-                  num_workers=args.num_workers, which=args.backbone)
+                  num_workers=args.num_workers, which=args.backbone, scratch=args.scratch, seed=args.seed,
+                  pixels=args.pixels)
+    what = "random init" if args.scratch else "pre-trained"
     if args.protocol == "knn":
         results = run_knn(args.checkpoint, args.train, args.val, ks=args.ks and tuple(args.ks), temperature=args.temperature, **common)
+        print(f"{what}:")
         print(format_knn_table({int(k): v for k, v in results["results"].items()}))
+        if "raw_pixels" in results:
+            print("raw pixels (the same images, normalised and flattened):")
+            print(format_knn_table({int(k): v for k, v in results["raw_pixels"].items()}))
     else:
         results = run_linear(args.checkpoint, args.train, args.val, n_last_blocks=args.n_last_blocks,
                              avgpool_patchtokens=args.avgpool, epochs=args.epochs, lr=args.lr, lrs=args.lrs,
                              batchnorm=args.batchnorm, **common)
-        print(f"linear probe top-1 {results['top1']:.4f}  top-5 {results['top5']:.4f}  (lr {results['best_lr']:.2e})")
+        print(f"linear probe ({what}) top-1 {results['top1']:.4f}  top-5 {results['top5']:.4f}  (lr {results['best_lr']:.2e})")
+        if "raw_pixels" in results:
+            raw = results["raw_pixels"]
+            print(f"linear probe (raw pixels) top-1 {raw['top1']:.4f}  top-5 {raw['top5']:.4f}  (lr {raw['best_lr']:.2e})")
     print(f"saved {save_results(results, out)}")
     return 0
 

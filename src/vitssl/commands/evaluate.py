@@ -12,8 +12,10 @@ import torch
 from vitssl.data import build_dataset
 from vitssl.engine.device import resolve_device
 from vitssl.engine.launch import init_distributed
+from vitssl.engine.logging import log
 from vitssl.engine.outputs import check_output_dir
 from vitssl.eval import knn_classify, train_linear_probe
+from vitssl.eval.baselines import RawPixels
 from vitssl.eval.features import labelled_features
 from vitssl.eval.pretrained import (
     evaluation_input,
@@ -34,22 +36,38 @@ class FeatureSplits:
     num_classes: int
     image_size: int
     device: torch.device
+    pixels: tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+PIXEL_BUDGET_BYTES = 2 << 30  # raw-pixel features larger than this (train + val, float32) are not extracted
 
 
 def checkpoint_features(checkpoint: str | Path, train: str, val: str, which: str = "teacher",
                         image_size: int | None = None, resize_size: int | None = None, device: str = "auto",
                         batch_size: int = 256, num_workers: int = 4, n_last_blocks: int = 1,
-                        avgpool_patchtokens: bool = False) -> FeatureSplits:
+                        avgpool_patchtokens: bool = False, scratch: bool = False, seed: int = 0,
+                        pixels: bool = False) -> FeatureSplits:
     """Load a checkpoint's backbone once and extract train and val features with it, the images
-    normalised as the run's crops were."""
+    normalised as the run's crops were. `scratch`: the same network at its seeded initialisation
+    instead of the trained weights; `pixels`: also the raw-pixel features of the same images (the
+    baseline), unless they would exceed `PIXEL_BUDGET_BYTES`."""
     run = load_run(checkpoint, which)
+    backbone = untrained_backbone(checkpoint, seed)[0] if scratch else run.backbone
     dev = resolve_device(init_distributed(device)[0])  # under torchrun: this rank's GPU, shards gathered
     size = run.eval_input.image_size if image_size is None else image_size_or_default(image_size, run.config)
-    kw = dict(n_last_blocks=n_last_blocks, avgpool_patchtokens=avgpool_patchtokens, resize_size=resize_size,
-              normalization=normalization(run.eval_input))
-    tr_f, tr_y, n_cls = labelled_features(run.backbone, train, "train", size, dev, batch_size, num_workers, **kw)
-    va_f, va_y, _ = labelled_features(run.backbone, val, "val", size, dev, batch_size, num_workers, **kw)
-    return FeatureSplits((tr_f, tr_y), (va_f, va_y), n_cls, size, dev)
+    kw = dict(resize_size=resize_size, normalization=normalization(run.eval_input))
+    blocks = dict(n_last_blocks=n_last_blocks, avgpool_patchtokens=avgpool_patchtokens)
+    tr_f, tr_y, n_cls = labelled_features(backbone, train, "train", size, dev, batch_size, num_workers, **blocks, **kw)
+    va_f, va_y, _ = labelled_features(backbone, val, "val", size, dev, batch_size, num_workers, **blocks, **kw)
+    raw = None
+    if pixels and (len(tr_y) + len(va_y)) * 3 * size * size * 4 <= PIXEL_BUDGET_BYTES:
+        raw_tr = labelled_features(RawPixels(size), train, "train", size, dev, batch_size, num_workers, **kw)
+        raw_va = labelled_features(RawPixels(size), val, "val", size, dev, batch_size, num_workers, **kw)
+        raw = (raw_tr[:2], raw_va[:2])
+    elif pixels:
+        log.warning("raw-pixel baseline skipped: %d images of 3x%dx%d would take more than %d GiB",
+                    len(tr_y) + len(va_y), size, size, PIXEL_BUDGET_BYTES >> 30)
+    return FeatureSplits((tr_f, tr_y), (va_f, va_y), n_cls, size, dev, raw)
 
 
 DEFAULT_KS = (10, 20, 100, 200)  # DINO's
@@ -72,31 +90,43 @@ def knn_ks(ks: tuple[int, ...] | None, train: str) -> tuple[int, ...]:
 def run_knn(checkpoint: str | Path, train: str, val: str, ks: tuple[int, ...] | None = None,
             temperature: float = 0.07, image_size: int | None = None, resize_size: int | None = None,
             device: str = "auto", batch_size: int = 256, num_workers: int = 4,
-            which: str = "teacher") -> dict[str, Any]:
-    """DINO k-NN protocol (spec 1.6) on a checkpoint; `ks=None`: DINO's 10, 20, 100, 200 where they fit."""
+            which: str = "teacher", scratch: bool = False, seed: int = 0, pixels: bool = True) -> dict[str, Any]:
+    """DINO k-NN protocol (DINO paper, section 4.1) on a checkpoint; `ks=None`: DINO's 10, 20, 100, 200
+    where they fit. `scratch`: the network at its seeded initialisation; `pixels`: a raw-pixel row too."""
     ks = knn_ks(ks, train)
-    f = checkpoint_features(checkpoint, train, val, which, image_size, resize_size, device, batch_size, num_workers)
+    f = checkpoint_features(checkpoint, train, val, which, image_size, resize_size, device, batch_size, num_workers,
+                            scratch=scratch, seed=seed, pixels=pixels)
     results = knn_classify(*f.train, *f.val, ks=ks, temperature=temperature, num_classes=f.num_classes)
-    return {"protocol": "knn", "checkpoint": str(checkpoint), "backbone": which, "train": train, "val": val,
-            "image_size": f.image_size, "temperature": temperature,
-            "results": {str(k): v for k, v in results.items()}}
+    out = {"protocol": "knn", "checkpoint": str(checkpoint), "backbone": which, "train": train, "val": val,
+           "image_size": f.image_size, "temperature": temperature, "scratch": scratch,
+           "results": {str(k): v for k, v in results.items()}}
+    if f.pixels is not None:
+        raw = knn_classify(*f.pixels[0], *f.pixels[1], ks=ks, temperature=temperature, num_classes=f.num_classes)
+        out["raw_pixels"] = {str(k): v for k, v in raw.items()}
+    return out
 
 
 def run_linear(checkpoint: str | Path, train: str, val: str, n_last_blocks: int = 4,
                avgpool_patchtokens: bool = False, epochs: int = 100, lr: float | None = None,
                lrs: list[float] | None = None, batch_size: int = 256, image_size: int | None = None,
                resize_size: int | None = None, device: str = "auto", num_workers: int = 4,
-               which: str = "teacher", batchnorm: bool = False) -> dict[str, Any]:
-    """DINO linear protocol (spec 1.6) on pre-extracted frozen features; `batchnorm` puts MAE's
-    BatchNorm1d(affine=False) before the Linear layer (spec 2.3)."""
+               which: str = "teacher", batchnorm: bool = False, scratch: bool = False, seed: int = 0,
+               pixels: bool = True) -> dict[str, Any]:
+    """DINO linear protocol (DINO paper, section 4.1) on pre-extracted frozen features; `batchnorm` puts
+    MAE's BatchNorm1d(affine=False) before the Linear layer (MAE paper, appendix A.2). `scratch`: the
+    network at its seeded initialisation; `pixels`: the same probe on raw pixels too."""
     f = checkpoint_features(checkpoint, train, val, which, image_size, resize_size, device, batch_size,
-                            num_workers, n_last_blocks, avgpool_patchtokens)
-    result = train_linear_probe(*f.train, *f.val, f.num_classes, epochs=epochs, lr=lr, lrs=lrs,
-                                batch_size=batch_size, device=str(f.device), batchnorm=batchnorm)
-    return {"protocol": "linear", "checkpoint": str(checkpoint), "backbone": which, "train": train, "val": val,
-            "image_size": f.image_size, "n_last_blocks": n_last_blocks, "avgpool_patchtokens": avgpool_patchtokens,
-            "epochs": epochs, "batchnorm": batchnorm, "top1": result.top1, "top5": result.top5,
-            "best_lr": result.best_lr}
+                            num_workers, n_last_blocks, avgpool_patchtokens, scratch=scratch, seed=seed, pixels=pixels)
+    probe = dict(epochs=epochs, lr=lr, lrs=lrs, batch_size=batch_size, device=str(f.device), batchnorm=batchnorm)
+    result = train_linear_probe(*f.train, *f.val, f.num_classes, **probe)
+    out = {"protocol": "linear", "checkpoint": str(checkpoint), "backbone": which, "train": train, "val": val,
+           "image_size": f.image_size, "n_last_blocks": n_last_blocks, "avgpool_patchtokens": avgpool_patchtokens,
+           "epochs": epochs, "batchnorm": batchnorm, "scratch": scratch, "top1": result.top1, "top5": result.top5,
+           "best_lr": result.best_lr}
+    if f.pixels is not None:
+        raw = train_linear_probe(*f.pixels[0], *f.pixels[1], f.num_classes, **probe)
+        out["raw_pixels"] = {"top1": raw.top1, "top5": raw.top5, "best_lr": raw.best_lr}
+    return out
 
 
 def run_finetune(checkpoint: str | Path | None, train: str, val: str, recipe: str = "mae_lite_impr",
