@@ -118,9 +118,11 @@ def test_sigterm_then_sigkill_after_a_grace_period_leaves_a_resumable_checkpoint
 @pytest.mark.slow  # ~25 s on 2 shared cores: two spawned ranks import torch
 def test_ranks_stop_at_the_same_step_when_one_gets_the_signal(tmp_path):
     """Under torchrun a group signal reaches ranks at slightly different moments: one rank
-    flagged after step 2 must not leave the others waiting in step 3's all-reduce."""
+    flagged after step 2's verdict must not leave the others waiting in a later all-reduce. The
+    flag travels in the next step's verdict (no collective of its own), so both ranks stop after
+    step 3."""
     from distributed_helpers import free_port, stop_on_one_rank
 
     mp.spawn(stop_on_one_rank, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
-    assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["2", "2"]
-    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 2
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["3", "3"]
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 3

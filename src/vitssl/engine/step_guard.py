@@ -71,6 +71,7 @@ class Verdict(NamedTuple):
     loss: bool  # a micro-batch's loss was NaN/Inf on some rank
     grads: bool  # a gradient was NaN/Inf after unscaling (not checked under fp16: the scaler's job)
     state: bool  # the previous update left a NaN/Inf parameter, buffer or optimizer moment
+    stop: bool = False  # a stop signal reached some rank (read in the same all-reduce: no second one)
 
     @property
     def bad(self) -> bool:
@@ -91,6 +92,9 @@ class StepGuard:
         self.device, self.check_grads = device, check_grads
         self._buffers: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._pending: torch.Tensor | None = None  # state flag of the last update, not yet read
+        # constant flags, chosen on the host: a Python bool becomes a tensor without a copy per step
+        self._false = torch.zeros((), dtype=torch.bool, device=device)
+        self._true = torch.ones((), dtype=torch.bool, device=device)
 
     def snapshot_buffers(self) -> None:
         with torch.no_grad():
@@ -119,15 +123,18 @@ class StepGuard:
         """After an applied update: queue the check of the state it left (no sync)."""
         self._pending = any_nonfinite(self.state_tensors(), self.device)
 
-    def flags(self, loss_finite: torch.Tensor) -> torch.Tensor:
-        """The step's [loss bad, grads bad, previous state bad] as a float device tensor."""
+    def flags(self, loss_finite: torch.Tensor, stop: bool = False) -> torch.Tensor:
+        """The step's [loss bad, grads bad, previous state bad, stop asked] as a float device tensor."""
         grads = [p.grad for p in self.params if p.grad is not None] if self.check_grads else []
-        pending = self._pending if self._pending is not None else torch.zeros((), dtype=torch.bool, device=self.device)
-        return torch.stack([~loss_finite, any_nonfinite(grads, self.device), pending]).float()
+        pending = self._pending if self._pending is not None else self._false
+        stop_flag = self._true if stop else self._false
+        return torch.stack([~loss_finite, any_nonfinite(grads, self.device), pending, stop_flag]).float()
 
-    def verdict(self, loss_finite: torch.Tensor) -> Verdict:
-        """The step's one host-device sync: every rank's flags, summed over ranks, read at once."""
-        values = all_reduce_sum(self.flags(loss_finite)).tolist()
+    def verdict(self, loss_finite: torch.Tensor, stop: bool = False) -> Verdict:
+        """The step's one host-device sync: every rank's flags, summed over ranks, read at once.
+        `stop` (this rank saw a stop signal) travels in the same all-reduce, so ranks agree on
+        stopping without a second collective per step."""
+        values = all_reduce_sum(self.flags(loss_finite, stop)).tolist()
         self._pending = None
         return Verdict(*(v > 0 for v in values))
 

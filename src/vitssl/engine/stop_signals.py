@@ -5,9 +5,6 @@ from __future__ import annotations
 import signal
 from typing import Any
 
-import torch
-
-from vitssl.distributed import all_reduce_sum, world_size
 from vitssl.engine.logging import log
 
 # Signals that ask a run to stop: `timeout`, schedulers and container stops send SIGTERM, a
@@ -47,11 +44,3 @@ class StopRequest:
             log.warning("%s: stopping after this step (press Ctrl-C again to abort without saving)",
                         signal.Signals(signum).name)
         self.signum = signum
-
-    def agreed(self, device: torch.device) -> bool:
-        """Did a stop signal reach any rank? Ranks stop at the same step (under torchrun one
-        all-reduce of a flag per step: a signal reaches ranks at slightly different times)."""
-        stop = self.signum is not None
-        if world_size() == 1:
-            return stop
-        return bool(all_reduce_sum(torch.tensor(float(stop), device=device)).item())

@@ -86,6 +86,7 @@ class Trainer(NonFiniteSteps):
         self.step = 0
         self._last_save = time.monotonic()
         self.stop = StopRequest()  # SIGINT, SIGTERM, SIGHUP while fitting
+        self._stop_seen = False  # a stop signal on some rank, as of the last step's verdict
         self.skipped_steps = 0  # non-finite-loss steps skipped over the whole run (kept in checkpoints)
         self._nonfinite_streak = 0
         self.guard = StepGuard(method, self.optimizer, self.params, self.device, check_grads=not self.scaler.is_enabled())
@@ -211,7 +212,8 @@ class Trainer(NonFiniteSteps):
                 value = value.detach() if isinstance(value, torch.Tensor) else value
                 sums[key] = sums.get(key, 0.0) + value / len(micro_batches)
         self.scaler.unscale_(self.optimizer)
-        verdict = self.guard.verdict(finite)  # the step's one host-device sync
+        verdict = self.guard.verdict(finite, self.stop.signum is not None)  # the step's one host-device sync
+        self._stop_seen = verdict.stop
         if verdict.bad:
             return {**sums, "lr": lr, "weight_decay": wd, **self._skip_nonfinite_step(verdict, sums["loss"])}
         self._nonfinite_streak = 0
@@ -227,7 +229,11 @@ class Trainer(NonFiniteSteps):
         return {**sums, "lr": lr, "weight_decay": wd, "skipped_steps": self.skipped_steps, **self.data.metrics()}
 
     def _stop_agreed(self) -> bool:
-        return self.stop.agreed(self.device)
+        """Stop after this step? Alone: whether a signal came. Under torchrun: whether one reached any
+        rank by the step's verdict (read in its all-reduce), so every rank stops at the same step."""
+        if world_size() == 1:
+            return self.stop.signum is not None
+        return self._stop_seen
 
     def fit(self) -> None:
         """Train from `self.step` to the end; SIGINT, SIGTERM, SIGHUP save a resumable checkpoint.
