@@ -49,4 +49,4 @@ def test_esvit_backbones_side_by_side_on_the_command_line(capsys):
                  "--image-size", "32", "--iters", "1", "--device", "cpu"]) == 0
     rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in capsys.readouterr().out.splitlines()
             if line.startswith("| ") and "backbone" not in line}
-    assert rows == {"cvt_tiny": "29.3", "resnet50": "23.5", "swin_tiny": "27.5"}  # spec 3.7: 29M, 23M, 28M
+    assert rows == {"cvt_tiny": "29.3", "resnet50": "23.5", "swin_tiny": "27.5"}  # EsViT paper Table 1; microsoft/esvit README: 29M, 23M, 28M

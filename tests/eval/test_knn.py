@@ -1,4 +1,4 @@
-"""DINO weighted k-NN (spec 1.6) against answers worked out by hand."""
+"""DINO weighted k-NN (DINO paper Sec. 3.2; facebookresearch/dino eval_knn.py, eval_linear.py) against answers worked out by hand."""
 
 import math
 

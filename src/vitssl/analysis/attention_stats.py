@@ -1,4 +1,4 @@
-"""How far and how broadly each head looks: mean attention distance and entropy (spec 5.5).
+"""How far and how broadly each head looks: mean attention distance and entropy (MAE-Lite paper, layer and attention analyses; wangsr126/mae-lite projects/eval_tools/).
 
 MAE-Lite's analysis (its Figs. on attention distance and entropy per layer and head) uses the
 patch-to-patch part of each block's attention, averaged over images and query tokens:

@@ -1,4 +1,4 @@
-"""Layer-representation similarity: mini-batch linear CKA (spec 5.5, MAE-Lite's heat-maps).
+"""Layer-representation similarity: mini-batch linear CKA (MAE-Lite paper, layer and attention analyses; wangsr126/mae-lite projects/eval_tools/, MAE-Lite's heat-maps).
 
 Kornblith et al.'s CKA compares two representations of the same examples through their Gram
 matrices. Whole data sets do not fit in one Gram matrix, so Nguyen, Raghu and Kornblith (2021)
@@ -107,7 +107,7 @@ def _final_norm(vit: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def layer_features(vit: nn.Module, images: torch.Tensor, drop_prefix: bool = True) -> list[torch.Tensor]:
-    """depth + 1 flattened (B, N*D) representations of (B, 3, H, W) images (spec 5.5).
+    """depth + 1 flattened (B, N*D) representations of (B, 3, H, W) images (MAE-Lite paper, layer and attention analyses; wangsr126/mae-lite projects/eval_tools/).
 
     Layer i < depth is block i's first LayerNorm applied to its input (`blocks[i].norm1`); the
     last is the final block's output through the final norm (`fc_norm`, per token, for

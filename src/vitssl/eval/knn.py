@@ -1,4 +1,4 @@
-"""Weighted k-NN classifier on frozen features (DINO `eval_knn.py` protocol, spec 1.6).
+"""Weighted k-NN classifier on frozen features (DINO `eval_knn.py` protocol, DINO paper Sec. 3.2; facebookresearch/dino eval_knn.py, eval_linear.py).
 
 DINO reports 20-NN accuracy of the teacher's CLS features as its training-free measure of
 representation quality: no parameters are fitted, so it is cheap and cannot overfit the probe.

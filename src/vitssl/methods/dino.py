@@ -1,4 +1,4 @@
-"""DINO: self-distillation with no labels (Caron et al., 2021), spec section 1.
+"""DINO: self-distillation with no labels (Caron et al., 2021), facebookresearch/dino, arXiv 2104.14294.
 
 Student (backbone + head) sees all 2 + M crops; the EMA teacher sees the 2 global crops;
 the loss matches the student's distribution on every view to the teacher's centred and
@@ -23,7 +23,7 @@ from vitssl.methods.views import encode_by_resolution
 
 @dataclass
 class DINOConfig(TeacherStudentConfig):
-    """DINO's hyper-parameters (spec 1.1-1.4) are the family's shared ones."""
+    """DINO's hyper-parameters (DINO paper Sec. 3.1, Alg. 1) are the family's shared ones."""
 
     name: str = "dino"
 
