@@ -481,7 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         cause = e if isinstance(e, OSError) else find_os_error(e) if type(e) is RuntimeError else None
         if cause is not None:  # torch reports a failed write as a RuntimeError around the OSError
             message = os_error_line(cause)
-        print(f"vitssl: error: {message}", file=sys.stderr)
+        stop = type(e).__name__ == "TrainingInterrupted"  # a stop asked for by signal: saved, resumable
+        print(f"vitssl: {'' if stop else 'error: '}{message}", file=sys.stderr)
         return 2
 
 

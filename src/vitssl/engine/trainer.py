@@ -6,7 +6,7 @@ import contextlib
 import random
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -36,6 +36,7 @@ from vitssl.engine.checkpoint import (
     load_newest_readable,
     save_checkpoint,
 )
+from vitssl.engine.cores import default_num_workers
 from vitssl.engine.health import CollapseMonitor
 from vitssl.engine.logging import MetricWriter, log
 from vitssl.engine.nonfinite import NonFiniteSteps, TrainingDiverged  # noqa: F401  (importable from here too)
@@ -61,7 +62,7 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 64
     accum_steps: int = 1
-    num_workers: int = 8
+    num_workers: int | None = None  # None: 8, capped at the CPU cores this process may use
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -173,6 +174,8 @@ class Trainer(NonFiniteSteps):
                  run_dir: str | Path, config: dict[str, Any] | None = None) -> None:
         if not isinstance(method, nn.Module):
             raise TypeError("a method must be an nn.Module holding its networks and state")
+        if train.num_workers is None:  # resolved here, so a saved config resolves again on the next machine
+            train = replace(train, num_workers=default_num_workers())
         self.cfg, self.optim_cfg, self.run_dir = train, optim, Path(run_dir)
         self.config = config or {}
         # called as f(trainer, epoch) after each epoch's checkpoint; returned scalars are logged
