@@ -217,8 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("config", help="print the resolved config of a preset with overrides")
     show.add_argument("--config", default=None)
     show.add_argument("overrides", nargs="*")
+    from vitssl.commands.embed import add_parser as add_embed_parser
     from vitssl.engine.outputs import add_overwrite_flag
 
+    COMMANDS["embed"] = add_embed_parser(sub)  # the parser and its runner live in commands/embed.py
     for writer in (evsub.choices["knn"], evsub.choices["linear"], ft, seg, vos, corr, att, lay, ast, tp, step, ex,
                    imp, rep):  # every subcommand that writes results (vitssl.engine.outputs)
         add_overwrite_flag(writer)

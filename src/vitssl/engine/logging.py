@@ -64,7 +64,8 @@ class MetricWriter:
 
                 self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
             except ImportError:  # tensorboard is optional at run time
-                log.warning("tensorboard is not installed: scalars go to metrics.jsonl only")
+                log.info("tensorboard is not installed: scalars go to metrics.jsonl only "
+                         "(pip install 'vitssl[tensorboard]' for TensorBoard)")
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
