@@ -49,6 +49,7 @@ from vitssl.engine.optim import (
 )
 from vitssl.engine.parallel import ParallelStep
 from vitssl.engine.protocol import Method, StepContext
+from vitssl.engine.run_config import run_config_of, write_run_config
 from vitssl.engine.schedules import cosine_schedule, scaled_lr
 from vitssl.engine.step_guard import StepGuard, first_nonfinite
 
@@ -177,7 +178,7 @@ class Trainer(NonFiniteSteps):
         if train.num_workers is None:  # resolved here, so a saved config resolves again on the next machine
             train = replace(train, num_workers=default_num_workers())
         self.cfg, self.optim_cfg, self.run_dir = train, optim, Path(run_dir)
-        self.config = config or {}
+        self.config = config or run_config_of(method, train, optim)  # what load_pretrained(run_dir) rebuilds
         # called as f(trainer, epoch) after each epoch's checkpoint; returned scalars are logged
         self.epoch_end_callbacks: list[Callable[[Trainer, int], dict[str, float] | None]] = []
         if optim.clip_mode not in CLIP_MODES:
@@ -434,6 +435,7 @@ class Trainer(NonFiniteSteps):
         """
         if is_main_process():
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_run_config(self.run_dir, self.config)  # a library-built run: config.yaml beside the checkpoints
         writer = MetricWriter(self.run_dir, self.cfg.tensorboard, enabled=is_main_process(),
                               wandb_project=self.cfg.wandb_project if self.cfg.wandb else None, config=self.config)
         handlers = {}
