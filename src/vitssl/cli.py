@@ -195,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=["safetensors", "timm"], default="safetensors",
                     help="safetensors, or timm: a torch state dict (.pth)")
     ex.add_argument("--backbone", choices=["teacher", "student"], default="teacher")
+    ex.add_argument("--image-size", type=positive_int, default=None,
+                    help="input size the export reproduces exactly in timm (default: the training crop size)")
 
     imp = sub.add_parser("import", help="convert an original DINO / EsViT / SelfPatch / MAE-Lite checkpoint",
                          epilog="Sizes are read off the weights; overrides (key=value) fix what is not in them, "
@@ -408,13 +410,13 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from vitssl.commands.export import export_backbone
+    from vitssl.commands.export import export_backbone, load_code
 
-    r = export_backbone(args.checkpoint, args.out, args.format, args.backbone, overwrite=args.overwrite)
+    r = export_backbone(args.checkpoint, args.out, args.format, args.backbone, overwrite=args.overwrite,
+                        image_size=args.image_size)
     spec = r["spec"]
     print(f"wrote {r['weights']} and timm_model.json; load with timm:")
-    print(f"  timm.create_model('{spec['model_name']}', pretrained=True, num_classes=0, "
-          f"pretrained_cfg_overlay=dict(file='{r['weights']}'), **{spec['kwargs']})")
+    print(f"  {load_code(spec, r['weights'])}")
     if spec["note"]:
         print(f"  note: {spec['note']}")
     return 0

@@ -9,8 +9,8 @@ and changes only how a block runs its windows on inputs other than the construct
 - The order is the original's: pad the map to a multiple of the window, then roll by the shift,
   with the shifted-window mask computed for the padded size.
 - By default padded tokens are masked out of attention, so they never act as keys for real
-  tokens. `mask_padding=False` reproduces the original's unmasked zero padding (microsoft/esvit models/swin_transformer.py,
-  3.8 item 4) for checkpoints trained with it.
+  tokens. `mask_padding=False` reproduces the original's unmasked zero padding (microsoft/esvit
+  models/swin_transformer.py) for checkpoints trained with it.
 - Masks are cached per (map size, device, dtype) instead of rebuilt every step.
 """
 
