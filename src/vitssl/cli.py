@@ -177,7 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--backbone", nargs="*", default=[], help="backbone names, e.g. vit_small swin_tiny")
     tp.add_argument("--checkpoint", default=None, help="also measure this checkpoint's backbone")
     tp.add_argument("--batch-size", type=positive_int, default=128)
-    tp.add_argument("--image-size", type=positive_int, default=224)
+    tp.add_argument("--image-size", type=positive_int, default=None,
+                    help="input size (default: 224; a --checkpoint's own training size for it)")
     tp.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="bf16", help="fp32 on CPU")
     tp.add_argument("--iters", type=positive_int, default=20)
     tp.add_argument("--device", default="auto")

@@ -110,6 +110,9 @@ def attention_statistics(vit: nn.Module, batches: Iterable, distance_unit: Dista
         images_seen += images.shape[0]
     if dist_sum is None:
         raise ValueError("no images to analyse: pass a non-empty loader or list of batches")
+    from vitssl.analysis.cka import warn_if_few_samples
+
+    warn_if_few_samples("attention statistics", images_seen, vit.embed_dim)
     distance, entropy = dist_sum / queries, ent_sum / queries
     return {
         "distance": distance.tolist(),

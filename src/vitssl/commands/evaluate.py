@@ -11,6 +11,7 @@ import torch
 
 from vitssl.data import build_dataset
 from vitssl.engine.launch import init_distributed
+from vitssl.engine.logging import log
 from vitssl.engine.outputs import check_output_dir
 from vitssl.engine.trainer import resolve_device
 from vitssl.eval import knn_classify, train_linear_probe
@@ -57,7 +58,11 @@ def knn_ks(ks: tuple[int, ...] | None, train: str) -> tuple[int, ...]:
     defaults (`ks=None`) are cut to those that fit."""
     bank = len(build_dataset(train, split="train"))
     if ks is None:
-        return tuple(k for k in DEFAULT_KS if k <= bank) or (bank,)
+        fits = tuple(k for k in DEFAULT_KS if k <= bank) or (bank,)
+        if len(fits) < len(DEFAULT_KS):
+            log.warning("k-NN: the memory bank holds %d train images of '%s': k = %s skipped (larger than the bank)",
+                        bank, train, ", ".join(str(k) for k in DEFAULT_KS if k > bank))
+        return fits
     too_big = [k for k in ks if k > bank]
     if too_big:
         raise ValueError(f"--ks {' '.join(map(str, too_big))}: the k-NN memory bank holds only {bank} train images "
