@@ -58,3 +58,23 @@ def test_cpu_hint_names_a_size_that_removes_it():
     assert cpu_hint(smaller, torch.device("cpu")) is None
     assert cpu_hint(objs, torch.device("cuda")) is None
     assert cpu_hint(to_objects(load_config("demo_mnist", [], method_configs())), torch.device("cpu")) is None
+
+
+def test_demo_estimate_comes_after_its_first_steps_and_counts_what_is_left(tmp_path, caplog, monkeypatch, one_thread):
+    from helpers import tiny_method
+    from vitssl.commands.demo_eta import RemainingTime
+    from vitssl.data import build_dataset
+    from vitssl.engine.logging import log
+    from vitssl.engine.trainer import Trainer
+
+    monkeypatch.setattr(log, "propagate", True)
+    caplog.set_level("INFO", logger="vitssl")
+    objs = to_objects(load_config(None, [*tiny_overrides("digits"), "train.max_steps_per_epoch=6"], method_configs()))
+    trainer = Trainer(tiny_method("dino"), build_dataset("digits", "train"), objs.train, objs.optim, tmp_path)
+    eta = RemainingTime(evaluation_s=30.0, first_steps=2)
+    trainer.step_end_callbacks.append(eta)
+    trainer.fit()
+    assert eta.message is not None and "3 steps and the final evaluation to go" in eta.message
+    seconds = eta.message.split("about ")[1].split(" left")[0]
+    assert seconds.endswith(" s") and int(seconds[:-2]) >= 30  # at least the evaluation's own time
+    assert [r.getMessage() for r in caplog.records].count(eta.message) == 1

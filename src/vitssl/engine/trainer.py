@@ -181,6 +181,7 @@ class Trainer(NonFiniteSteps):
         self.config = config or run_config_of(method, train, optim)  # what load_pretrained(run_dir) rebuilds
         # called as f(trainer, epoch) after each epoch's checkpoint; returned scalars are logged
         self.epoch_end_callbacks: list[Callable[[Trainer, int], dict[str, float] | None]] = []
+        self.step_end_callbacks: list[Callable[[Trainer], None]] = []  # f(trainer) after each optimizer step
         if optim.clip_mode not in CLIP_MODES:
             raise ValueError(f"unknown optim.clip_mode '{optim.clip_mode}': choose one of {CLIP_MODES}")
         self.device = resolve_device(train.device)
@@ -483,6 +484,8 @@ class Trainer(NonFiniteSteps):
                         shown["t_temp"] = f"{metrics['teacher_temp']:.3f}"
                     bar.set_postfix(**shown)
                 self._maybe_checkpoint()
+                for callback in self.step_end_callbacks:
+                    callback(self)
                 if self._stop_agreed():
                     self.save()
                     raise TrainingInterrupted(
