@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,13 +57,22 @@ def python_blocks(path: Path) -> list[str]:
     return re.findall(r"^```python\n(.*?)^```", path.read_text(), flags=re.M | re.S)
 
 
-def test_library_page_examples_run(capsys):
+def test_library_page_examples_run(capsys, tmp_path, monkeypatch, one_thread):
+    """As the page writes them, in a fresh folder: the trainer's run folder loads back."""
+    monkeypatch.chdir(tmp_path)
     blocks = python_blocks(DOCS / "library.md")
     assert len(blocks) >= 2
+    scope: dict = {"__name__": "docs_example"}
     for code in blocks:
-        exec(compile(code, str(DOCS / "library.md"), "exec"), {"__name__": "docs_example"})
+        exec(compile(code, str(DOCS / "library.md"), "exec"), scope)
     out = capsys.readouterr().out
     assert out.count("loss") == 3
+    assert (tmp_path / "runs/mine/config.yaml").is_file()
+    trained = torch.load(tmp_path / "runs/mine/checkpoint.pt", weights_only=True)
+    teacher = {k.removeprefix("teacher.backbone."): v for k, v in trained["method"].items()
+               if k.startswith("teacher.backbone.")}
+    assert teacher and all(torch.equal(v, teacher[k]) for k, v in scope["backbone"].state_dict().items())
+    assert scope["features"].shape == (1, scope["backbone"].embed_dim)
 
 
 def test_import_vitssl_is_lazy():

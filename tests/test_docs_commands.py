@@ -184,6 +184,7 @@ SHRINK_FLAGS = {
     "benchmark input": ["--workers", "0", "--batch-size", "2", "--batches", "1", *CPU],
     "benchmark step": ["--tiny", "--steps", "1", "--warmup", "0", "--workers", "0", "--images", "4", *CPU],
     "report": ["--limit", "2"],
+    "embed": ["--image-size", "16", "--batch-size", "8", "--num-workers", "0", *CPU],
     "benchmarks/checkpoint_save.py": ["--gib", "0.01", "--repeats", "1"],
     "benchmarks/decode_memory.py": ["--pixels", "10000", "--modes", "RGB"],
 }

@@ -18,6 +18,7 @@ from vitssl.commands import (
     checkpoint_commands,
     demo_command,
     detection,
+    embed,
     eval_command,
     info_commands,
     pretrain_command,
@@ -47,12 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     data_command.add_parser(sub)  # data pack
     detection.add_parser(sub)  # data shapes-coco, eval detection, eval segmentation --head/--finetune
     transfer.add_parser(sub)  # eval transfer
+    embed.add_parser(sub)  # embed
     checkpoint_commands.add_parsers(sub)  # export, import
     info_commands.add_parsers(sub)  # presets, recipes, report, config
     return parser
 
 
-COMMANDS = {"data": data_command.cmd_data, "pretrain": pretrain_command.cmd_pretrain, "eval": eval_command.cmd_eval, "demo": demo_command.cmd_demo,
+COMMANDS = {"data": data_command.cmd_data, "embed": embed.cmd_embed, "pretrain": pretrain_command.cmd_pretrain, "eval": eval_command.cmd_eval, "demo": demo_command.cmd_demo,
             "presets": info_commands.cmd_presets, "config": info_commands.cmd_config,
             "analyze": analyze_command.cmd_analyze, "benchmark": benchmark_command.cmd_benchmark,
             "export": checkpoint_commands.cmd_export, "recipes": info_commands.cmd_recipes,
@@ -91,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         cause = e if isinstance(e, OSError) else find_os_error(e) if type(e) is RuntimeError else None
         if cause is not None:  # torch reports a failed write as a RuntimeError around the OSError
             message = os_error_line(cause)
-        print(f"vitssl: error: {message}", file=sys.stderr)
+        stop = type(e).__name__ == "TrainingInterrupted"  # a stop asked for by signal: saved, resumable
+        print(f"vitssl: {'' if stop else 'error: '}{message}", file=sys.stderr)
         return 2
 
 

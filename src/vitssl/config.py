@@ -22,6 +22,7 @@ from vitssl.backbones import BackboneConfig
 from vitssl.engine.optim import OptimConfig
 from vitssl.engine.train_config import TrainConfig
 from vitssl.engine.validation import ConfigError, require_int
+from vitssl.image_size import apply_image_size
 
 __all__ = ["ConfigError", "DataConfig", "RunConfig", "load_config", "preset_names", "read_yaml", "save_config",
            "to_container", "to_objects"]
@@ -35,13 +36,17 @@ class DataConfig:
 
     `max_image_pixels`: larger images are skipped and reported (None: 50M pixels, which bounds
     what one image costs a data-loader worker to about 0.65 GB, docs/checkpoints.md; 0: no limit).
+    `image_size`: the training resolution, setting the backbone's and the crops' sizes together
+    (vitssl/image_size.py); None leaves them as configured.
     """
 
     path: str = ""
     max_image_pixels: int | None = None
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
         require_int("data.max_image_pixels", self.max_image_pixels, lo=0, optional=True)
+        require_int("data.image_size", self.image_size, lo=1, optional=True)
 
 
 @dataclass
@@ -160,9 +165,11 @@ def load_config(
     The method section's schema is the dataclass of the method named by `method.name`.
     """
     raw = OmegaConf.create(dict(base) if isinstance(base, Mapping) else base) if base is not None else OmegaConf.create({})
-    if preset:
-        raw = OmegaConf.merge(raw, _read_preset(preset))
-    raw = OmegaConf.merge(raw, _parse_overrides(overrides))
+    preset_cfg = _read_preset(preset) if preset else None
+    if preset_cfg is not None:
+        raw = OmegaConf.merge(raw, preset_cfg)
+    override_cfg = _parse_overrides(overrides)
+    raw = OmegaConf.merge(raw, override_cfg)
     name = OmegaConf.select(raw, "method.name", default=DEFAULT_METHOD)
     if name not in method_configs:
         close = difflib.get_close_matches(str(name), method_configs, n=1)
@@ -181,6 +188,7 @@ def load_config(
         full_key = getattr(e, "full_key", "?")
         raise ConfigError(f"bad value for config key '{full_key}': {str(e).splitlines()[0]}") from None
     assert isinstance(cfg, DictConfig)
+    apply_image_size(cfg, preset_cfg, override_cfg)  # data.image_size -> backbone and crop sizes
     _check_values(cfg)
     return cfg
 

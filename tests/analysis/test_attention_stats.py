@@ -89,3 +89,16 @@ def test_statistics_errors() -> None:
         attention_statistics(vit, [torch.randn(1, 3, 16, 16), torch.randn(1, 3, 8, 8)])
     with pytest.raises(ValueError, match="unknown distance unit"):
         grid_distances((2, 2), unit="meters")
+
+
+@pytest.mark.parametrize("images, warned", [(4, True), (40, False)])
+def test_fewer_images_than_the_feature_width_warn(images, warned, caplog, monkeypatch) -> None:
+    from vitssl.engine.logging import log
+
+    monkeypatch.setattr(log, "propagate", True)
+    vit = tiny_vit()
+    attention_statistics(vit, [torch.randn(images, 3, 16, 16)])
+    messages = [r.getMessage() for r in caplog.records if "attention statistics from" in r.getMessage()]
+    assert bool(messages) == warned
+    if warned:
+        assert f"fewer than the feature width {vit.embed_dim}" in messages[0]

@@ -111,3 +111,16 @@ def test_cka_matrix_of_a_vit_with_itself_has_a_unit_diagonal(tmp_path) -> None:
     torch.testing.assert_close(m, m.T, atol=1e-5, rtol=0)
     path = cka_heatmap(m, tmp_path / "cka.png", labels=("tiny", "tiny"))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("images, warned", [(8, True), (32, False)])
+def test_fewer_images_than_the_feature_width_warn(images, warned, caplog, monkeypatch) -> None:
+    from vitssl.engine.logging import log
+
+    monkeypatch.setattr(log, "propagate", True)
+    torch.manual_seed(0)
+    cka_matrix(tiny_vit(), tiny_vit(), [torch.randn(images, 3, 16, 16)])
+    messages = [r.getMessage() for r in caplog.records if "fewer than the feature width 32" in r.getMessage()]
+    assert bool(messages) == warned
+    if warned:
+        assert messages[0].startswith(f"linear CKA from {images} images") and "--limit" in messages[0]

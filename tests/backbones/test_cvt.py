@@ -19,7 +19,7 @@ def test_parameter_count_and_structure_of_cvt_tiny():
     with torch.device("meta"):
         model = create_backbone("cvt_tiny")
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    assert abs(params - 29.3) < 0.1, params  # spec 3.3 / 3.7: 29M
+    assert abs(params - 29.3) < 0.1, params  # EsViT paper Sec. 3.1; microsoft/esvit models/ and experiments/imagenet/: 29M
     assert [s.embed.proj.out_channels for s in model.stages] == [64, 192, 384, 768]
     assert [len(s.blocks) for s in model.stages] == [2, 2, 6, 2]
     assert [s.blocks[0].attn.num_heads for s in model.stages] == [1, 3, 6, 12]

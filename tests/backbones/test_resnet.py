@@ -19,7 +19,7 @@ def test_parameter_count_and_names_are_torchvisions_resnet50_without_classifier(
         model = create_backbone("resnet50")
         reference = torchvision.models.resnet50()
     params = sum(p.numel() for p in model.parameters())
-    assert params == 23_508_032  # spec 3.7: 23M; torchvision's 25.56M minus the 2.05M classifier
+    assert params == 23_508_032  # EsViT's README: 23M; torchvision's 25.56M minus the 2.05M classifier
     expected = {k for k in reference.state_dict() if not k.startswith("fc.")}
     assert set(model.state_dict()) == expected
     assert model.embed_dim == 2048 and model.patch_size == 32

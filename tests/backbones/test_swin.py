@@ -51,7 +51,7 @@ def reference_block(block, x):
 
 
 def test_parameter_counts_match_the_spec_table():
-    # spec 3.3 / 3.7: 28M / 49M / 87M (the table counts ImageNet's 0.77M classifier; we have none)
+    # EsViT paper Sec. 3.1; microsoft/esvit models/ and experiments/imagenet/: 28M / 49M / 87M (the table counts ImageNet's 0.77M classifier; we have none)
     expected = {"swin_tiny": (27.5, 768), "swin_small": (48.8, 768), "swin_base": (86.7, 1024)}
     for name, (millions, width) in expected.items():
         for suffix in ("", "_w14"):
@@ -181,7 +181,7 @@ def test_last_blocks_cross_stages_and_only_the_last_stage_is_normed():
     layer_norm = nn.functional.layer_norm
     assert not torch.allclose(blocks[1].patches, layer_norm(blocks[1].patches, (64,), eps=1e-6), atol=1e-2)
     assert torch.cat([t.pooled for t in blocks], dim=-1).shape == (2, 384)
-    # Swin-T, n=4: 384 + 384 + 768 + 768 = 2304 (spec 3.3)
+    # Swin-T, n=4: 384 + 384 + 768 + 768 = 2304 (EsViT paper Sec. 3.1; microsoft/esvit models/ and experiments/imagenet/)
     swin_t = create_backbone("swin_tiny", depth=None, img_size=32).eval()
     assert [t.pooled.shape[-1] for t in swin_t.last_blocks(torch.randn(1, 3, 32, 32), 4)] == [384, 384, 768, 768]
 

@@ -49,6 +49,20 @@ def test_esvit_backbones_side_by_side_on_the_command_line(capsys):
                  "--image-size", "32", "--iters", "1", "--device", "cpu"]) == 0
     rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in capsys.readouterr().out.splitlines()
             if line.startswith("| ") and "backbone" not in line}
-    # spec 3.7: 29M, 28M, 23M, 28M; ViL's full-attention position tables are sized for the 32-px
-    # grid here (27.57M at 224: tests/backbones/test_vil.py)
+    # EsViT paper Table 1 / microsoft/esvit README: 29M, 28M, 23M, 28M; ViL's full-attention position
+    # tables are sized for the 32-px grid here (27.57M at 224: tests/backbones/test_vil.py)
     assert rows == {"cvt_tiny": "29.3", "vil_tiny": "27.5", "resnet50": "23.5", "swin_tiny": "27.5"}
+
+
+def test_checkpoint_is_measured_at_its_own_training_size(tmp_path, one_thread):
+    """A run trained at 16 px is timed at 16 px (its row says so), not at the 224 px default."""
+    from helpers import tiny_overrides
+    from vitssl.cli import main
+    from vitssl.commands.analyze import run_throughput
+
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", "digits", "--out", str(run), *tiny_overrides("digits")[1:]]) == 0
+    rows = dict(run_throughput([], str(run), batch_size=2, device="cpu", iters=1))
+    assert rows[str(run)].image_size == 16
+    rows = dict(run_throughput([], str(run), batch_size=2, image_size=32, device="cpu", iters=1))
+    assert rows[str(run)].image_size == 32

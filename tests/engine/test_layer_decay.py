@@ -1,4 +1,4 @@
-"""Layer-wise lr decay parameter groups (BEiT / MAE / MAE-Lite fine-tuning, spec 2.3 and 5.4)."""
+"""Layer-wise lr decay parameter groups (BEiT / MAE / MAE-Lite fine-tuning, MAE paper App. A.1, Tables 9-10; facebookresearch/mae FINETUNE.md; MAE-Lite paper, fine-tuning recipe; wangsr126/mae-lite projects/eval_tools/finetuning_exp.py)."""
 
 import pytest
 from torch import nn

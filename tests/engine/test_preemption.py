@@ -56,7 +56,7 @@ def assert_clean_interruption(proc, err: str, run_dir, seen: int) -> int:
     """Exit code 2, last line the resume command, no worker error, a loadable checkpoint."""
     assert proc.returncode == 2, err[-2000:]
     last = err.strip().splitlines()[-1]
-    assert last.startswith("vitssl: error: stopped at step") and f"--resume {run_dir}" in last, err[-2000:]
+    assert last.startswith("vitssl: stopped at step") and f"--resume {run_dir}" in last, err[-2000:]
     assert "DataLoader worker" not in err and "Traceback" not in err, err[-2000:]
     step = torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"]
     assert step >= seen and f"stopped at step {step}:" in last

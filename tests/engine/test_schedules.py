@@ -7,7 +7,7 @@ from vitssl.engine.schedules import cosine_schedule, scaled_lr, teacher_temperat
 
 
 def dino_array(base, final, epochs, niter, warmup_epochs=0, start_warmup=0.0):
-    """DINO's cosine_scheduler re-derived from its description (spec 1.5), as an array."""
+    """DINO's cosine_scheduler re-derived from its description (DINO paper Sec. 3.2; facebookresearch/dino main_dino.py defaults), as an array."""
     warmup = np.linspace(start_warmup, base, warmup_epochs * niter) if warmup_epochs else np.array([])
     iters = np.arange(epochs * niter - warmup_epochs * niter)
     cos = final + 0.5 * (base - final) * (1 + np.cos(np.pi * iters / len(iters)))

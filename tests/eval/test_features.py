@@ -1,4 +1,4 @@
-"""Frozen-feature extraction for DINO's k-NN and linear protocols (spec 1.6)."""
+"""Frozen-feature extraction for DINO's k-NN and linear protocols (DINO paper Sec. 3.2; facebookresearch/dino eval_knn.py, eval_linear.py)."""
 
 import pytest
 import torch

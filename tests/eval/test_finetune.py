@@ -1,4 +1,4 @@
-"""End-to-end fine-tuning (MAE spec 2.3, MAE-Lite spec 5.4): recipes, head, data split, CLI."""
+"""End-to-end fine-tuning (MAE paper App. A.1, Tables 9-10; facebookresearch/mae FINETUNE.md, MAE-Lite paper, fine-tuning recipe; wangsr126/mae-lite projects/eval_tools/finetuning_exp.py): recipes, head, data split, CLI."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""DINO weighted k-NN (spec 1.6) against answers worked out by hand."""
+"""DINO weighted k-NN (DINO paper Sec. 3.2; facebookresearch/dino eval_knn.py, eval_linear.py) against answers worked out by hand."""
 
 import math
 
@@ -106,3 +106,35 @@ def test_format_table():
 def test_errors(args, kwargs, message):
     with pytest.raises(ValueError, match=message):
         knn_classify(*args, **kwargs)
+
+
+def test_k_larger_than_the_memory_bank_warns(caplog, monkeypatch):
+    """A clipped k is the k = N result under another name: said in a warning, not silently."""
+    from vitssl.engine.logging import log
+
+    monkeypatch.setattr(log, "propagate", True)
+    g = torch.Generator().manual_seed(0)
+    train, test = torch.randn(10, 4, generator=g), torch.randn(5, 4, generator=g)
+    labels = torch.arange(10) % 2
+    out = knn_classify(train, labels, test, torch.arange(5) % 2, ks=(3, 10, 50))
+    assert out[50] == out[10]
+    warned = [r.getMessage() for r in caplog.records if "exceeds the memory bank" in r.getMessage()]
+    assert warned == ["k-NN: k = 50 exceeds the memory bank of 10 train images: those rows are the k = 10 result "
+                      "(every train image votes); use k <= 10"]
+
+
+def test_dinos_default_ks_that_do_not_fit_are_skipped_with_a_warning(tmp_path, caplog, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from vitssl.commands.evaluate import knn_ks
+    from vitssl.engine.logging import log
+
+    for c in ("a", "b"):
+        (tmp_path / c).mkdir()
+        for i in range(6):
+            Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / c / f"{i}.png")
+    monkeypatch.setattr(log, "propagate", True)
+    assert knn_ks(None, str(tmp_path)) == (10,)
+    warned = [r.getMessage() for r in caplog.records if "skipped (larger than the bank)" in r.getMessage()]
+    assert len(warned) == 1 and "holds 12 train images" in warned[0] and "k = 20, 100, 200 skipped" in warned[0]

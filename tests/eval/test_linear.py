@@ -1,4 +1,4 @@
-"""DINO linear probe on cached features (spec 1.6)."""
+"""DINO linear probe on cached features (DINO paper Sec. 3.2; facebookresearch/dino eval_knn.py, eval_linear.py)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""How far and how broadly each head looks: mean attention distance and entropy (spec 5.5).
+"""How far and how broadly each head looks: mean attention distance and entropy (MAE-Lite paper, layer and attention analyses; wangsr126/mae-lite projects/eval_tools/).
 
 MAE-Lite's analysis (its Figs. on attention distance and entropy per layer and head) uses the
 patch-to-patch part of each block's attention, averaged over images and query tokens:
@@ -110,6 +110,9 @@ def attention_statistics(vit: nn.Module, batches: Iterable, distance_unit: Dista
         images_seen += images.shape[0]
     if dist_sum is None:
         raise ValueError("no images to analyse: pass a non-empty loader or list of batches")
+    from vitssl.analysis.cka import warn_if_few_samples
+
+    warn_if_few_samples("attention statistics", images_seen, vit.embed_dim)
     distance, entropy = dist_sum / queries, ent_sum / queries
     return {
         "distance": distance.tolist(),

@@ -1,4 +1,4 @@
-"""Layer-representation similarity: mini-batch linear CKA (spec 5.5, MAE-Lite's heat-maps).
+"""Layer-representation similarity: mini-batch linear CKA (MAE-Lite paper, layer and attention analyses; wangsr126/mae-lite projects/eval_tools/, MAE-Lite's heat-maps).
 
 Kornblith et al.'s CKA compares two representations of the same examples through their Gram
 matrices. Whole data sets do not fit in one Gram matrix, so Nguyen, Raghu and Kornblith (2021)
@@ -107,7 +107,7 @@ def _final_norm(vit: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def layer_features(vit: nn.Module, images: torch.Tensor, drop_prefix: bool = True) -> list[torch.Tensor]:
-    """depth + 1 flattened (B, N*D) representations of (B, 3, H, W) images (spec 5.5).
+    """depth + 1 flattened (B, N*D) representations of (B, 3, H, W) images (MAE-Lite paper, layer and attention analyses; wangsr126/mae-lite projects/eval_tools/).
 
     Layer i < depth is block i's first LayerNorm applied to its input (`blocks[i].norm1`); the
     last is the final block's output through the final norm (`fc_norm`, per token, for
@@ -140,10 +140,32 @@ def cka_matrix(vit_a: nn.Module, vit_b: nn.Module, batches: Iterable, device: to
     """(depth_a + 1, depth_b + 1) CKA between two ViTs' layers over image batches (or (images, labels))."""
     cka = MinibatchCKA()
     vit_a, vit_b = vit_a.eval(), vit_b.eval()
+    images_seen = 0
     for batch in batches:
         images = (batch[0] if isinstance(batch, (tuple, list)) else batch).to(device)
         cka.update(layer_features(vit_a, images, drop_prefix), layer_features(vit_b, images, drop_prefix))
+        images_seen += len(images)
+    warn_if_few_samples("linear CKA", images_seen, min(vit_a.embed_dim, vit_b.embed_dim))
     return cka.compute()
+
+
+def few_samples_message(what: str, images: int, width: int) -> str | None:
+    """A warning when a statistic over `images` examples of `width`-wide features rests on fewer
+    examples than dimensions: with n < width, n points span only an n-dimensional subspace, so
+    layer similarities crowd towards 1 and per-head averages are noisy."""
+    if images >= width:
+        return None
+    effect = "CKA reads high between any layers" if "CKA" in what else "per-head averages are noisy"
+    return (f"{what} from {images} images, fewer than the feature width {width}: not reliable ({effect}); "
+            f"use at least {width} images (--limit)")
+
+
+def warn_if_few_samples(what: str, images: int, width: int) -> None:
+    from vitssl.engine.logging import log
+
+    message = few_samples_message(what, images, width)
+    if message:
+        log.warning(message)
 
 
 def cka_heatmap(matrix: torch.Tensor, path: str | Path, labels: tuple[str, str] = ("model A", "model B"),

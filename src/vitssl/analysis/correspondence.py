@@ -1,4 +1,4 @@
-"""EsViT's correspondence analysis (spec 3.6): does a model find the same region in a
+"""EsViT's correspondence analysis (EsViT paper, correspondence analysis; microsoft/esvit analyze_models.py): does a model find the same region in a
 mirrored, recoloured copy of an image?
 
 The copy is flipped horizontally, colour-jittered and grayscaled, so the only way to match a

@@ -1,4 +1,4 @@
-"""DINO multi-crop (spec 1.4) run batched on the device that holds the decoded images.
+"""DINO multi-crop (DINO paper Sec. 3.1 and App.; facebookresearch/dino main_dino.py DataAugmentationDINO) run batched on the device that holds the decoded images.
 
 The CPU pipeline (`vitssl.augment.multicrop`) renders one view at a time with PIL, which caps
 the originals at ~455 images/s on 15 cores (docs/performance.md); this module renders all views

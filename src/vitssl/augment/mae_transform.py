@@ -1,4 +1,4 @@
-"""MAE's training augmentation (spec 2.2, 5.2): one RandomResizedCrop and a horizontal flip.
+"""MAE's training augmentation (MAE paper App. A.1, Table 8; facebookresearch/mae PRETRAIN.md; wangsr126/mae-lite projects/mae_lite/mae_lite_exp.py): one RandomResizedCrop and a horizontal flip.
 
 No colour or blur: masking is the augmentation. Every draw comes from the generator passed
 in (crop box as torchvision's `RandomResizedCrop.get_params`, then the flip as

@@ -1,4 +1,4 @@
-"""Random patch masking (MAE's `random_masking`, spec 2.1): which patches the encoder sees.
+"""Random patch masking (MAE's `random_masking`, MAE paper Sec. 3; facebookresearch/mae models_mae.py): which patches the encoder sees.
 
 One function shared by MAE and D-MAE-Lite: `ids_keep` picks the visible patches (the encoder's
 input order), `ids_restore` puts the decoder's tokens back in patch order, and `mask` marks the

@@ -1,4 +1,4 @@
-"""DINO multi-crop augmentation (spec 1.4): 2 global views and M local views per image.
+"""DINO multi-crop augmentation (DINO paper Sec. 3.1 and App.; facebookresearch/dino main_dino.py DataAugmentationDINO): 2 global views and M local views per image.
 
 All randomness comes from the generator passed to `MultiCrop.__call__`, so the views are a
 pure function of (image, generator seed); see `vitssl.augment.photometric`.

@@ -1,4 +1,4 @@
-"""Per-view augmentation ops of DINO's multi-crop (spec 1.4), with explicit randomness.
+"""Per-view augmentation ops of DINO's multi-crop (DINO paper Sec. 3.1 and App.; facebookresearch/dino main_dino.py DataAugmentationDINO), with explicit randomness.
 
 Sampling (`sample_*`, every draw from a caller's `torch.Generator`) is kept apart from
 application (`apply_view` and the ops on PIL images), so that:

@@ -82,7 +82,7 @@ def _vit_factory(size: dict[str, int]) -> Callable[..., nn.Module]:
     return build
 
 
-_SWIN_SIZES = {  # spec 3.3
+_SWIN_SIZES = {  # EsViT paper Sec. 3.1; microsoft/esvit models/ and experiments/imagenet/
     "swin_tiny": dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24)),
     "swin_small": dict(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24)),
     "swin_base": dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32)),

@@ -1,7 +1,7 @@
 """Capture pre-softmax attention logits (q·kᵀ·scale) of chosen ViT blocks.
 
-D-MAE-Lite distils the teacher's last-block attention logits into the student (spec 5.3), and
-the analysis tools read attention maps (spec 5.5). The reference code forces every block onto
+D-MAE-Lite distils the teacher's last-block attention logits into the student (MAE-Lite paper, distillation section; wangsr126/mae-lite projects/mae_lite/mae_lite_distill_exp.py), and
+the analysis tools read attention maps (MAE-Lite paper, layer and attention analyses; wangsr126/mae-lite projects/eval_tools/). The reference code forces every block onto
 an explicit attention path so that a hook can see the logits; here only the chosen blocks take
 that path, for as long as the context is open, and every other block keeps timm's fused
 `scaled_dot_product_attention`. The captured logits are the very tensor the block's output is

@@ -1,4 +1,4 @@
-"""CvT-T as EsViT pre-trains it (`cvt_v4`, `experiments/imagenet/cvt_v4/s1.yaml`; spec 3.3).
+"""CvT-T as EsViT pre-trains it (`cvt_v4`, `experiments/imagenet/cvt_v4/s1.yaml`; EsViT paper Sec. 3.1; microsoft/esvit models/ and experiments/imagenet/).
 
 EsViT's "CvT" is not the published CvT's strided key/value attention: each stage is a
 convolutional token embedding (kernel 7/3/3/3, stride 4/2/2/2, padding 2/1/1/1, then LayerNorm)

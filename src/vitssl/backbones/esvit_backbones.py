@@ -1,4 +1,4 @@
-"""Registry entries for EsViT's non-Swin backbones: `cvt_tiny`, `vil_tiny` and `resnet50` (spec 3.3).
+"""Registry entries for EsViT's non-Swin backbones: `cvt_tiny`, `vil_tiny` and `resnet50` (EsViT paper Sec. 3.1; microsoft/esvit models/ and experiments/imagenet/).
 
 The generic `BackboneConfig` fields keep one meaning across families where they have one:
 `embed_dim` is the first stage's width and `depth` every stage's depth (as for Swin); CvT's

@@ -1,4 +1,4 @@
-"""ResNet-50 as an EsViT backbone (spec 3.3): region tokens are the flattened layer-4 map.
+"""ResNet-50 as an EsViT backbone (EsViT paper Sec. 3.1; microsoft/esvit models/ and experiments/imagenet/): region tokens are the flattened layer-4 map.
 
 Built on timm's ResNet, whose parameter names are torchvision's (`conv1`, `bn1`, `layer1.0.conv1`,
 ... `layer4.2.bn3`), the names EsViT's `ResNetWrapper` wraps: its checkpoints load after a

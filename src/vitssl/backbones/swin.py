@@ -1,4 +1,4 @@
-"""Swin Transformer backbone for EsViT (spec 3.3) over timm's implementation, returning `Tokens`.
+"""Swin Transformer backbone for EsViT (EsViT paper Sec. 3.1; microsoft/esvit models/ and experiments/imagenet/) over timm's implementation, returning `Tokens`.
 
 Keeps timm's modules and parameter names (weights export to timm's `SwinTransformer` unchanged)
 and changes only how a block runs its windows on inputs other than the construction size:
@@ -9,8 +9,8 @@ and changes only how a block runs its windows on inputs other than the construct
 - The order is the original's: pad the map to a multiple of the window, then roll by the shift,
   with the shifted-window mask computed for the padded size.
 - By default padded tokens are masked out of attention, so they never act as keys for real
-  tokens. `mask_padding=False` reproduces the original's unmasked zero padding (spec 3.3,
-  3.8 item 4) for checkpoints trained with it.
+  tokens. `mask_padding=False` reproduces the original's unmasked zero padding (microsoft/esvit
+  models/swin_transformer.py) for checkpoints trained with it.
 - Masks are cached per (map size, device, dtype) instead of rebuilt every step.
 """
 
@@ -113,7 +113,7 @@ class PaddedWindowBlock(SwinTransformerBlock):
 
 
 class Swin(SwinTransformer):
-    """Swin Transformer as EsViT uses it (spec 3.3): patch 4 with patch norm, relative position
+    """Swin Transformer as EsViT uses it (EsViT paper Sec. 3.1; microsoft/esvit models/ and experiments/imagenet/): patch 4 with patch norm, relative position
     bias, shifted windows on odd blocks, LayerNorm eps 1e-6, qkv bias, MLP ratio 4, final norm,
     no absolute position embedding and no classifier.
 
@@ -218,5 +218,5 @@ class Swin(SwinTransformer):
 
     def no_weight_decay(self) -> set[str]:
         """Empty on purpose, as for ViT: param groups decide. EsViT decays the relative position
-        bias tables (spec 3.8 item 8); exempt them with `no_weight_decay_names`."""
+        bias tables (microsoft/esvit models/swin_transformer.py no_weight_decay_keywords); exempt them with `no_weight_decay_names`."""
         return set()

@@ -192,5 +192,5 @@ class ViT(VisionTransformer):
         return outputs
 
     def no_weight_decay(self) -> set[str]:
-        """Empty on purpose: DINO decays pos_embed and cls_token (spec 1.5); param groups decide."""
+        """Empty on purpose: DINO decays pos_embed and cls_token (DINO paper Sec. 3.2; facebookresearch/dino main_dino.py defaults); param groups decide."""
         return set()

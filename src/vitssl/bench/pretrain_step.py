@@ -6,14 +6,14 @@
 
 (`python benchmarks/pretrain_step.py ...` takes the same options.)
 
-Configurations follow docs/performance.md and the spec (performance.md): DINO ViT-S/16,
+Configurations follow docs/performance.md: DINO ViT-S/16,
 EsViT Swin-T/W7 (view + region loss), SelfPatch ViT-S/16 at batch 64 with 2x224 + 8x96 crops and
 K = 65536; MAE-Lite ViT-Tiny at batch 256, 224 px, mask ratio 0.75. Each is the packaged preset
 built with `vitssl.methods.build_method`, stepped with the engine's pieces in the trainer's
 order (autocast forward, backward, clipping, `before_optimizer_step`, optimizer, `after_optimizer_step`
 = EMA and centers), without the trainer's logging and finite-loss check.
 
-Inputs: `synthetic` = random views already on the device (the spec's tables); `jpeg` = a pool of
+Inputs: `synthetic` = random views already on the device (as the reference rows in docs/performance.md); `jpeg` = a pool of
 photo-like images JPEG-encoded in memory, fed through the trainer's own input pipeline
 (`vitssl.data.pipeline.InputPipeline`) and so decoded and augmented every step, either on the
 device (`--aug gpu`: `train.augment_on=device` and `decode_on=device`) or by DataLoader workers

@@ -36,23 +36,28 @@ def run_correspondence(checkpoint: str, images: str, out: str | None = None, ima
     return result
 
 
-def run_throughput(backbones: list[str], checkpoint: str | None = None, batch_size: int = 128, image_size: int = 224,
-                   precision: str = "bf16", device: str = "auto", iters: int = 20) -> list[tuple[str, Any]]:
-    """Throughput of named backbones (fresh weights: speed does not depend on them) or of a
-    checkpoint's backbone."""
+def run_throughput(backbones: list[str], checkpoint: str | None = None, batch_size: int = 128,
+                   image_size: int | None = None, precision: str = "bf16", device: str = "auto",
+                   iters: int = 20) -> list[tuple[str, Any]]:
+    """Throughput of named backbones (fresh weights: speed does not depend on them) at
+    `image_size` (default 224), or of a checkpoint's backbone at `image_size` (default: the size
+    the run trained at, where it is used)."""
     from vitssl.backbones import create_backbone
     from vitssl.bench import measure_throughput
+    from vitssl.eval.pretrained import default_image_size
 
     dev = resolve_device(device)
     if dev.type == "cpu" and precision == "bf16":
         precision = "fp32"
-    models = [(name, create_backbone(name, img_size=image_size)) for name in backbones]
+    size = image_size or 224
+    models = [(name, create_backbone(name, img_size=size), size) for name in backbones]
     if checkpoint:
-        models.append((str(checkpoint), load_pretrained(checkpoint)[0]))
+        backbone, config = load_pretrained(checkpoint)
+        models.append((str(checkpoint), backbone, image_size or default_image_size(config)))
     if not models:
         raise ValueError("nothing to measure: pass --backbone NAME (e.g. vit_small swin_tiny) or --checkpoint")
-    return [(name, measure_throughput(model, batch_size, image_size, dev, precision, iters=iters))
-            for name, model in models]
+    return [(name, measure_throughput(model, batch_size, at, dev, precision, iters=iters))
+            for name, model, at in models]
 
 
 def _check_out(out: str | None, checkpoint: str | Path, default: str, overwrite: bool,

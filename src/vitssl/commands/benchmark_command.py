@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tp.add_argument("--backbone", nargs="*", default=[], help="backbone names, e.g. vit_small swin_tiny")
     add_checkpoint(tp, required=False, help="also measure this checkpoint's backbone")
     add_batch_size(tp, 128)
-    add_image_size(tp, default=224, help="square input size in pixels")
+    add_image_size(tp, help="square input size in pixels (default: 224; a --checkpoint's own training size for it)")
     tp.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="bf16", help="fp32 on CPU")
     tp.add_argument("--iters", type=positive_int, default=20, help="timed forward passes (after 5 untimed warm-up passes)")
     add_device(tp)

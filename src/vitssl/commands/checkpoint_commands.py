@@ -7,7 +7,12 @@ from __future__ import annotations
 
 import argparse
 
-from vitssl.cli_parsing.shared_options import add_checkpoint, add_out, add_weights_choice
+from vitssl.cli_parsing.shared_options import (
+    add_checkpoint,
+    add_image_size,
+    add_out,
+    add_weights_choice,
+)
 from vitssl.engine.outputs import add_overwrite_flag
 
 ORIGINAL_CODES = ["dino", "esvit", "selfpatch", "mae-lite"]
@@ -20,6 +25,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     ex.add_argument("--format", choices=["safetensors", "timm", "detectron2", "mmdet"], default="safetensors",
                     help="safetensors, or timm: a torch state dict (.pth); detectron2 (ViT, ViTDet) or mmdet (Swin)")
     add_weights_choice(ex)
+    add_image_size(ex, help="input size the export reproduces exactly in timm (default: the training crop size)")
     add_overwrite_flag(ex)
 
     imp = subparsers.add_parser("import", help="convert an original DINO / EsViT / SelfPatch / MAE-Lite checkpoint",
@@ -34,17 +40,17 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from vitssl.commands.export import export_backbone
+    from vitssl.commands.export import export_backbone, load_code
 
-    r = export_backbone(args.checkpoint, args.out, args.format, args.backbone, overwrite=args.overwrite)
+    r = export_backbone(args.checkpoint, args.out, args.format, args.backbone, overwrite=args.overwrite,
+                        image_size=args.image_size)
     spec = r["spec"]
     if "config" in spec:  # detectron2 / mmdet
         print(f"wrote {r['weights']} and load_config.txt; load it with these config lines:")
         print("\n".join(f"  {line}" for line in spec["config"]))
         return 0
     print(f"wrote {r['weights']} and timm_model.json; load with timm:")
-    print(f"  timm.create_model('{spec['model_name']}', pretrained=True, num_classes=0, "
-          f"pretrained_cfg_overlay=dict(file='{r['weights']}'), **{spec['kwargs']})")
+    print(f"  {load_code(spec, r['weights'])}")
     if spec["note"]:
         print(f"  note: {spec['note']}")
     return 0

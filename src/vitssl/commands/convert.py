@@ -1,6 +1,6 @@
 """`vitssl import`: checkpoints of the original repositories as vitssl checkpoints.
 
-Each original layout (spec 1.5, 3.3, 4.2, 5; key names read from the reference code) is
+Each original layout (facebookresearch/dino, microsoft/esvit, alinlab/SelfPatch, wangsr126/mae-lite; key names read from the reference code) is
 renamed onto a vitssl method's state dict, the backbone and head sizes are read off the
 tensor shapes, and the result is written as a vitssl checkpoint (config + method state), so
 `vitssl eval ... --checkpoint OUT` evaluates it and `init_from=OUT` continues pre-training.

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from vitssl.analysis.plots import plot_loss_curve
+from vitssl.commands.demo_eta import RemainingTime
 from vitssl.commands.run_folder import prepare_run_dir
 from vitssl.config import load_config, save_config, to_container, to_objects
 from vitssl.data import build_dataset
@@ -61,8 +62,10 @@ def run_demo(out: str | Path = "demo_run", dataset: str = "mnist", epochs: int |
     torch.set_num_threads(max(1, torch.get_num_threads()))
     objs, method, trainer = start_demo_run(DEMO_PRESETS[dataset], run_dir, dataset, epochs, seed, overrides)
     size = objs.method.crops.global_crops_size
+    evaluated = time.perf_counter()
     random_init = knn_top1(method.evaluation_backbone(), dataset, size, trainer.device)
     log.info("random init 20-NN top-1: %.3f; pre-training for %s", random_init, counted(trainer.total_steps, "step"))
+    trainer.step_end_callbacks.append(RemainingTime(evaluation_s=time.perf_counter() - evaluated))
     trainer.fit()
     pretrained = knn_top1(method.evaluation_backbone(), dataset, size, trainer.device)
     plot_loss_curve(run_dir)
@@ -87,5 +90,6 @@ def format_demo_table(results: dict[str, Any], run_dir: Path) -> str:
         f"random init            {r['random_init']:.3f}",
         f"DINO pre-trained       {r['pretrained']:.3f}   ({100 * (r['pretrained'] - r['random_init']):+.1f} points)",
         f"results: {run_dir / 'results.json'}   loss curve: {run_dir / 'loss_curve.png'}",
+        f"next: vitssl report {run_dir}   (or vitssl pretrain --config demo_mnist --data FOLDER --out RUN on your images)",
     ]
     return "\n".join(lines)

@@ -19,6 +19,7 @@ from torchvision.utils import make_grid, save_image
 from vitssl.analysis.plots import plot_loss_curve
 from vitssl.augment.photometric import to_normalized_tensor
 from vitssl.commands.demo import start_demo_run
+from vitssl.commands.demo_eta import RemainingTime
 from vitssl.data import build_dataset
 from vitssl.engine.logging import log
 from vitssl.engine.wording import counted
@@ -74,9 +75,11 @@ def run_mae_demo(out: str | Path = "demo_mae_run", dataset: str = "mnist", epoch
     start = time.perf_counter()
     run_dir = Path(out)
     _, method, trainer = start_demo_run(MAE_DEMO_PRESETS[dataset], run_dir, dataset, epochs, seed, overrides)
+    evaluated = time.perf_counter()
     images = held_out_images(method, dataset)
     before = reconstruction_losses(method, images)
     log.info("random init held-out loss %.3f; pre-training for %s", before["model"], counted(trainer.total_steps, "step"))
+    trainer.step_end_callbacks.append(RemainingTime(evaluation_s=time.perf_counter() - evaluated))
     trainer.fit()
     after = reconstruction_losses(method, images)
     spread = torch.linspace(0, len(images) - 1, 8).round().long()  # one column per class region
@@ -106,4 +109,5 @@ def format_mae_demo_table(results: dict[str, Any], run_dir: Path) -> str:
         f"predict the mean       {r['predict_mean']:.3f}",
         f"MAE pre-trained        {r['pretrained']:.3f}",
         f"results: {run_dir / 'results.json'}   reconstructions: {run_dir / results['figure']}",
+        f"next: vitssl report {run_dir}   (or vitssl pretrain --config demo_mae_mnist --data FOLDER --out RUN)",
     ])

@@ -79,7 +79,11 @@ def knn_ks(ks: tuple[int, ...] | None, train: str) -> tuple[int, ...]:
     defaults (`ks=None`) are cut to those that fit."""
     bank = len(build_dataset(train, split="train"))
     if ks is None:
-        return tuple(k for k in DEFAULT_KS if k <= bank) or (bank,)
+        fits = tuple(k for k in DEFAULT_KS if k <= bank) or (bank,)
+        if len(fits) < len(DEFAULT_KS):
+            log.warning("k-NN: the memory bank holds %d train images of '%s': k = %s skipped (larger than the bank)",
+                        bank, train, ", ".join(str(k) for k in DEFAULT_KS if k > bank))
+        return fits
     too_big = [k for k in ks if k > bank]
     if too_big:
         raise ValueError(f"--ks {' '.join(map(str, too_big))}: the k-NN memory bank holds only {bank} train images "
@@ -91,7 +95,7 @@ def run_knn(checkpoint: str | Path, train: str, val: str, ks: tuple[int, ...] | 
             temperature: float = 0.07, image_size: int | None = None, resize_size: int | None = None,
             device: str = "auto", batch_size: int = 256, num_workers: int = 4,
             which: str = "teacher", scratch: bool = False, seed: int = 0, pixels: bool = True) -> dict[str, Any]:
-    """DINO k-NN protocol (DINO paper, section 4.1) on a checkpoint; `ks=None`: DINO's 10, 20, 100, 200
+    """DINO k-NN protocol (DINO paper Sec. 3.2; facebookresearch/dino eval_knn.py, eval_linear.py) on a checkpoint; `ks=None`: DINO's 10, 20, 100, 200
     where they fit. `scratch`: the network at its seeded initialisation; `pixels`: a raw-pixel row too."""
     ks = knn_ks(ks, train)
     f = checkpoint_features(checkpoint, train, val, which, image_size, resize_size, device, batch_size, num_workers,
@@ -112,8 +116,8 @@ def run_linear(checkpoint: str | Path, train: str, val: str, n_last_blocks: int 
                resize_size: int | None = None, device: str = "auto", num_workers: int = 4,
                which: str = "teacher", batchnorm: bool = False, scratch: bool = False, seed: int = 0,
                pixels: bool = True) -> dict[str, Any]:
-    """DINO linear protocol (DINO paper, section 4.1) on pre-extracted frozen features; `batchnorm` puts
-    MAE's BatchNorm1d(affine=False) before the Linear layer (MAE paper, appendix A.2). `scratch`: the
+    """DINO linear protocol (DINO paper Sec. 3.2; facebookresearch/dino eval_knn.py, eval_linear.py) on pre-extracted frozen features; `batchnorm` puts
+    MAE's BatchNorm1d(affine=False) before the Linear layer (MAE paper App. A.1, Tables 9-10; facebookresearch/mae FINETUNE.md). `scratch`: the
     network at its seeded initialisation; `pixels`: the same probe on raw pixels too."""
     f = checkpoint_features(checkpoint, train, val, which, image_size, resize_size, device, batch_size,
                             num_workers, n_last_blocks, avgpool_patchtokens, scratch=scratch, seed=seed, pixels=pixels)
@@ -135,7 +139,7 @@ def run_finetune(checkpoint: str | Path | None, train: str, val: str, recipe: st
                  train_fraction: float | None = None, samples_per_class: int | None = None,
                  image_size: int | None = None, resize_size: int | None = None, device: str = "auto",
                  seed: int = 0, num_workers: int = 4, which: str = "teacher") -> dict[str, Any]:
-    """End-to-end fine-tuning (spec 2.3, 5.4) of a checkpoint's backbone, or with `scratch` of a
+    """End-to-end fine-tuning (MAE paper App. A.1, Tables 9-10; facebookresearch/mae FINETUNE.md; wangsr126/mae-lite projects/eval_tools/finetuning_exp.py) of a checkpoint's backbone, or with `scratch` of a
     random one shaped like `backbone_config` (a preset, YAML or checkpoint; default: the
     checkpoint's own architecture)."""
     from vitssl.eval.finetune import finetune_backbone, finetune_data, resolve_recipe
@@ -166,7 +170,7 @@ def run_finetune(checkpoint: str | Path | None, train: str, val: str, recipe: st
 def run_segmentation(checkpoint: str | Path, train: str, val: str, image_size: int | None = None, epochs: int = 20,
                      lr: float | None = None, batch_size: int = 64, device: str = "auto", seed: int = 0,
                      num_workers: int = 0, which: str = "teacher") -> dict[str, Any]:
-    """Linear segmentation probe on a checkpoint's frozen patch features (spec 4.5, dense probe)."""
+    """Linear segmentation probe on a checkpoint's frozen patch features (SelfPatch paper Sec. 4; alinlab/SelfPatch README, dense probe)."""
     from vitssl.eval.segmentation import run_segmentation_probe
 
     backbone, config = load_pretrained(checkpoint, which)
@@ -183,7 +187,7 @@ def run_video_segmentation(checkpoint: str | Path, frames: str, first_mask: str,
                            gt_dir: str | None = None, short_side: int = 480, n_last_frames: int = 7, topk: int = 5,
                            size_mask_neighborhood: int = 12, device: str = "auto",
                            which: str = "teacher", overwrite: bool = True) -> dict[str, Any]:
-    """DINO's DAVIS label propagation (spec 1.6) with a checkpoint's last-layer patch features;
+    """DINO's DAVIS label propagation (DINO paper Sec. 4.2, Table 5; facebookresearch/dino eval_video_segmentation.py) with a checkpoint's last-layer patch features;
     `overwrite=False` refuses an `out_dir` that already holds masks or results."""
     from vitssl.eval.video_segmentation import run_label_propagation
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vitssl.analysis.plots import plot_loss_curve
+from vitssl.commands.cpu_hint import log_cpu_hint
 from vitssl.commands.run_folder import check_new_run_dir, check_resumable, prepare_run_dir
+from vitssl.commands.summary import pretrain_summary
 from vitssl.config import (
     ConfigError,
     RunConfig,
@@ -111,6 +114,8 @@ def _pretrain(cfg: DictConfig, objs: RunConfig, run_dir: Path, resume: bool) -> 
     prepare_run_dir(run_dir, resume)
     data = InputPipeline(method, dataset, objs.train)  # sampler, loader, decoding, augmentation
     trainer = Trainer(method, data, objs.train, objs.optim, run_dir, config=to_container(cfg))
+    if is_main_process():
+        log_cpu_hint(objs, trainer.device)  # no GPU and minutes per step: name a size that fits
     if online_knn is not None:
         trainer.epoch_end_callbacks.append(online_knn)
     if resume:
@@ -119,6 +124,7 @@ def _pretrain(cfg: DictConfig, objs: RunConfig, run_dir: Path, resume: bool) -> 
         save_config(cfg, run_dir / "config.yaml")
     log.info("pre-training %s on %s (%s), %s of %s -> %s", objs.method.name, objs.data.path,
              counted(len(dataset), "image"), counted(trainer.total_steps, "step"), counted(trainer.global_batch, "image"), run_dir)
+    started = time.perf_counter()
     try:
         trainer.fit()
     finally:
@@ -126,4 +132,5 @@ def _pretrain(cfg: DictConfig, objs: RunConfig, run_dir: Path, resume: bool) -> 
             report_skips(dataset, run_dir)  # what the data folder could not give, also when stopped early
     if is_main_process():
         plot_loss_curve(run_dir)
+        print(pretrain_summary(run_dir, trainer.step, time.perf_counter() - started, objs.data.path))
     return trainer

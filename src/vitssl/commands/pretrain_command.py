@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vitssl.cli_parsing.arguments import positive_int
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     pre = subparsers.add_parser("pretrain", help="pre-train a backbone on an image folder",
@@ -21,6 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      help="mae-distill: the frozen MAE teacher, a run folder or .pt (sets method.teacher)")
     pre.add_argument("--out", default=None, help="run folder for config, checkpoints and logs")
     pre.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR")
+    pre.add_argument("--image-size", type=positive_int, default=None, metavar="N",
+                     help="training resolution: sets backbone.img_size and the crop sizes together (data.image_size)")
     pre.add_argument("overrides", nargs="*", help="key=value config overrides")
 
 
@@ -34,6 +38,8 @@ def _pretrain_overrides(args: argparse.Namespace) -> list[str]:
         extra.append(f"data.path={args.data}")
     if getattr(args, "teacher", None):
         extra.append(f"method.teacher={args.teacher}")
+    if getattr(args, "image_size", None):
+        extra.append(f"data.image_size={args.image_size}")
     return extra + list(args.overrides)
 
 

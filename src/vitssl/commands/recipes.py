@@ -2,9 +2,9 @@
 
 Kept apart from the preset YAML files because the config loader refuses unknown keys (a
 `recipe:` block would fail every run). Method and backbone are read from the resolved preset,
-so they cannot disagree with it. Numbers come from the methods spec's headline tables (1.5,
-1.7, 2.3, 3.7, 4.6, 5.6; ImageNet-1K top-1 unless said otherwise) or, for the demos, from the
-measurements recorded in docs/methods/*.md. Compute is given as the spec gives it: GPU-days
+so they cannot disagree with it. Numbers come from the papers' headline tables and the original repositories' READMEs
+(each recipe names its source; ImageNet-1K top-1 unless said otherwise) or, for the demos, from the
+measurements recorded in docs/methods/*.md. Compute is given as the originals state it: GPU-days
 where the original README states them, otherwise epochs x images and the global batch.
 """
 
@@ -33,7 +33,7 @@ def _esvit(linear_knn: str, backbone: str = "") -> Recipe:
     batch = {"s14": "2 nodes x 16 GPUs x 16", "b14": "4 nodes x 16 GPUs x 8"}.get(backbone, "16 GPUs x 32")
     total = 1024 if backbone == "bs64" else 512
     batch = "16 GPUs x 64" if backbone == "bs64" else batch
-    return Recipe(ESVIT, f"linear / k-NN {linear_knn} (spec 3.7, released checkpoint)",
+    return Recipe(ESVIT, f"linear / k-NN {linear_knn} (EsViT paper Table 1; microsoft/esvit README, released checkpoint)",
                   f"300 epochs x {IMAGENET}, global batch {total} ({batch})")
 
 
@@ -49,14 +49,14 @@ RECIPES: dict[str, Recipe] = {
                                     "~500 steps of 32 images: a few minutes on 2 CPU cores"),
     "demo_mae_mnist": Recipe(MAE, "held-out masked-patch MSE 0.488 (predicting the mean: 1.011) (docs/methods/mae.md)",
                              "992 steps of 64 images: 213 s of CPU time on one thread"),
-    "dino_vit_small16": Recipe(DINO, "k-NN 69.3 / linear 74.0 (spec 1.5, README 'vanilla'); the longest "
-                               "released ViT-S/16 run reaches 74.5 / 77.0 (spec 1.7)",
+    "dino_vit_small16": Recipe(DINO, "k-NN 69.3 / linear 74.0 (facebookresearch/dino README, 'vanilla' row); the longest "
+                               "released ViT-S/16 run reaches 74.5 / 77.0 (DINO paper Table 2; facebookresearch/dino README)",
                                f"100 epochs x {IMAGENET}, 8 GPUs x 64: 1.75 days on 8 GPUs (~340 GPU-hours)"),
-    "dino_vit_small16_boost": Recipe(DINO, "k-NN 73.3 / linear 76.0 (spec 1.5, README 'boost')",
+    "dino_vit_small16_boost": Recipe(DINO, "k-NN 73.3 / linear 76.0 (facebookresearch/dino README, 'boost' row)",
                                      f"300 epochs x {IMAGENET}, 16 GPUs x 64: 2.6 days on 16 GPUs "
                                      "(~1000 GPU-hours)"),
-    "dino_vit_base16": Recipe(DINO, "k-NN 76.1 / linear 78.2 (spec 1.7)",
-                              f"400 epochs x {IMAGENET} (the released run; no GPU-hours in the spec)"),
+    "dino_vit_base16": Recipe(DINO, "k-NN 76.1 / linear 78.2 (DINO paper Table 2; facebookresearch/dino README)",
+                              f"400 epochs x {IMAGENET} (the released run; no GPU-hours published)"),
     "dino_small_data_cifar": Recipe(DINO, "no published number (DINO reports no CIFAR pre-training): "
                                     "measure k-NN with vitssl eval knn",
                                     "200 epochs x 50k images (10M images seen), one GPU x 256"),
@@ -79,19 +79,19 @@ RECIPES: dict[str, Recipe] = {
                                 "k-NN 69.3 / linear 74.0",
                                 f"100 epochs x {IMAGENET}, 8 GPUs x 64 (as dino_vit_small16)"),
     "selfpatch_vit_small16": Recipe(SELFPATCH, "COCO Mask R-CNN 1x 42.1 AP^bb / 38.5 AP^mk, ADE20K Semantic FPN "
-                                    "41.2 mIoU, DAVIS J&F ~62.7 (spec 4.6)",
+                                    "41.2 mIoU, DAVIS J&F ~62.7 (SelfPatch paper Tables 1-3; alinlab/SelfPatch README)",
                                     f"300 epochs (paper: 200) x {IMAGENET}, 8 GPUs x 128"),
-    "mae_vit_base16": Recipe(MAE, "fine-tune 83.6 / linear 67.8 (spec 2.3; released checkpoints: 1600 epochs)",
+    "mae_vit_base16": Recipe(MAE, "fine-tune 83.6 / linear 67.8 (MAE paper App. A.1, Tables 9-10; facebookresearch/mae FINETUNE.md; released checkpoints: 1600 epochs)",
                              f"800 epochs x {IMAGENET}, global batch 4096 (ViT-L, 800 epochs: ~42 h on 64 V100)"),
-    "mae_lite_vit_tiny16": Recipe(MAE_LITE, "78.0 after the 300-epoch 'impr.' fine-tune (spec 5.6)",
+    "mae_lite_vit_tiny16": Recipe(MAE_LITE, "78.0 after the 300-epoch 'impr.' fine-tune (wangsr126/mae-lite README)",
                                   f"400 epochs x {IMAGENET}, global batch 4096 on 8 GPUs"),
-    "mae_lite_vit_small16": Recipe(MAE_LITE, "82.1 after the 300-epoch 'impr.' fine-tune (spec 5.6)",
+    "mae_lite_vit_small16": Recipe(MAE_LITE, "82.1 after the 300-epoch 'impr.' fine-tune (wangsr126/mae-lite README)",
                                    f"400 epochs x {IMAGENET}, global batch 4096 on 8 GPUs"),
     "dmae_lite_vit_tiny16": Recipe(MAE_LITE + ", D-MAE-Lite", "78.4 after the 300-epoch 'impr.' fine-tune "
-                                   "(spec 5.6; COCO ViTDet 42.3 AP^bb / 37.4 AP^mk)",
+                                   "(wangsr126/mae-lite README; COCO ViTDet 42.3 AP^bb / 37.4 AP^mk)",
                                    f"400 epochs x {IMAGENET}, global batch 4096 on 8 GPUs, plus a frozen "
                                    "MAE ViT-B/16 teacher (1600 epochs of MAE pre-training) run on the visible patches"),
-    "dmae_lite_vit_small16": Recipe(MAE_LITE + ", D-MAE-Lite", "82.5 after the 300-epoch 'impr.' fine-tune (spec 5.6)",
+    "dmae_lite_vit_small16": Recipe(MAE_LITE + ", D-MAE-Lite", "82.5 after the 300-epoch 'impr.' fine-tune (wangsr126/mae-lite README)",
                                     f"400 epochs x {IMAGENET}, global batch 4096 on 8 GPUs, plus a frozen "
                                     "MAE ViT-B/16 teacher"),
 }

@@ -13,6 +13,7 @@ images that cannot be read) are skipped with a note on the page, never an error.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import json
 import os
 import shutil
@@ -251,6 +252,8 @@ def collect_report(run_dir: str | Path, images: str | None = None, limit: int = 
     """Gather the run's config, metrics, results and pictures; figures go to `figure_dir`
     (default `RUN_DIR/report/`). A damaged config.yaml or metrics.jsonl is an error raised
     before any figure is drawn."""
+    if importlib.util.find_spec("jinja2") is None:  # an extra: checked before any work
+        raise ValueError("vitssl report needs jinja2: pip install 'vitssl[report]'")
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder '{run_dir}' does not exist: pass a folder written by vitssl pretrain")
@@ -339,6 +342,8 @@ def build_report(run_dir: str | Path, images: str | None = None, limit: int = 4,
     until the new report is complete: figures are drawn in a temporary folder, then renamed in,
     and only then are the previous report's other figures removed.
     """
+    if importlib.util.find_spec("jinja2") is None:  # an extra: checked before any work
+        raise ValueError("vitssl report needs jinja2: pip install 'vitssl[report]'")
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder '{run_dir}' does not exist: pass a folder written by vitssl pretrain")

@@ -31,6 +31,7 @@ from vitssl.data.loaders import (
     sample_seed,
 )
 from vitssl.distributed import rank, world_size
+from vitssl.engine.cores import default_num_workers
 from vitssl.engine.device import resolve_device
 from vitssl.engine.protocol import optional_member
 from vitssl.engine.train_config import TrainConfig
@@ -48,7 +49,9 @@ class InputPipeline:
                  device: torch.device | str | None = None) -> None:
         self.device = resolve_device(train.device) if device is None else torch.device(device)
         self.batch_size, self.accum_steps = train.batch_size, train.accum_steps
-        self.num_workers, self.seed = train.num_workers, train.seed
+        # None: by the cores this process may use, decided on each machine (the saved config keeps None)
+        self.num_workers = default_num_workers() if train.num_workers is None else train.num_workers
+        self.seed = train.seed
         transform, self.collate, self.augment = augmentation(method, train.augment_on)
         self.decode = device_decoder(dataset, train, self.device)
         self.dataset = AugmentedDataset(dataset, transform, train.seed)

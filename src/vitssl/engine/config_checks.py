@@ -39,7 +39,8 @@ def check_train(c: TrainConfig, p: str = "train") -> None:
     """Every TrainConfig field: lengths and batches >= 1, cadences >= 0, known choices."""
     for name in ("epochs", "batch_size", "accum_steps", "log_every", "knn_k", "collapse_patience"):
         require_int(f"{p}.{name}", getattr(c, name), lo=1)
-    for name in ("num_workers", "max_steps_per_epoch", "checkpoint_every_steps", "save_every_epochs",
+    require_int(f"{p}.num_workers", c.num_workers, lo=0, optional=True)  # None: by the cores (engine/cores.py)
+    for name in ("max_steps_per_epoch", "checkpoint_every_steps", "save_every_epochs",
                  "keep_checkpoints", "max_nonfinite_steps", "knn_every_epochs"):
         require_int(f"{p}.{name}", getattr(c, name), lo=0)
     require_int(f"{p}.seed", c.seed)

@@ -1,4 +1,4 @@
-"""Exponential moving average of the student into the teacher (spec 1.1)."""
+"""Exponential moving average of the student into the teacher (DINO paper Sec. 3.1, Alg. 1)."""
 
 from __future__ import annotations
 

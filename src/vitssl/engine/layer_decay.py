@@ -1,4 +1,4 @@
-"""Layer-wise learning-rate decay for fine-tuning (BEiT; MAE spec 2.3; MAE-Lite spec 5.4).
+"""Layer-wise learning-rate decay for fine-tuning (BEiT; MAE paper App. A.1, Tables 9-10; facebookresearch/mae FINETUNE.md; MAE-Lite paper, fine-tuning recipe; wangsr126/mae-lite projects/eval_tools/finetuning_exp.py).
 
 Each parameter gets a layer id: 0 for the embeddings (patch embedding, CLS token, position
 embedding), i + 1 for the i-th transformer block, L + 1 for everything after the last block

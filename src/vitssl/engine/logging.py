@@ -26,6 +26,16 @@ class _CurrentStderrHandler(logging.StreamHandler):
     def stream(self, value) -> None:
         pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        """Through tqdm, which clears and redraws an active progress bar around the line, so a
+        message logged mid-epoch gets a line of its own instead of trailing the bar."""
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging's own convention
+            self.handleError(record)
+
 
 def setup_console_logging(level: int = logging.INFO) -> None:
     if not log.handlers:
@@ -64,7 +74,8 @@ class MetricWriter:
 
                 self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
             except ImportError:  # tensorboard is optional at run time
-                log.warning("tensorboard is not installed: scalars go to metrics.jsonl only")
+                log.info("tensorboard is not installed: scalars go to metrics.jsonl only "
+                         "(pip install 'vitssl[tensorboard]' for TensorBoard)")
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:

@@ -13,7 +13,7 @@ from vitssl.distributed import all_reduce_sum
 
 @dataclass
 class OptimConfig:
-    """Optimisation recipe. `lr` is the base rate per 256 images of global batch (spec 1.5)."""
+    """Optimisation recipe. `lr` is the base rate per 256 images of global batch (DINO paper Sec. 3.2; facebookresearch/dino main_dino.py defaults)."""
 
     optimizer: str = "adamw"
     lr: float = 5e-4

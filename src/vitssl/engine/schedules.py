@@ -1,4 +1,4 @@
-"""Schedules as pure functions of the step (spec 1.1, 1.5), matching DINO's precomputed arrays."""
+"""Schedules as pure functions of the step (DINO paper Sec. 3.1-3.2; facebookresearch/dino utils.py cosine_scheduler), matching DINO's precomputed arrays."""
 
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 64
     accum_steps: int = 1
-    num_workers: int = 8
+    num_workers: int | None = None  # None: 8, capped at the CPU cores this process may use
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"

@@ -35,6 +35,7 @@ from vitssl.engine.optim import (
 from vitssl.engine.parallel import ParallelStep
 from vitssl.engine.protocol import Method, StepContext, optional_member
 from vitssl.engine.rng import rng_state, seed_everything, set_rng_state  # noqa: F401  (seed_everything: importable from here too)
+from vitssl.engine.run_config import run_config_of, write_run_config
 from vitssl.engine.schedules import cosine_schedule, scaled_lr
 from vitssl.engine.step_guard import StepGuard, first_nonfinite
 from vitssl.engine.stop_signals import StopRequest
@@ -61,9 +62,10 @@ class Trainer(NonFiniteSteps):
         if not isinstance(method, nn.Module):
             raise TypeError("a method must be an nn.Module holding its networks and state")
         self.cfg, self.optim_cfg, self.run_dir = train, optim, Path(run_dir)
-        self.config = config or {}
+        self.config = config or run_config_of(method, train, optim)  # what load_pretrained(run_dir) rebuilds
         # called as f(trainer, epoch) after each epoch's checkpoint; returned scalars are logged
         self.epoch_end_callbacks: list[Callable[[Trainer, int], dict[str, float] | None]] = []
+        self.step_end_callbacks: list[Callable[[Trainer], None]] = []  # f(trainer) after each optimizer step
         if optim.clip_mode not in CLIP_MODES:
             raise ValueError(f"unknown optim.clip_mode '{optim.clip_mode}': choose one of {CLIP_MODES}")
         self.device = resolve_device(train.device)
@@ -244,6 +246,7 @@ class Trainer(NonFiniteSteps):
         """
         if is_main_process():
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_run_config(self.run_dir, self.config)  # a library-built run: config.yaml beside the checkpoints
         writer = MetricWriter(self.run_dir, self.cfg.tensorboard, enabled=is_main_process(),
                               wandb_project=self.cfg.wandb_project if self.cfg.wandb else None, config=self.config)
         try:
@@ -281,6 +284,8 @@ class Trainer(NonFiniteSteps):
                                   optional_member(self.method, "progress_metrics") if m.key in metrics})
                     bar.set_postfix(**shown)
                 self._maybe_checkpoint()
+                for callback in self.step_end_callbacks:
+                    callback(self)
                 if self._stop_agreed():
                     self.save()
                     raise TrainingInterrupted(

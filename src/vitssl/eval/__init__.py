@@ -1,6 +1,6 @@
-"""Evaluation of pre-trained backbones: DINO's frozen-feature protocols (spec 1.6: feature
+"""Evaluation of pre-trained backbones: DINO's frozen-feature protocols (DINO paper Sec. 3.2; facebookresearch/dino eval_knn.py, eval_linear.py: feature
 extraction, weighted k-NN, a linear probe on cached features, optionally with MAE's BatchNorm),
-dense probes, and end-to-end fine-tuning with layer-wise lr decay (spec 2.3, 5.4)."""
+dense probes, and end-to-end fine-tuning with layer-wise lr decay (MAE paper App. A.1, Tables 9-10; facebookresearch/mae FINETUNE.md; wangsr126/mae-lite projects/eval_tools/finetuning_exp.py)."""
 
 from vitssl.eval.features import extract_features
 from vitssl.eval.finetune import (

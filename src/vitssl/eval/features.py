@@ -1,4 +1,4 @@
-"""Frozen-backbone feature extraction shared by the k-NN and linear protocols (DINO, spec 1.6).
+"""Frozen-backbone feature extraction shared by the k-NN and linear protocols (DINO, DINO paper Sec. 3.2; facebookresearch/dino eval_knn.py, eval_linear.py).
 
 Both DINO protocols read features of a frozen backbone in eval mode: k-NN uses the CLS token
 after the final norm; the linear probe uses the CLS tokens of the last n blocks (each through

@@ -1,4 +1,4 @@
-"""End-to-end fine-tuning of a backbone with a classification head (MAE spec 2.3, MAE-Lite 5.4).
+"""End-to-end fine-tuning of a backbone with a classification head (MAE paper App. A.1, Tables 9-10; facebookresearch/mae FINETUNE.md; wangsr126/mae-lite projects/eval_tools/finetuning_exp.py).
 
 Unlike the k-NN and linear protocols, every weight trains: AdamW (or SGD for small-data
 transfer) with layer-wise lr decay (`vitssl.engine.layer_decay`), a per-step warm-up + cosine
@@ -50,7 +50,7 @@ log = logging.getLogger("vitssl.finetune")
 
 @dataclass
 class FinetuneRecipe:
-    """Fine-tuning hyper-parameters; the defaults are MAE-Lite's "impr." recipe (spec 5.4).
+    """Fine-tuning hyper-parameters; the defaults are MAE-Lite's "impr." recipe (MAE-Lite paper, fine-tuning recipe; wangsr126/mae-lite projects/eval_tools/finetuning_exp.py).
 
     The lr is `blr x batch_size / 256` unless given outright. `layer_decay` scales block i's
     lr by `layer_decay ** (L - i)` (embeddings: `** (L + 1)`). `rand_augment` is a timm
@@ -111,13 +111,13 @@ INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "random")
 
 
 RECIPES: dict[str, FinetuneRecipe] = {
-    # MAE-Lite ViT-Tiny "impr." (spec 5.4): 300 epochs, bs 1024, lr 1e-3 x bs/256, layer decay 0.85.
+    # MAE-Lite ViT-Tiny "impr." (MAE-Lite paper, fine-tuning recipe; wangsr126/mae-lite projects/eval_tools/finetuning_exp.py): 300 epochs, bs 1024, lr 1e-3 x bs/256, layer decay 0.85.
     "mae_lite_impr": FinetuneRecipe(),
-    # MAE ViT-B (spec 2.3): blr 5e-4, layer decay 0.65, drop path 0.1, RandAug m9, random
+    # MAE ViT-B (MAE paper App. A.1, Tables 9-10; facebookresearch/mae FINETUNE.md): blr 5e-4, layer decay 0.65, drop path 0.1, RandAug m9, random
     # erasing 0.25, mixup 0.8 + cutmix 1.0, label smoothing 0.1, 100 epochs; no colour jitter.
     "mae": FinetuneRecipe(blr=5e-4, layer_decay=0.65, epochs=100, drop_path=0.1, rand_augment="rand-m9-mstd0.5-inc1",
                           color_jitter=0.0, reprob=0.25, mixup=0.8, cutmix=1.0, label_smoothing=0.1),
-    # MAE-Lite small-data transfer (spec 5.4): SGD Nesterov, wd 0, clip 1.0, layer decay 0.75,
+    # MAE-Lite small-data transfer (MAE-Lite paper, fine-tuning recipe; wangsr126/mae-lite projects/eval_tools/finetuning_exp.py): SGD Nesterov, wd 0, clip 1.0, layer decay 0.75,
     # RRC + flip only; lr 0.1 at bs 512, 50 epochs with 10 of warm-up.
     "transfer": FinetuneRecipe(optimizer="sgd", blr=0.05, weight_decay=0.0, nesterov=True, clip_grad=1.0,
                                layer_decay=0.75, epochs=50, warmup_epochs=10, batch_size=512, rand_augment="",

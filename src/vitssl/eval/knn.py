@@ -1,4 +1,4 @@
-"""Weighted k-NN classifier on frozen features (DINO `eval_knn.py` protocol, spec 1.6).
+"""Weighted k-NN classifier on frozen features (DINO `eval_knn.py` protocol, DINO paper Sec. 3.2; facebookresearch/dino eval_knn.py, eval_linear.py).
 
 DINO reports 20-NN accuracy of the teacher's CLS features as its training-free measure of
 representation quality: no parameters are fitted, so it is cheap and cannot overfit the probe.
@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+from vitssl.engine.logging import log
 
 
 def _validate(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
@@ -75,6 +77,11 @@ def knn_classify(
     train = F.normalize(train_features.float(), dim=1)
     test = F.normalize(test_features.to(device).float(), dim=1)
     k_max = min(max(ks), len(train))
+    too_big = sorted(k for k in ks if k > len(train))
+    if too_big:
+        log.warning("k-NN: k = %s exceeds the memory bank of %d train images: those rows are the k = %d result "
+                    "(every train image votes); use k <= %d", ", ".join(map(str, too_big)), len(train), len(train),
+                    len(train))
     top = min(5, classes)
     hits = {k: [0, 0] for k in ks}
     for start in range(0, len(test), chunk_size):

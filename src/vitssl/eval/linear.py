@@ -1,4 +1,4 @@
-"""Linear probe on pre-extracted frozen features (DINO `eval_linear.py` protocol, spec 1.6).
+"""Linear probe on pre-extracted frozen features (DINO `eval_linear.py` protocol, DINO paper Sec. 3.2; facebookresearch/dino eval_knn.py, eval_linear.py).
 
 DINO measures how linearly separable the frozen features are with a single Linear layer.
 Training on cached features instead of re-running the backbone every epoch is much faster; the
@@ -41,7 +41,7 @@ class LinearProbeResult:
 
 
 class BatchNormLinear(nn.Sequential):
-    """MAE's linear-probe head (spec 2.3): BatchNorm1d without affine parameters (eps 1e-6), then
+    """MAE's linear-probe head (MAE paper App. A.1, Tables 9-10; facebookresearch/mae FINETUNE.md): BatchNorm1d without affine parameters (eps 1e-6), then
     Linear. The normalisation only rescales each feature, which a linear layer could absorb,
     but it makes one lr fit features of any scale (MAE's MoCo-v3-style probe, MAE issue #5)."""
 
@@ -140,7 +140,7 @@ def train_linear_probe(
     split; `lrs` does the same: one probe per lr (same seed), and the probe with the highest
     final val top-1 is returned (ties: the earlier lr). Pass `lr` or `lrs`, not both.
 
-    `batchnorm=True` is MAE's probe (spec 2.3): BatchNorm1d(affine=False, eps 1e-6) before the
+    `batchnorm=True` is MAE's probe (MAE paper App. A.1, Tables 9-10; facebookresearch/mae FINETUNE.md): BatchNorm1d(affine=False, eps 1e-6) before the
     Linear layer (`BatchNormLinear`; state-dict keys `bn.*` and `linear.*`), trained on batch
     statistics and evaluated with the running ones. MAE feeds it the CLS token
     (n_last_blocks=1) and trains it with LARS at a large lr; here the optimizer stays SGD.

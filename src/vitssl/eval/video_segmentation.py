@@ -1,4 +1,4 @@
-"""DINO's DAVIS-2017 video object segmentation by label propagation (spec 1.6; SelfPatch 4.5).
+"""DINO's DAVIS-2017 video object segmentation by label propagation (DINO paper Sec. 4.2, Table 5; facebookresearch/dino eval_video_segmentation.py; SelfPatch paper Sec. 4).
 
 Nothing is trained: every patch of a frame takes a weighted vote of the labels of its most
 similar patches in the first frame (the given mask) and in the previous `n_last_frames` frames

@@ -1,4 +1,4 @@
-"""D-MAE-Lite's head-mixing adapter (Wang et al., ICML 2023), spec 5.3.
+"""D-MAE-Lite's head-mixing adapter (Wang et al., ICML 2023), MAE-Lite paper, distillation section; wangsr126/mae-lite projects/mae_lite/mae_lite_distill_exp.py.
 
 A learnable 1x1 convolution over the head axis of a (B, H_s, T, T) attention-logit tensor:
 each of the teacher's H_t heads is matched by a linear mixture of the student's H_s heads,

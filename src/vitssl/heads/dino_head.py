@@ -1,4 +1,4 @@
-"""DINO projection head (spec 1.2): MLP -> L2 norm -> weight-normalised prototypes."""
+"""DINO projection head (DINO paper Sec. 3.1; facebookresearch/dino vision_transformer.py DINOHead): MLP -> L2 norm -> weight-normalised prototypes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MAE's lightweight decoder and pixel predictor (He et al., 2022), spec 2.1 and 5.2.
+"""MAE's lightweight decoder and pixel predictor (He et al., 2022), MAE paper Sec. 3; facebookresearch/mae models_mae.py; MAE-Lite (Wang et al., ICML 2023, arXiv 2205.14443), wangsr126/mae-lite projects/mae_lite/mae_lite_exp.py.
 
 Encoded visible tokens are projected to the decoder width, a shared learned mask token fills
 every masked position, `ids_restore` puts the tokens back in patch order, a fixed 2-D sin-cos
@@ -22,7 +22,7 @@ from vitssl.engine.validation import fail, require_int, require_multiple, requir
 @dataclass
 class MAEDecoderConfig:
     """Decoder size: MAE 8 blocks x 512 x 16 heads (default); MAE-Lite Tiny 1 x 96 x 3,
-    Small 1 x 192 x 6 (spec 5.2)."""
+    Small 1 x 192 x 6 (MAE-Lite, wangsr126/mae-lite projects/mae_lite/mae_lite_exp.py)."""
 
     depth: int = 8
     embed_dim: int = 512

@@ -1,4 +1,4 @@
-"""SelfPatch's aggregation module (spec 4.2): a learned query reads a set of tokens.
+"""SelfPatch's aggregation module (SelfPatch paper Sec. 3; alinlab/SelfPatch selfpatch_vision_transformer.py): a learned query reads a set of tokens.
 
 Two CaiT-style class-attention blocks: only the query token attends (keys and values are
 [query; set]), pre-norm, MLP ratio 4, no drop-path, then a LayerNorm. With no position

@@ -1,4 +1,4 @@
-"""D-MAE-Lite's distillation term (Wang et al., ICML 2023), spec 5.3.
+"""D-MAE-Lite's distillation term (Wang et al., ICML 2023), MAE-Lite paper, distillation section; wangsr126/mae-lite projects/mae_lite/mae_lite_distill_exp.py.
 
 The student's pre-softmax attention logits of a block, mixed over heads by a learnable 1x1
 adapter, regress the frozen teacher's logits of the same block on the same visible tokens:

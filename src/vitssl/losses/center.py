@@ -1,4 +1,4 @@
-"""EMA center of teacher outputs (DINO's centering, spec 1.1)."""
+"""EMA center of teacher outputs (DINO's centering, DINO paper Sec. 3.1, Alg. 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DINO view-level self-distillation loss (spec 1.1)."""
+"""DINO view-level self-distillation loss (DINO paper Sec. 3.1, Alg. 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""EsViT's region-matching loss (spec 3.2).
+"""EsViT's region-matching loss (EsViT paper Sec. 3.2; microsoft/esvit main_esvit.py DDINOLoss).
 
 For a teacher global view t and a student view s != t, every student region token i is
 matched to the teacher region token j*(i) with the highest cosine similarity of the backbone

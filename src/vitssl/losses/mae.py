@@ -1,4 +1,4 @@
-"""MAE's masked-patch pixel regression (He et al., 2022), spec 2.1.
+"""MAE's masked-patch pixel regression (He et al., 2022), MAE paper Sec. 3; facebookresearch/mae models_mae.py.
 
 Pure functions, each one step of the objective: cut images into patch vectors and back,
 normalise each patch (`norm_pix_loss`), and average the squared error over the masked patches

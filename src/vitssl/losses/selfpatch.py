@@ -1,4 +1,4 @@
-"""SelfPatch's patch-level objective (spec 4.2-4.3): neighbour positives and their loss.
+"""SelfPatch's patch-level objective (SelfPatch paper Sec. 3; alinlab/SelfPatch main_selfpatch.py): neighbour positives and their loss.
 
 Each patch i has up to 8 neighbours in its 3x3 window; the k most similar to it (cosine of
 the teacher's backbone tokens) form its positive set P_i. The teacher's target for patch i is
@@ -115,7 +115,7 @@ def image_level_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
 
 class PatchLoss(nn.Module):
     """Same-view, same-position cross-entropy between centred, sharpened teacher patch outputs
-    and student patch outputs, averaged over patches and then over views (spec 4.3).
+    and student patch outputs, averaged over patches and then over views (SelfPatch paper Sec. 3; alinlab/SelfPatch main_selfpatch.py DINOLoss).
 
     Center `c_p` is the EMA of the mean teacher patch output over all views and tokens.
     """

@@ -64,8 +64,11 @@ def method_configs() -> dict[str, type]:
 
 
 def build_method(cfg: Any, backbone: BackboneConfig) -> nn.Module:
-    """Build the method named `cfg.name` from its config dataclass."""
-    return method_class(cfg.name)(cfg, backbone)
+    """Build the method named `cfg.name` from its config dataclass; it remembers both configs
+    (`built_from`), which a Trainer given no config records in the run (engine/run_config.py)."""
+    method = method_class(cfg.name)(cfg, backbone)
+    method.built_from = (cfg, backbone)
+    return method
 
 
 __all__ = ["METHODS", "DINO", "DINOConfig", "EsViT", "EsViTConfig", "MAE", "MAEConfig", "SelfPatch", "SelfPatchConfig", "build_method", "method_class", "method_configs", "register_method"]

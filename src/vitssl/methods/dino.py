@@ -1,4 +1,4 @@
-"""DINO: self-distillation with no labels (Caron et al., 2021), spec section 1.
+"""DINO: self-distillation with no labels (Caron et al., 2021), facebookresearch/dino, arXiv 2104.14294.
 
 Student (backbone + head) sees all 2 + M crops; the EMA teacher sees the 2 global crops;
 the loss matches the student's distribution on every view to the teacher's centred and
@@ -29,7 +29,7 @@ CENTERINGS = ("ema", "sinkhorn_knopp")
 
 @dataclass
 class DINOConfig(TeacherStudentConfig):
-    """DINO's hyper-parameters (DINO paper, section 3.1 and appendix) are the family's shared ones,
+    """DINO's hyper-parameters (DINO paper Sec. 3.1, Alg. 1) are the family's shared ones,
     plus two options from later work that keep a small-data teacher informative (off by default):
 
     - `centering: sinkhorn_knopp` replaces the EMA center by Sinkhorn-Knopp normalisation of the

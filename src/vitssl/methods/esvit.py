@@ -1,4 +1,4 @@
-"""EsViT: DINO's view-level task plus region matching (Li et al., 2022), spec 3.
+"""EsViT: DINO's view-level task plus region matching (Li et al., ICLR 2022, arXiv 2106.09785; microsoft/esvit).
 
 Works with any backbone: the view feature is `Tokens.pooled` (mean of the last-stage tokens
 for Swin, CLS for ViT) and the regions are `Tokens.patches` after the final norm. A second

@@ -1,4 +1,4 @@
-"""MAE: masked autoencoders (He et al., 2022), spec 2; with MAE-Lite's recipe, spec 5.2.
+"""MAE: masked autoencoders (He et al., CVPR 2022, arXiv 2111.06377; facebookresearch/mae); with MAE-Lite's recipe (Wang et al., ICML 2023, arXiv 2205.14443; wangsr126/mae-lite projects/mae_lite/mae_lite_exp.py.
 
 Per image, mask a random 75% of the patches; the ViT encoder sees only the visible ones (with
 fixed sin-cos positions and a CLS token); a light decoder fills the masked positions with a
@@ -25,7 +25,7 @@ from vitssl.losses.mae import MAELoss, patch_statistics, patchify, unpatchify
 
 @dataclass
 class MAEConfig:
-    """MAE's own hyper-parameters; defaults are MAE ViT-B/16's (spec 2.1-2.2)."""
+    """MAE's own hyper-parameters; defaults are MAE ViT-B/16's (MAE paper Sec. 3; facebookresearch/mae models_mae.py)."""
 
     name: str = "mae"
     mask_ratio: float = 0.75
@@ -48,7 +48,7 @@ class MAEConfig:
 
 
 def init_mae_weights(module: nn.Module) -> None:
-    """MAE's initialisation (spec 2.1): Xavier-uniform Linear weights with zero biases, the
+    """MAE's initialisation (MAE paper Sec. 3; facebookresearch/mae models_mae.py): Xavier-uniform Linear weights with zero biases, the
     patch-embedding conv as a Linear over its flattened kernel, LayerNorm (1, 0), CLS and mask
     tokens N(0, 0.02). Fixed position embeddings are left alone."""
     for m in module.modules():

@@ -1,7 +1,7 @@
 """D-MAE-Lite: MAE with attention distillation from a frozen MAE teacher (Wang et al., ICML 2023),
-spec 5.3.
+MAE-Lite paper, distillation section; wangsr126/mae-lite projects/mae_lite/mae_lite_distill_exp.py.
 
-The student is an ordinary MAE (spec 2.1, MAE-Lite recipe 5.2). Each step, the frozen encoder
+The student is an ordinary MAE (MAE paper Sec. 3; facebookresearch/mae models_mae.py, MAE-Lite recipe: wangsr126/mae-lite projects/mae_lite/mae_lite_exp.py). Each step, the frozen encoder
 of a pre-trained MAE run (typically ViT-B, the student ViT-Tiny or ViT-Small) encodes the same
 visible patches, in the same order, as the student. The student's pre-softmax attention logits
 q·kᵀ/√d of the chosen blocks (default: the last), mixed over heads by a learnable 1x1 adapter,

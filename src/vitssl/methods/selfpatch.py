@@ -1,4 +1,4 @@
-"""SelfPatch: DINO plus a patch-level task with neighbour positives (Yun et al., 2022), spec 4.
+"""SelfPatch: DINO plus a patch-level task with neighbour positives (Yun et al., CVPR 2022, arXiv 2206.07990; alinlab/SelfPatch).
 
 The backbone has no CLS token and no final norm. One aggregation module A turns patch
 tokens into everything the heads read: the image token `LN(A(q0; X))` replaces DINO's CLS,
@@ -29,7 +29,7 @@ from vitssl.methods.views import encode_by_resolution
 
 @dataclass
 class SelfPatchConfig(TeacherStudentConfig):
-    """The family's settings plus SelfPatch's; defaults are the released recipe (spec 4.2-4.4)."""
+    """The family's settings plus SelfPatch's; defaults are the released recipe (alinlab/SelfPatch README and main_selfpatch.py defaults)."""
 
     head_keys = ("head", "patch_head")
 

@@ -1,5 +1,5 @@
 """What DINO, EsViT and SelfPatch share: an EMA teacher of the student, multi-crop views,
-centred and sharpened teacher targets, and DINO's optimisation schedule (spec 1.1-1.4).
+centred and sharpened teacher targets, and DINO's optimisation schedule (DINO paper Sec. 3.1, Alg. 1).
 
 A method of the family builds its student and teacher networks (same structure, the teacher
 without drop path), names the heads whose last layer stays frozen at first and the centers to
@@ -152,7 +152,7 @@ class TeacherStudent(MethodBase):
         return ((n, p) for n, p in self.student.named_parameters() if p.requires_grad)
 
     def before_optimizer_step(self, ctx: StepContext) -> None:
-        """Drop last-layer gradients during the first `freeze_last_layer` epochs (spec 1.2)."""
+        """Drop last-layer gradients during the first `freeze_last_layer` epochs (DINO paper Sec. 3.1; facebookresearch/dino vision_transformer.py DINOHead)."""
         if ctx.epoch < self.cfg.freeze_last_layer:
             for head in self.last_layer_heads():
                 for p in head.last_layer.parameters():
@@ -164,7 +164,7 @@ class TeacherStudent(MethodBase):
             center.update()
 
     def evaluation_backbone(self) -> nn.Module:
-        """The teacher's, as the originals evaluate (spec 1.6): the EMA average is the better feature extractor."""
+        """The teacher's, as the originals evaluate (DINO paper Sec. 3.2; facebookresearch/dino eval_knn.py, eval_linear.py): the EMA average is the better feature extractor."""
         return self.teacher.backbone
 
     def student_backbone(self) -> nn.Module:

@@ -1,4 +1,4 @@
-"""Linear semantic-segmentation probe on frozen patch features (dense evaluation, spec 4.5).
+"""Linear semantic-segmentation probe on frozen patch features (dense evaluation, SelfPatch paper Sec. 4; alinlab/SelfPatch README).
 
 SelfPatch claims better features *per patch*. A 1x1 convolution on the frozen last-layer patch
 tokens measures exactly that, without the capacity of a Semantic-FPN decoder that could hide the
