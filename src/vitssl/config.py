@@ -19,10 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from vitssl.backbones import BackboneConfig
+from vitssl.engine.image_size import apply_image_size
 from vitssl.engine.optim import OptimConfig
 from vitssl.engine.train_config import TrainConfig
 from vitssl.engine.validation import ConfigError, require_int
-from vitssl.image_size import apply_image_size
 
 __all__ = ["ConfigError", "DataConfig", "RunConfig", "load_config", "preset_names", "read_yaml", "save_config",
            "to_container", "to_objects"]

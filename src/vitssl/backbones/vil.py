@@ -1,4 +1,4 @@
-"""ViL-T (Vision Longformer) as EsViT pre-trains it (`--arch vil_2262`, spec 3.3).
+"""ViL-T (Vision Longformer) as EsViT pre-trains it (`--arch vil_2262`; EsViT paper Sec. 3.1, microsoft/esvit models/vision_longformer.py).
 
 The released architecture string `l1,h3,d96,n2,s1,g1,p4,f7,a0_l2,h6,d192,n2,s1,g1,p2,f7,a0_
 l3,h12,d384,n6,s0,g1,p2,f7,a0_l4,h24,d768,n2,s0,g0,p2,f7,a0` (EsViT README) reads: four stages

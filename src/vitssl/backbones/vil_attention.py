@@ -1,4 +1,4 @@
-"""Vision Longformer attention (Zhang et al. 2021; EsViT's ViL-T, spec 3.3), memory-linear.
+"""Vision Longformer attention (Zhang et al. 2021; EsViT's ViL-T, EsViT paper Sec. 3.1), memory-linear.
 
 ViL's stage-1/2 attention ("sliding chunk", the released `longformerhand`, `exact=0`): the map
 is cut into W x W chunks (zero-padded at the bottom and right to a multiple of W); the queries of

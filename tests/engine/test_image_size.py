@@ -6,8 +6,8 @@ import torch
 
 from helpers import one_batch, tiny_overrides
 from vitssl.config import ConfigError, load_config, to_objects
+from vitssl.engine.image_size import local_crop_size
 from vitssl.engine.protocol import StepContext
-from vitssl.image_size import local_crop_size
 from vitssl.methods import METHODS, build_method, method_configs
 
 SIZE_KEYS = ("backbone.img_size=", "method.crops.global_crops_size=", "method.crops.local_crops_size=",
@@ -71,7 +71,8 @@ def test_cli_option_sets_the_sizes(tmp_path, capsys):
     assert main(["config", "--config", "dino_vit_small16", "data.image_size=64"]) == 0
     out = capsys.readouterr().out
     assert "global_crops_size: 64" in out and "local_crops_size: 32" in out and "img_size: 64" in out
-    from vitssl.cli import _pretrain_overrides, build_parser
+    from vitssl.cli import build_parser
+    from vitssl.commands.pretrain_command import _pretrain_overrides
 
     args = build_parser().parse_args(["pretrain", "--out", str(tmp_path), "--image-size", "64"])
     assert "data.image_size=64" in _pretrain_overrides(args)
