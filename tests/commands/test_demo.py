@@ -12,11 +12,12 @@ def test_short_demo_learns(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "random init" in printed and "DINO pre-trained" in printed
+    assert "random init" in printed and "DINO pre-trained" in printed and "raw pixels" in printed
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"] == "mnist" and results["seconds"] > 0
     knn = results["knn_top1"]
     assert 0.0 <= knn["random_init"] <= 1.0 and 0.0 <= knn["pretrained"] <= 1.0
     # measured on 2 cores: 0.331 -> 0.446 (seed 0); the issue asks for at least 10 points
     assert knn["pretrained"] >= knn["random_init"] + 0.08, knn
+    assert 0.8 < knn["raw_pixels"] <= 1.0, knn  # MNIST's pixels alone: about 0.9 (the bar to beat)
     assert (out / "loss_curve.png").stat().st_size > 1000

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +26,21 @@ from vitssl.engine.rng import seed_everything
 from vitssl.engine.trainer import Trainer
 from vitssl.engine.wording import counted
 from vitssl.eval import knn_classify
+from vitssl.eval.baselines import RawPixels
 from vitssl.eval.features import labelled_features
-from vitssl.methods import build_method, method_configs
+from vitssl.eval.pretrained import normalization
+from vitssl.methods import build_method, method_class, method_configs
 
 DEMO_PRESETS = {"mnist": "demo_mnist", "digits": "demo_digits", "shapes": "demo_shapes"}
 
 
-def knn_top1(backbone: nn.Module, dataset_name: str, image_size: int, device: torch.device, k: int = 20) -> float:
+def knn_top1(backbone: nn.Module, dataset_name: str, image_size: int, device: torch.device, k: int = 20,
+             normalization: tuple[Sequence[float], Sequence[float]] | None = None) -> float:
     """k-NN top-1 of `backbone` features: built-in train split as memory, val split as queries
-    (the same protocol as `vitssl eval knn`)."""
-    tr_f, tr_y, classes = labelled_features(backbone, dataset_name, "train", image_size, device, num_workers=0)
-    va_f, va_y, _ = labelled_features(backbone, dataset_name, "val", image_size, device, num_workers=0)
+    (the same protocol as `vitssl eval knn`), images normalised with `normalization` (the run's)."""
+    kw = dict(num_workers=0, normalization=normalization)
+    tr_f, tr_y, classes = labelled_features(backbone, dataset_name, "train", image_size, device, **kw)
+    va_f, va_y, _ = labelled_features(backbone, dataset_name, "val", image_size, device, **kw)
     return knn_classify(tr_f, tr_y, va_f, va_y, ks=(k,), temperature=0.07, num_classes=classes)[k]["top1"]
 
 
@@ -61,18 +66,22 @@ def run_demo(out: str | Path = "demo_run", dataset: str = "mnist", epochs: int |
     run_dir = Path(out)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     objs, method, trainer = start_demo_run(DEMO_PRESETS[dataset], run_dir, dataset, epochs, seed, overrides)
-    size = objs.method.crops.global_crops_size
+    eval_input = method_class(objs.method.name).evaluation_input(objs.method, objs.backbone)
+    size, norm = eval_input.image_size, normalization(eval_input)
     evaluated = time.perf_counter()
-    random_init = knn_top1(method.evaluation_backbone(), dataset, size, trainer.device)
-    log.info("random init 20-NN top-1: %.3f; pre-training for %s", random_init, counted(trainer.total_steps, "step"))
+    random_init = knn_top1(method.evaluation_backbone(), dataset, size, trainer.device, normalization=norm)
+    pixels = knn_top1(RawPixels(size), dataset, size, trainer.device, normalization=norm)
+    log.info("20-NN top-1: random init %.3f, raw pixels %.3f; pre-training for %s", random_init, pixels,
+             counted(trainer.total_steps, "step"))
     trainer.step_end_callbacks.append(RemainingTime(evaluation_s=time.perf_counter() - evaluated))
     trainer.fit()
-    pretrained = knn_top1(method.evaluation_backbone(), dataset, size, trainer.device)
+    pretrained = knn_top1(method.evaluation_backbone(), dataset, size, trainer.device, normalization=norm)
     plot_loss_curve(run_dir)
 
     results = {
         "dataset": dataset,
-        "knn_top1": {"random_init": round(random_init, 4), "pretrained": round(pretrained, 4)},
+        "knn_top1": {"random_init": round(random_init, 4), "pretrained": round(pretrained, 4),
+                     "raw_pixels": round(pixels, 4)},
         "k": 20,
         "steps": trainer.total_steps,
         "seconds": round(time.perf_counter() - start, 1),
@@ -89,6 +98,7 @@ def format_demo_table(results: dict[str, Any], run_dir: Path) -> str:
         "model                  20-NN top-1 (held-out split)",
         f"random init            {r['random_init']:.3f}",
         f"DINO pre-trained       {r['pretrained']:.3f}   ({100 * (r['pretrained'] - r['random_init']):+.1f} points)",
+        f"raw pixels             {r['raw_pixels']:.3f}   (the same images, normalised and flattened: the bar to beat)",
         f"results: {run_dir / 'results.json'}   loss curve: {run_dir / 'loss_curve.png'}",
         f"next: vitssl report {run_dir}   (or vitssl pretrain --config demo_mnist --data FOLDER --out RUN on your images)",
     ]
