@@ -38,15 +38,14 @@ def test_duration(seconds, text):
 def test_num_workers_default_follows_the_cores_and_explicit_values_stay(tmp_path):
     from helpers import tiny_method
     from vitssl.data import build_dataset
-    from vitssl.engine.trainer import Trainer
+    from vitssl.data.pipeline import InputPipeline
 
     cores = len(os.sched_getaffinity(0))
     data = build_dataset("digits", "train")
     for given, used in ((None, min(8, cores)), (8, 8)):
         objs = to_objects(load_config(None, [f"train.num_workers={given or 'null'}"], method_configs()))
         assert objs.train.num_workers == given  # the saved config keeps None: it resolves on each machine
-        trainer = Trainer(tiny_method("dino"), data, objs.train, objs.optim, tmp_path)
-        assert trainer.cfg.num_workers == used
+        assert InputPipeline(tiny_method("dino"), data, objs.train).num_workers == used
 
 
 def test_cpu_hint_names_a_size_that_removes_it():
@@ -64,13 +63,16 @@ def test_demo_estimate_comes_after_its_first_steps_and_counts_what_is_left(tmp_p
     from helpers import tiny_method
     from vitssl.commands.demo_eta import RemainingTime
     from vitssl.data import build_dataset
+    from vitssl.data.pipeline import InputPipeline
     from vitssl.engine.logging import log
     from vitssl.engine.trainer import Trainer
 
     monkeypatch.setattr(log, "propagate", True)
     caplog.set_level("INFO", logger="vitssl")
     objs = to_objects(load_config(None, [*tiny_overrides("digits"), "train.max_steps_per_epoch=6"], method_configs()))
-    trainer = Trainer(tiny_method("dino"), build_dataset("digits", "train"), objs.train, objs.optim, tmp_path)
+    method = tiny_method("dino")
+    data = InputPipeline(method, build_dataset("digits", "train"), objs.train)
+    trainer = Trainer(method, data, objs.train, objs.optim, tmp_path)
     eta = RemainingTime(evaluation_s=30.0, first_steps=2)
     trainer.step_end_callbacks.append(eta)
     trainer.fit()

@@ -32,7 +32,7 @@ def test_pretrain_evaluate_and_analyse(backbone, tmp_path, capsys):
     assert code == 0 and json.loads((tmp_path / "run" / "eval_knn.json").read_text())["results"]["5"]["top1"] > 0.2
     code, out, _ = run(capsys, "eval", "linear", "--checkpoint", tmp_path / "run", "--train", "digits", "--val",
                        "digits", "--epochs", "1", "--n-last-blocks", "2", *EVAL)
-    assert code == 0 and "linear probe top-1" in out
+    assert code == 0 and "linear probe (pre-trained) top-1" in out
     code, out, _ = run(capsys, "analyze", "correspondence", "--checkpoint", tmp_path / "run", "--images", "digits",
                        "--out", tmp_path / "corr", "--top", "2", "--limit", "4", "--image-size", "64", "--device", "cpu")
     result = json.loads((tmp_path / "corr" / "correspondence.json").read_text())

@@ -23,7 +23,7 @@ def test_knn_and_linear_on_a_swin_checkpoint(swin_run, tmp_path, capsys):
     assert knn["image_size"] == 32 and 0 <= knn["results"]["5"]["top1"] <= 1
     assert main(["eval", "linear", "--checkpoint", str(swin_run), "--train", "digits", "--val", "digits",
                  "--num-workers", "0", "--n-last-blocks", "2", "--epochs", "2", "--out", str(tmp_path / "lin.json")]) == 0
-    assert "linear probe top-1" in capsys.readouterr().out
+    assert "linear probe (pre-trained) top-1" in capsys.readouterr().out
 
 
 def test_last_blocks_cross_the_stage_boundary(swin_run):
