@@ -60,3 +60,8 @@ def fraction(text: str) -> float:
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"{text} is out of range: use a number in (0, 1]")
     return value
+
+
+def subcommands_of(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    """The sub-command table of `parser` (e.g. `eval`'s protocols), for modules that add to it."""
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from vitssl.analysis.images import load_images
+from vitssl.commands.run_folder import run_folder_of
 from vitssl.engine.device import resolve_device
 from vitssl.engine.outputs import save_results
 from vitssl.eval.pretrained import (
@@ -29,7 +30,7 @@ def run_correspondence(checkpoint: str, images: str, out: str | None = None, ima
 
     backbone, config = load_pretrained(checkpoint, which)
     size = image_size_or_default(image_size, config)
-    out_dir = Path(out) if out else _beside(checkpoint) / "correspondence"
+    out_dir = Path(out) if out else run_folder_of(checkpoint) / "correspondence"
     result = analyze_correspondence(backbone.to(resolve_device(device)), load_images(images, limit), size, out_dir, top)
     result.update(checkpoint=str(checkpoint), image_source=images, backbone=which)
     save_results(result, out_dir / "correspondence.json")
@@ -66,12 +67,7 @@ def _check_out(out: str | None, checkpoint: str | Path, default: str, overwrite:
     holds these outputs (`vitssl.engine.outputs`)."""
     from vitssl.engine.outputs import check_output_dir
 
-    check_output_dir(Path(out) if out else _beside(checkpoint) / default, overwrite, patterns)
-
-
-def _beside(checkpoint: str | Path) -> Path:
-    path = Path(checkpoint)
-    return path if path.is_dir() else path.parent
+    check_output_dir(Path(out) if out else run_folder_of(checkpoint) / default, overwrite, patterns)
 
 
 def run_attention_maps(checkpoint: str, images: str, out: str | None = None, image_size: int | None = None,
@@ -87,7 +83,7 @@ def run_attention_maps(checkpoint: str, images: str, out: str | None = None, ima
     if not isinstance(vit, ViT):
         raise ValueError(f"attention maps need a ViT backbone, this checkpoint has {type(vit).__name__} "
                          "(window attention, or none at all, has no image-wide map)")
-    out_dir = Path(out) if out else _beside(checkpoint) / "attention"
+    out_dir = Path(out) if out else run_folder_of(checkpoint) / "attention"
     paths = save_attention_maps(vit.to(resolve_device(device)), load_images(images, limit), out_dir,
                                 image_size_or_default(image_size, run.config))
     return [str(p) for p in paths]
@@ -129,7 +125,7 @@ def run_layer_similarity(checkpoint_a: str, checkpoint_b: str, data: str, out: s
     if len(batches[-1]) < 4:  # the unbiased estimator needs 4 examples per batch
         batches = batches[:-1] or batches
     matrix = cka_matrix(a.to(dev), b.to(dev), batches, dev)
-    out_dir = Path(out) if out else _beside(checkpoint_a) / "layer_similarity"
+    out_dir = Path(out) if out else run_folder_of(checkpoint_a) / "layer_similarity"
     names = (Path(checkpoint_a).name or "A", Path(checkpoint_b).name or "B")
     picture = cka_heatmap(matrix, out_dir / "cka.png", labels=names)
     result = {"cka": matrix.tolist(), "a": str(checkpoint_a), "b": str(checkpoint_b), "data": data,
@@ -151,7 +147,7 @@ def run_attention_stats(checkpoint: str, data: str, out: str | None = None, imag
     dev = resolve_device(device)
     batches = _image_batches(data, image_size, limit, batch_size, run)
     stats = attention_statistics(vit.to(dev), [x.to(dev) for x in batches], distance_unit=distance_unit)
-    out_dir = Path(out) if out else _beside(checkpoint) / "attention_stats"
+    out_dir = Path(out) if out else run_folder_of(checkpoint) / "attention_stats"
     picture = plot_attention_stats(stats, out_dir / "attention_stats.png")
     result = {**stats, "checkpoint": str(checkpoint), "data": data, "picture": str(picture)}
     save_results(result, out_dir / "attention_stats.json")

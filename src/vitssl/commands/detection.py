@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from vitssl.cli_parsing.arguments import positive_float, positive_int
+from vitssl.cli_parsing.arguments import positive_float, positive_int, subcommands_of
 from vitssl.cli_parsing.shared_options import (
     add_batch_size,
     add_checkpoint,
@@ -20,6 +20,7 @@ from vitssl.cli_parsing.shared_options import (
     add_out,
     add_seed,
 )
+from vitssl.commands.run_folder import run_folder_of
 from vitssl.engine.outputs import add_overwrite_flag
 
 # The names of eval/detection/presets.py's PRESETS, here so that building the parser imports no
@@ -27,14 +28,10 @@ from vitssl.engine.outputs import add_overwrite_flag
 PRESET_NAMES = ("vitdet_t_640", "selfpatch_1x", "esvit_1x", "tiny")
 
 
-def _subparsers_of(parser: argparse.ArgumentParser) -> Any:
-    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-
-
 def add_parser(subparsers: Any) -> None:
     """Add `data shapes-coco`, `eval detection` and the segmentation head options (after the `data` and
     `eval` commands exist)."""
-    coco = _subparsers_of(subparsers.choices["data"]).add_parser(
+    coco = subcommands_of(subparsers.choices["data"]).add_parser(
         "shapes-coco", help="shapes with instance boxes and masks as COCO JSON + images (for `vitssl eval detection`)")
     coco.add_argument("--out", required=True, help="folder for train.json, val.json, train/ and val/")
     coco.add_argument("--train-images", type=positive_int, default=200, help="training images to draw")
@@ -45,7 +42,7 @@ def add_parser(subparsers: Any) -> None:
     add_overwrite_flag(coco)
     coco.set_defaults(handler=cmd_shapes_coco)
 
-    evsub = _subparsers_of(subparsers.choices["eval"])
+    evsub = subcommands_of(subparsers.choices["eval"])
     det = evsub.add_parser("detection", help="fine-tune a Mask R-CNN on the backbone: COCO box and mask AP",
                            epilog=f"Presets: {', '.join(PRESET_NAMES)} (see docs/evaluation.md).")
     add_checkpoint(det)
@@ -118,16 +115,11 @@ def run_detection(checkpoint: str | Path, train: str, val: str, preset: str = "t
             "final_loss": result.history[-1]["loss"] if result.history else None}
 
 
-def _beside(checkpoint: str) -> Path:
-    path = Path(checkpoint)
-    return path if path.is_dir() else path.parent
-
-
 def cmd_detection(args: argparse.Namespace) -> int:
     from vitssl.engine.outputs import check_output_file, save_results
     from vitssl.eval.detection.train import summary
 
-    out = check_output_file(args.out or _beside(args.checkpoint) / "eval_detection.json", args.overwrite)
+    out = check_output_file(args.out or run_folder_of(args.checkpoint) / "eval_detection.json", args.overwrite)
     r = run_detection(args.checkpoint, args.train, args.val, args.preset, args.epochs, args.iters, args.batch_size,
                       args.lr, args.device, args.seed, args.num_workers, args.backbone)
     if "bbox" in r:  # rank 0 only under torchrun
@@ -148,7 +140,7 @@ def cmd_segmentation(args: argparse.Namespace) -> int:
     from vitssl.engine.outputs import check_output_file, save_results
     from vitssl.eval.segmentation.finetune import run_dense_segmentation
 
-    out = check_output_file(args.out or _beside(args.checkpoint) / "eval_segmentation_head.json", args.overwrite)
+    out = check_output_file(args.out or run_folder_of(args.checkpoint) / "eval_segmentation_head.json", args.overwrite)
     r = run_dense_segmentation(args.checkpoint, args.train, args.val, head=args.head, finetune=args.finetune,
                                image_size=args.image_size, epochs=args.epochs, lr=args.lr,
                                batch_size=args.batch_size, window=args.window, device=args.device, seed=args.seed,

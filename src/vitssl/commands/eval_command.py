@@ -18,6 +18,7 @@ from vitssl.cli_parsing.shared_options import (
     add_out,
     add_seed,
 )
+from vitssl.commands.run_folder import run_folder_of
 from vitssl.engine.outputs import add_overwrite_flag
 from vitssl.engine.wording import counted
 
@@ -143,7 +144,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.protocol == "finetune":
         return cmd_finetune(args)
     name = f"eval_{args.protocol}{'_scratch' if args.scratch else ''}.json"
-    out = check_output_file(args.out or _beside(args.checkpoint) / name, args.overwrite)
+    out = check_output_file(args.out or run_folder_of(args.checkpoint) / name, args.overwrite)
     common = dict(image_size=args.image_size, resize_size=args.resize_size, device=args.device, batch_size=args.batch_size,
                   num_workers=args.num_workers, which=args.backbone, scratch=args.scratch, seed=args.seed,
                   pixels=args.pixels)
@@ -167,12 +168,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _beside(checkpoint: str) -> Path:
-    """The run folder of a checkpoint argument (the folder itself, or the .pt file's folder)."""
-    path = Path(checkpoint)
-    return path if path.is_dir() else path.parent
-
-
 def cmd_finetune(args: argparse.Namespace) -> int:
     from vitssl.commands.evaluate import run_finetune
     from vitssl.engine.outputs import check_output_file, save_results
@@ -180,7 +175,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if args.checkpoint is None and args.out is None:
         raise ValueError("without --checkpoint there is no run folder to write into: pass --out RESULTS.json")
     name = "eval_finetune_scratch.json" if args.scratch else "eval_finetune.json"
-    out = check_output_file(args.out or _beside(args.checkpoint) / name, args.overwrite)
+    out = check_output_file(args.out or run_folder_of(args.checkpoint) / name, args.overwrite)
     r = run_finetune(args.checkpoint, args.train, args.val, recipe=args.recipe, overrides=list(args.overrides),
                      epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, scratch=args.scratch,
                      backbone_config=args.backbone_config, train_fraction=args.train_fraction,
@@ -197,7 +192,7 @@ def cmd_dense_eval(args: argparse.Namespace) -> int:
     from vitssl.commands.evaluate import run_segmentation, run_video_segmentation
     from vitssl.engine.outputs import check_output_file, save_results
 
-    here = _beside(args.checkpoint)
+    here = run_folder_of(args.checkpoint)
     if args.protocol == "segmentation":
         out_file = check_output_file(args.out or here / "eval_segmentation.json", args.overwrite)
         r = run_segmentation(args.checkpoint, args.train, args.val, image_size=args.image_size, epochs=args.epochs,

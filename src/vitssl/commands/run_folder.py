@@ -165,3 +165,10 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> None:
             log.info("'%s' holds a run that stopped before its first checkpoint: starting it again", run_dir)
             remove_stale_temp_files(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def run_folder_of(checkpoint: str | Path) -> Path:
+    """The run folder a checkpoint argument names: the folder itself, or the .pt file's folder
+    (where commands write their results by default)."""
+    path = Path(checkpoint)
+    return path if path.is_dir() else path.parent

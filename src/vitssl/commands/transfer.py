@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vitssl.cli_parsing.arguments import positive_float, positive_int
+from vitssl.cli_parsing.arguments import positive_float, positive_int, subcommands_of
 from vitssl.cli_parsing.shared_options import add_model_options, add_num_workers, add_seed
 
 # The names of eval/transfer/registry.py's SUITES, here so that building the parser imports no torch
@@ -22,7 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     """Register `eval transfer` under the `eval` sub-commands (after `eval` exists)."""
     from vitssl.engine.outputs import add_overwrite_flag
 
-    evsub = next(a for a in subparsers.choices["eval"]._actions if isinstance(a, argparse._SubParsersAction))
+    evsub = subcommands_of(subparsers.choices["eval"])
     p = evsub.add_parser("transfer", help="a downstream suite: ELEVATER linear probe (EsViT) or MAE-Lite transfer "
                                           "fine-tuning, one table and JSON per set",
                          epilog=f"Suites: {', '.join(SUITE_NAMES)}; the sets of each: docs/evaluation.md. Sets are read from "

@@ -23,7 +23,6 @@ class RawPixels(nn.Module):
     def __init__(self, image_size: int) -> None:
         super().__init__()
         self.embed_dim = 3 * image_size * image_size
-        self.register_buffer("_device_marker", torch.zeros(0), persistent=False)  # follows .to(device)
 
     def forward(self, images: torch.Tensor) -> Tokens:
         flat = images.flatten(1).float()
