@@ -103,6 +103,8 @@ class StepGuard:
     Per step: `snapshot_buffers()` before the forward passes (BatchNorm running statistics and
     counters, centers: small), `verdict(loss_finite)` after the backward passes (the step's one
     sync), `restore_buffers()` if the step is skipped, `track_state()` after an applied update.
+    Decided on the device instead: `reduced_flags` (no sync), `restore_buffers_unless(applied)`,
+    `track_state()` after every update, `queue` the flags; `read_queued` at the next read.
     """
 
     def __init__(self, method: nn.Module, optimizer: torch.optim.Optimizer, params: list[nn.Parameter],
