@@ -22,6 +22,7 @@ from vitssl.engine.trainer import Trainer, TrainingDiverged
 from vitssl.methods import build_method, method_configs
 
 BN_HEAD = ["method.head.use_bn=true", "method.freeze_last_layer=0"]  # as every demo_* preset
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
 
 
 def dino_trainer(run_dir, *extra, host_checks=False):
@@ -59,24 +60,28 @@ def nan_views(batch):
     return [v * math.nan for v in views], labels
 
 
-def test_no_host_sync_on_steps_between_log_steps(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_no_host_sync_on_steps_between_log_steps(tmp_path, device):
     """The whole tiny DINO step (BatchNorm head) reads nothing on non-log steps; a log step reads
     the queued flags once. The per-step host path reads every step (the contrast)."""
-    trainer = dino_trainer(tmp_path, "train.max_steps_per_epoch=6", "train.log_every=3")
+    trainer = dino_trainer(tmp_path, "train.max_steps_per_epoch=6", "train.log_every=3", f"train.device={device}")
     assert trainer.on_device
     batches = trainer._batches(0, 0)
     syncs = [record(trainer._optimizer_step, [next(batches)])[1].syncs for _ in range(6)]
     assert syncs == [0, 0, 1, 0, 0, 1]
 
-    host = dino_trainer(tmp_path / "host", "train.max_steps_per_epoch=2", "train.log_every=3", host_checks=True)
+    host = dino_trainer(tmp_path / "host", "train.max_steps_per_epoch=2", "train.log_every=3", f"train.device={device}",
+                        host_checks=True)
     assert not host.on_device
     batches = host._batches(0, 0)
     assert all(record(host._optimizer_step, [next(batches)])[1].syncs >= 1 for _ in range(2))
 
 
-def test_a_nan_step_mid_interval_changes_nothing_and_is_counted_when_read(tmp_path, caplog):
-    trainer = dino_trainer(tmp_path / "device", "train.max_steps_per_epoch=4", "train.log_every=4")
-    host = dino_trainer(tmp_path / "host", "train.max_steps_per_epoch=4", "train.log_every=4", host_checks=True)
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_nan_step_mid_interval_changes_nothing_and_is_counted_when_read(tmp_path, caplog, device):
+    on = f"train.device={device}"
+    trainer = dino_trainer(tmp_path / "device", "train.max_steps_per_epoch=4", "train.log_every=4", on)
+    host = dino_trainer(tmp_path / "host", "train.max_steps_per_epoch=4", "train.log_every=4", on, host_checks=True)
     assert trainer.on_device and not host.on_device
     batches = list(zip(range(4), trainer._batches(0, 0)))
     trainer._optimizer_step([batches[0][1]])
