@@ -183,6 +183,33 @@ def handover_rows(batch: int) -> list[dict[str, Any]]:
     return [{"piece": f"main-process time to receive {batch} encoded JPEGs from a worker", "host_ms": ms}]
 
 
+def trainer_rows() -> list[dict[str, Any]]:
+    """Host-device syncs of whole trainer steps (tiny DINO with a BatchNorm head on CPU, log_every=5):
+    the finite-step check, the optimizer and everything else the step reads."""
+    import tempfile
+
+    from helpers import tiny_overrides
+    from vitssl.config import load_config, to_container, to_objects
+    from vitssl.data import build_dataset
+    from vitssl.data.pipeline import InputPipeline
+    from vitssl.engine.rng import seed_everything
+    from vitssl.engine.trainer import Trainer
+    from vitssl.methods import build_method, method_configs
+
+    cfg = load_config(None, [*tiny_overrides("digits"), "method.head.use_bn=true", "train.log_every=5",
+                             "train.max_steps_per_epoch=5", "train.checkpoint_every_minutes=0"], method_configs())
+    objs = to_objects(cfg)
+    seed_everything(0)
+    method = build_method(objs.method, objs.backbone)
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(method, InputPipeline(method, build_dataset("digits", "train"), objs.train), objs.train,
+                          objs.optim, run_dir, to_container(cfg))
+        batches = trainer._batches(0, 0)
+        syncs = [record(trainer._optimizer_step, [next(batches)])[1].syncs for _ in range(5)]
+    return [{"piece": "trainer step, tiny DINO + BatchNorm head, log_every=5: syncs per non-log / log step",
+             "syncs": f"{max(syncs[:4])} / {syncs[4]}"}]
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     columns = ["piece", "operators", "syncs", "host_copies", "roi_align_calls", "saved_for_backward_mb",
                "copied_mb", "host_ms"]
@@ -202,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--batch must be at least 1")
     torch.set_num_threads(1)
     rows = (multicrop_rows(args.batch) + loss_rows(max(1, args.batch // 4)) + network_rows() + selfpatch_rows()
-            + handover_rows(64 if args.batch >= 16 else args.batch))
+            + handover_rows(64 if args.batch >= 16 else args.batch) + trainer_rows())
     print(format_table(rows))
 
 

@@ -4,7 +4,8 @@ On CPU there is no device to wait for, so the step's host-device syncs cannot be
 they can be seen: every sync comes from one of a few ATen operators (reading a value with
 `.item()`/`bool()`, a data-dependent shape such as boolean indexing or `nonzero`), and every
 host-to-device copy of Python data from `torch.tensor(list)` (`lift_fresh`). A dispatch mode
-records the operators a call runs, so a test can assert the count is zero.
+records the operators a call runs, so a test can assert the count is zero. `Tensor.tolist()`
+reads memory without dispatching an operator, so `record` counts its calls separately.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 SYNC_OPS = {"aten._local_scalar_dense", "aten.nonzero", "aten.masked_select", "aten.unique",
-            "aten._unique2", "aten.repeat_interleave"}
+            "aten._unique2", "aten.repeat_interleave", "Tensor.tolist"}
 HOST_DATA_OPS = {"aten.lift_fresh"}
 
 
@@ -54,6 +55,17 @@ class OperatorLog(TorchDispatchMode):
 
 
 def record(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, OperatorLog]:
-    with OperatorLog() as log:
-        out = fn(*args, **kwargs)
+    log = OperatorLog()
+    tolist = torch.Tensor.tolist
+
+    def counted_tolist(self: torch.Tensor) -> Any:
+        log.calls["Tensor.tolist"] += 1
+        return tolist(self)
+
+    torch.Tensor.tolist = counted_tolist  # type: ignore[method-assign]
+    try:
+        with log:
+            out = fn(*args, **kwargs)
+    finally:
+        torch.Tensor.tolist = tolist  # type: ignore[method-assign]
     return out, log

@@ -43,7 +43,13 @@ class TeacherEMA:
         self._pairs = None
 
     @torch.no_grad()
-    def update(self, momentum: float) -> None:
+    def update(self, momentum: float, applied: torch.Tensor | None = None) -> None:
+        """One EMA step; `applied` (a 0-dim bool device tensor, see `StepContext.applied`) False
+        leaves the teacher bitwise as it is: the lerp weight becomes 0 on the device, no sync."""
         if self._pairs is None:
             self._pairs = paired_parameters(self.teacher, self.student)
-        torch._foreach_lerp_(*self._pairs, 1.0 - momentum)
+        if applied is None:
+            torch._foreach_lerp_(*self._pairs, 1.0 - momentum)
+            return
+        weight = applied.to(self._pairs[0][0].dtype) * (1.0 - momentum)  # (1 - m) or exactly 0
+        torch._foreach_lerp_(*self._pairs, [weight] * len(self._pairs[0]))

@@ -46,6 +46,7 @@ class NonFiniteSteps:
     guard: StepGuard
     _nonfinite_streak: int
     _unconfirmed: Path | None
+    _stop_seen: bool
 
     if TYPE_CHECKING:
         def save(self, name: str = LATEST) -> Path | None: ...
@@ -87,22 +88,41 @@ class NonFiniteSteps:
         update left NaN/Inf in the state, the run goes back to its good checkpoint and stops.
         """
         self._drop_step()
+        self.step += 1
+        self._count_skipped(self.step - 1, verdict, to_float(loss))
+        return {"skipped_steps": self.skipped_steps}
+
+    def _count_skipped(self, step: int, verdict: Verdict, value: float) -> None:
+        """Count step `step` as skipped and warn; stop for divergence where the rules above say."""
         if verdict.state:
-            self._diverged(self._bad_update_reason(self.step - 1))
+            self._diverged(self._bad_update_reason(step - 1))
         self.skipped_steps += 1
         self._nonfinite_streak += 1
         limit = max(1, self.cfg.max_nonfinite_steps)
-        value = to_float(loss)
         what = f"loss is {value}" if verdict.loss else f"gradients are not finite (loss {value})"
         log.warning("step %d: %s, step skipped (%d in a row, %d in total; stopping after %d in a row)",
-                    self.step, what, self._nonfinite_streak, self.skipped_steps, limit)
-        self.step += 1
+                    step, what, self._nonfinite_streak, self.skipped_steps, limit)
         if self._nonfinite_streak >= limit:
-            first = self.step - self._nonfinite_streak
+            first = step + 1 - self._nonfinite_streak
             kind = f"loss was {value}" if verdict.loss else "gradients were not finite"
-            self._diverged(f"{kind} at {counted(self._nonfinite_streak, 'step')} in a row ({first} to {self.step - 1}; "
+            self._diverged(f"{kind} at {counted(self._nonfinite_streak, 'step')} in a row ({first} to {step}; "
                            f"train.max_nonfinite_steps={self.cfg.max_nonfinite_steps})")
-        return {"skipped_steps": self.skipped_steps}
+
+    def _settle_checks(self) -> None:
+        """Read what the device decided about the steps since the last read (one sync; every rank
+        calls it at the same step) and act on it as the per-step path does, step by step: count and
+        warn about skipped steps, confirm the latest checkpoint after a good step, note a stop
+        signal, stop for divergence (a streak, or a non-finite state left by an update)."""
+        read, state_bad = self.guard.read_queued()
+        for step, verdict, value in read:
+            self._stop_seen = self._stop_seen or verdict.stop
+            if verdict.bad:
+                self._count_skipped(step, verdict, value)
+            else:
+                self._nonfinite_streak = 0
+                self._confirm_latest()
+        if state_bad:
+            self._diverged(self._bad_update_reason(self.step - 1))
 
     def _bad_update_reason(self, step: int) -> str:
         where = self.guard.first_nonfinite_name() or "on another rank"

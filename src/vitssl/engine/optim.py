@@ -61,11 +61,15 @@ def decay_groups(
     ]
 
 
-def build_optimizer(groups: list[dict], cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW or SGD over `groups`; lr and weight decay are set every step by the trainer."""
+def build_optimizer(groups: list[dict], cfg: OptimConfig, device: torch.device,
+                    fused: bool | None = None) -> torch.optim.Optimizer:
+    """AdamW or SGD over `groups`; lr and weight decay are set every step by the trainer.
+
+    AdamW is fused on CUDA, and wherever `fused` asks (the trainer's on-device skips need it). On
+    CPU torch's fused kernel rounds a few entries differently from its per-tensor one (last bit)."""
     groups = [dict(g, weight_decay=0.0) for g in groups if g["params"]]
     if cfg.optimizer == "adamw":
-        fused = device.type == "cuda"
+        fused = device.type == "cuda" if fused is None else fused
         return torch.optim.AdamW(groups, lr=0.0, betas=tuple(cfg.betas), fused=fused)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=0.0, momentum=cfg.momentum)

@@ -182,8 +182,9 @@ class ParallelStep:
         set_optimizer_state_dict(self.method, optimizer, state, options=StateDictOptions(full_state_dict=True))
 
     def agree(self, flag: bool) -> bool:
-        """Rank 0's decision on every rank (FSDP checkpoints are collectives); else `flag`."""
-        if not self.sharded:
+        """Rank 0's decision on every rank (saves are collectives: FSDP gathers, every rank reads
+        the step flags first); `flag` itself in a single process."""
+        if not is_distributed():
             return flag
         import torch.distributed as dist
 

@@ -17,6 +17,12 @@ class StepContext:
 
     `logged`: whether this step's metrics will be read (a log step). Diagnostics that only
     feed the log (DINO's teacher entropy and mutual information) are computed only then.
+
+    `applied` (set for `after_optimizer_step` only, for a method with `gates_state_updates`): a
+    0-dim bool tensor on the device, False when the step was bad (non-finite loss or gradients)
+    and its update skipped. It is decided on the device and not read by the trainer until later,
+    so state updates must be gated with it there (`torch.where(applied, new, old)`, an EMA
+    weight times `applied`), never read with `.item()`. None: the update was applied.
     """
 
     step: int
@@ -25,6 +31,7 @@ class StepContext:
     total_steps: int
     epochs: int
     logged: bool = True
+    applied: torch.Tensor | None = None
 
 
 @dataclass
@@ -42,7 +49,8 @@ class Method(Protocol):
     A step whose loss or gradients are not finite is skipped: no `before/after_optimizer_step`,
     and the trainer puts back every buffer the forward passes wrote (BatchNorm statistics). A
     submodule that accumulates statistics in plain attributes during `training_step` for use after
-    the step (DINO's `Center`) implements `DiscardsPending`.
+    the step (DINO's `Center`) implements `DiscardsPending`. A method with `gates_state_updates`
+    (see `MethodBase`) instead gets both calls on every step and gates with `ctx.applied`.
 
     The members below are required; `MethodBase` holds the optional ones with their defaults.
     """
@@ -137,6 +145,13 @@ class MethodBase(nn.Module):
     # -- training ------------------------------------------------------------------------
     find_unused_parameters: bool = False
     """DDP must look for parameters without a gradient (EsViT's region head before it starts)."""
+
+    gates_state_updates: ClassVar[bool] = False
+    """`after_optimizer_step` gates every state update with `ctx.applied` (EMA teacher, centers):
+    the trainer may then decide on the device whether a step's update applies and read that
+    decision on log steps only, with no host-device sync per step. False (the safe default): the
+    trainer reads each step's finiteness on the host and calls `before/after_optimizer_step` for
+    applied steps only."""
 
     progress_metrics: ClassVar[tuple[ShownMetric, ...]] = ()
     """Logged metrics the progress bar shows beside loss, lr and images/s."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -37,7 +38,7 @@ from vitssl.engine.protocol import Method, StepContext, optional_member
 from vitssl.engine.rng import rng_state, seed_everything, set_rng_state  # noqa: F401  (seed_everything: importable from here too)
 from vitssl.engine.run_config import run_config_of, write_run_config
 from vitssl.engine.schedules import cosine_schedule, scaled_lr
-from vitssl.engine.step_guard import StepGuard, first_nonfinite
+from vitssl.engine.step_guard import StepGuard, decides_on_device, first_nonfinite
 from vitssl.engine.stop_signals import StopRequest
 from vitssl.engine.train_config import TrainConfig
 
@@ -79,7 +80,9 @@ class Trainer(NonFiniteSteps):
         self.data = data
         groups = decay_groups(method.trainable_parameters(), optim.no_weight_decay_names)
         self.params = [p for g in groups for p in g["params"]]
-        self.optimizer = build_optimizer(groups, optim, self.device)
+        # a bad step's update skipped on the device, its flags read on log steps (no sync per step)
+        self.on_device = decides_on_device(method, optim.optimizer, self.precision, self.parallel.sharded)
+        self.optimizer = build_optimizer(groups, optim, self.device, fused=True if self.on_device else None)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
         self.steps_per_epoch = data.steps_per_epoch
         self.total_steps = train.epochs * self.steps_per_epoch
@@ -130,6 +133,8 @@ class Trainer(NonFiniteSteps):
     def save(self, name: str = LATEST) -> Path | None:
         """Write a checkpoint atomically; saving the latest also keeps `train.keep_checkpoints` rolling ones."""
         self._last_save = time.monotonic()
+        if self.on_device:
+            self._settle_checks()  # every rank: never a checkpoint from an unread step
         if not (is_main_process() or self.parallel.sharded):
             return None
         if self.guard.state_bad(collective=self.parallel.sharded):
@@ -173,6 +178,9 @@ class Trainer(NonFiniteSteps):
                                   f"{world_size()}: resume with the same number of processes (global batch)")
         self.parallel.load_method_state(ckpt["method"])
         self.parallel.load_optimizer_state(self.optimizer, ckpt["optimizer"])
+        for group in self.optimizer.param_groups:  # the checkpoint's groups carry its run's choice
+            if "fused" in group:
+                group["fused"] = self.optimizer.defaults["fused"]
         self.scaler.load_state_dict(ckpt["scaler"])
         self.step = int(ckpt["step"])
         self.skipped_steps = int(ckpt.get("skipped_steps", 0))
@@ -214,6 +222,8 @@ class Trainer(NonFiniteSteps):
                 value = value.detach() if isinstance(value, torch.Tensor) else value
                 sums[key] = sums.get(key, 0.0) + value / len(micro_batches)
         self.scaler.unscale_(self.optimizer)
+        if self.on_device:
+            return {**sums, "lr": lr, "weight_decay": wd, **self._gated_update(ctx, finite, sums["loss"])}
         verdict = self.guard.verdict(finite, self.stop.signum is not None)  # the step's one host-device sync
         self._stop_seen = verdict.stop
         if verdict.bad:
@@ -229,6 +239,27 @@ class Trainer(NonFiniteSteps):
         self.guard.track_state()  # read with the next step's flags
         self.step += 1
         return {**sums, "lr": lr, "weight_decay": wd, "skipped_steps": self.skipped_steps, **self.data.metrics()}
+
+    def _gated_update(self, ctx: StepContext, finite: torch.Tensor, loss: torch.Tensor | float) -> dict[str, float]:
+        """The update, applied or skipped on the device with no host-device sync: the fused
+        optimizer takes the step's flag as a found-inf flag (as under GradScaler), buffers and the
+        method's state updates are gated with it. The flags are read on log steps, before every
+        save and at epoch ends (`_settle_checks`)."""
+        flags = self.guard.reduced_flags(finite, self.stop.signum is not None)
+        applied = flags[:3].sum() == 0  # loss, gradients, state left by the last update
+        self.guard.restore_buffers_unless(applied)
+        clip_gradients(self.params, self.optim_cfg.clip_grad, self.optim_cfg.clip_mode, self.parallel.sharded)
+        self.method.before_optimizer_step(ctx)
+        self.optimizer.found_inf = (~applied).float()  # type: ignore[attr-defined]  # fused AdamW: no update, no step count
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.method.after_optimizer_step(dataclasses.replace(ctx, applied=applied))
+        self.guard.track_state()  # folded into the next step's flags
+        self.guard.queue(self.step, flags, loss)
+        self.step += 1
+        if ctx.logged:
+            self._settle_checks()
+        return {"skipped_steps": self.skipped_steps, **self.data.metrics()}
 
     def _stop_agreed(self) -> bool:
         """Stop after this step? Alone: whether a signal came. Under torchrun: whether one reached any
@@ -292,8 +323,7 @@ class Trainer(NonFiniteSteps):
                         f"stopped at step {self.step}: continue with `vitssl pretrain --resume {self.run_dir}`"
                     )
             bar.close()
-            if self.guard.state_bad(collective=True):  # every rank is here: the last update's check is final
-                self._diverged(self._bad_update_reason(self.step - 1))
+            self._settle_checks()  # every rank is here: the last update's check is final
             self.save()
             if self.cfg.save_every_epochs and (epoch + 1) % self.cfg.save_every_epochs == 0:
                 self.save(f"checkpoint_epoch{epoch + 1:04d}.pt")
@@ -307,7 +337,7 @@ class Trainer(NonFiniteSteps):
         every = self.cfg.checkpoint_every_steps
         minutes = self.cfg.checkpoint_every_minutes
         due_by_time = bool(minutes) and time.monotonic() - self._last_save > 60 * minutes
-        if self.parallel.sharded and self.step % self.cfg.log_every:
-            due_by_time = False  # FSDP ranks agree on time-based saves at log steps only (a broadcast)
-        if (every and self.step % every == 0) or self.parallel.agree(due_by_time):
+        if world_size() > 1:  # ranks agree on time-based saves at log steps only (a broadcast)
+            due_by_time = self.step % self.cfg.log_every == 0 and self.parallel.agree(due_by_time)
+        if (every and self.step % every == 0) or due_by_time:
             self.save()

@@ -32,12 +32,20 @@ class Center(nn.Module):
         self._count += flat.shape[0]
 
     @torch.no_grad()
-    def update(self) -> None:
-        """Apply the EMA with the mean of everything accumulated since the last update."""
+    def update(self, applied: torch.Tensor | None = None) -> None:
+        """Apply the EMA with the mean of everything accumulated since the last update.
+
+        `applied` (a 0-dim bool device tensor, see `StepContext.applied`) False keeps the center
+        as it was, chosen on the device: a skipped step's statistics (NaN, say) never reach it.
+        """
         if self._sum is None:
             return
         batch_center = all_reduce_mean(self._sum / self._count)
-        self.center.mul_(self.momentum).add_(batch_center, alpha=1 - self.momentum)
+        if applied is None:
+            self.center.mul_(self.momentum).add_(batch_center, alpha=1 - self.momentum)
+        else:
+            new = self.center.mul(self.momentum).add_(batch_center, alpha=1 - self.momentum)
+            self.center.copy_(torch.where(applied, new, self.center))
         self._sum, self._count = None, 0
 
     def discard_pending(self) -> None:

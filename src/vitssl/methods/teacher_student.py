@@ -99,6 +99,7 @@ class TeacherStudent(MethodBase):
     """
 
     progress_metrics = (ShownMetric("teacher_temp", "t_temp"),)
+    gates_state_updates = True  # the EMA and the centers take `ctx.applied` (a subclass that updates more must too)
 
     def __init__(self, cfg: TeacherStudentConfig, student: nn.Module, teacher: nn.Module) -> None:
         super().__init__()
@@ -159,9 +160,9 @@ class TeacherStudent(MethodBase):
                     p.grad = None
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
-        self.ema.update(self.teacher_momentum(ctx))
+        self.ema.update(self.teacher_momentum(ctx), ctx.applied)
         for center in self.centers():
-            center.update()
+            center.update(ctx.applied)
 
     def evaluation_backbone(self) -> nn.Module:
         """The teacher's, as the originals evaluate (DINO paper Sec. 3.2; facebookresearch/dino eval_knn.py, eval_linear.py): the EMA average is the better feature extractor."""
