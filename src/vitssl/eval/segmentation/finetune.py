@@ -1,4 +1,4 @@
-"""Semantic segmentation with a trained head (Semantic FPN or linear), the backbone frozen or
+"""Semantic segmentation with a trained head (Semantic FPN, UperNet or linear), the backbone frozen or
 fine-tuned with it (SelfPatch's ADE20K protocol: AdamW, linear warm-up, poly decay).
 
 Training crops are the images resized to `image_size`² with horizontal flips; scoring resizes
@@ -29,6 +29,7 @@ from vitssl.engine.layer_decay import layer_decay_groups, stage_depths
 from vitssl.eval.segmentation.data import build_segmentation_dataset
 from vitssl.eval.segmentation.heads import Segmenter
 from vitssl.eval.segmentation.metrics import confusion_matrix, segmentation_metrics
+from vitssl.eval.segmentation.upernet import POOL_SCALES, check_pool_scales
 
 log = logging.getLogger("vitssl.segmentation")
 
@@ -42,7 +43,11 @@ class DenseRecipe:
     layer_decay: float = 1.0
     warmup_fraction: float = 0.0375  # 1500 of 40k iterations
     fpn_channels: int = 256
-    head_channels: int = 128
+    head_channels: int | None = None  # None: the head's mmseg width (FPN 128, UperNet 512)
+    pool_scales: tuple[int, ...] = POOL_SCALES  # UperNet's pyramid pooling output sizes
+
+    def __post_init__(self) -> None:
+        self.pool_scales = check_pool_scales(self.pool_scales)
 
 
 Normalization = tuple[Sequence[float], Sequence[float]]  # (mean, std), the run's `eval_input`
@@ -172,13 +177,16 @@ def run_dense_segmentation(checkpoint: str | os.PathLike[str] | Path, train: str
                            lr: float | None = None, batch_size: int = 16, window: int | None = None,
                            device: str = "auto", seed: int = 0, num_workers: int = 0, which: str = "teacher",
                            ignore_index: int = 255, recipe: DenseRecipe | None = None,
-                           reduce_zero_label: bool = False) -> dict[str, Any]:
-    """Train a segmentation head on a checkpoint's backbone (fine-tuned with `finetune`); val mIoU."""
+                           reduce_zero_label: bool = False, pool_scales: Sequence[int] | None = None
+                           ) -> dict[str, Any]:
+    """Train a segmentation head on a checkpoint's backbone (fine-tuned with `finetune`); val mIoU.
+    `pool_scales`: UperNet's pyramid pooling sizes (default 1, 2, 3, 6)."""
     from vitssl.engine.device import resolve_device
     from vitssl.eval.pretrained import load_run, normalization
     from vitssl.eval.segmentation.probe import _image_size
 
-    recipe = recipe or DenseRecipe(lr=lr if lr is not None else (6e-5 if finetune else 1e-3))
+    recipe = recipe or DenseRecipe(lr=lr if lr is not None else (6e-5 if finetune else 1e-3),
+                                   pool_scales=tuple(pool_scales or POOL_SCALES))
     run = load_run(checkpoint, which)
     backbone = run.network  # SelfPatch: its ViT, without the aggregator
     stats = normalization(run.eval_input)  # the mean/std the run trained with, as every evaluation
@@ -189,7 +197,7 @@ def run_dense_segmentation(checkpoint: str | os.PathLike[str] | Path, train: str
     n_cls = _num_classes(train_pairs, ignore_index)
     dev = resolve_device(device)
     torch.manual_seed(seed)
-    model = Segmenter(backbone, n_cls, head, recipe.fpn_channels, recipe.head_channels)
+    model = Segmenter(backbone, n_cls, head, recipe.fpn_channels, recipe.head_channels, recipe.pool_scales)
     losses = train_segmenter(model, train_pairs, size, n_cls, recipe, epochs, batch_size, finetune, dev, seed,
                              num_workers, ignore_index, stats)
     metrics = segmentation_metrics(dense_confusion(model, val_pairs, size, window, n_cls, dev, ignore_index, stats))
@@ -198,5 +206,6 @@ def run_dense_segmentation(checkpoint: str | os.PathLike[str] | Path, train: str
             "settings": {"image_size": size, "window": window, "epochs": epochs, "batch_size": batch_size,
                          "lr": recipe.lr, "weight_decay": recipe.weight_decay, "layer_decay": recipe.layer_decay,
                          "seed": seed, "steps": len(losses), "reduce_zero_label": reduce_zero_label,
-                         "mean": list(stats[0]), "std": list(stats[1])},
+                         "mean": list(stats[0]), "std": list(stats[1]),
+                         **({"pool_scales": list(recipe.pool_scales)} if head == "upernet" else {})},
             "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
