@@ -128,3 +128,23 @@ def test_cli_trains_upernet_and_refuses_bad_pool_scales_in_one_line(tmp_path, ca
         assert main([*base, *argv, "--overwrite"]) == 2
         err = capsys.readouterr().err.strip()
         assert words in err and "\n" not in err, err
+
+
+def test_forward_cost_counts_a_linear_layers_flops_exactly():
+    from vitssl.eval.detection.cost import forward_cost
+
+    layer = torch.nn.Linear(64, 32)
+    cost = forward_cost(lambda: layer(torch.randn(8, 64)).sum())
+    assert cost["gflops_forward"] * 1e9 == 2 * 8 * 64 * 32  # a multiply and an add per weight and row
+    assert cost["activation_mib"] * 2**20 == 8 * 64 * 4  # the input, kept for the weight's gradient
+
+
+def test_the_docs_tiny_segmentation_costs():
+    from vitssl.eval.segmentation.cost import segmentation_cost
+
+    def tiny():
+        return create_backbone("vit_tiny", patch_size=4, img_size=32, embed_dim=32, depth=2, num_heads=2,
+                               drop_path_rate=0.0)
+
+    fpn, upernet = segmentation_cost(tiny(), "fpn", 32, 2), segmentation_cost(tiny(), "upernet", 32, 2)
+    assert (round(fpn["gflops_forward"], 1), round(upernet["gflops_forward"])) == (2.6, 28)  # docs/evaluation.md
