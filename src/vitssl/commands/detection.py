@@ -1,5 +1,5 @@
 """`vitssl eval detection`, `vitssl data shapes-coco` and the fine-tuned heads of
-`vitssl eval segmentation` (--head fpn, --finetune): parsers and what they run.
+`vitssl eval segmentation` (--head fpn|upernet, --finetune): parsers and what they run.
 
 The parsers are added by `add_parser(subparsers)` from cli.py; each sets `handler`, which
 `vitssl.cli.main` calls instead of its own table.
