@@ -1,4 +1,4 @@
-"""Dense evaluations feed the backbone images normalised with the run's own mean/std (its
+"""Dense and transfer evaluations feed the backbone images normalised with the run's own mean/std (its
 `eval_input`), as k-NN and the linear probe do, not ImageNet's whatever the run used."""
 
 from __future__ import annotations
@@ -110,3 +110,17 @@ def test_detection_normalises_with_the_runs_statistics(run, tmp_path, monkeypatc
     with Image.open(next((tmp_path / "coco" / "val").iterdir())) as image:
         expected = own_normalised(image, image.size)
     torch.testing.assert_close(seen[-1][0, :, :64, :64], expected, atol=1e-5, rtol=0)  # the val image, unpadded
+
+
+def test_transfer_linear_features_use_the_runs_statistics(run, tmp_path, monkeypatch):
+    from vitssl.eval.transfer import protocols
+    from vitssl.eval.transfer.protocols import TransferOptions
+    from vitssl.eval.transfer.suite import run_suite
+
+    transforms = []
+    real = protocols._features
+    monkeypatch.setattr(protocols, "_features", lambda b, d, transform, *a: transforms.append(transform) or
+                        real(b, d, transform, *a))
+    options = TransferOptions(image_size=16, batch_size=512, num_workers=0, device="cpu", cs=[1.0])
+    run_suite(run, "builtin", tmp_path / "out", sets=["builtin-digits"], options=options)
+    assert transforms and all((list(t.mean), list(t.std)) == (MEAN, STD) for t in transforms)
