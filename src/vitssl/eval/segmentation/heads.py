@@ -85,11 +85,11 @@ class Segmenter(nn.Module):
         head_channels = head_channels or HEAD_CHANNELS[head]
         if head == "upernet":
             self.pyramid, widths = upernet_features(backbone, fpn_channels)
-            self.head = UperNetHead(widths, head_channels, num_classes, pool_scales)
+            self.head: nn.Module = UperNetHead(widths, head_channels, num_classes, pool_scales)
             self.body = self.pyramid.body
         elif head == "fpn":
             self.pyramid = build_pyramid(backbone, fpn_channels, "blocks")
-            self.head: nn.Module = SemanticFPNHead(fpn_channels, head_channels, num_classes)
+            self.head = SemanticFPNHead(fpn_channels, head_channels, num_classes)
             self.body = self.pyramid.body
         else:
             self.pyramid = None
