@@ -1,5 +1,5 @@
 """`vitssl eval detection`, `vitssl data shapes-coco` and the fine-tuned heads of
-`vitssl eval segmentation` (--head fpn, --finetune): parsers and what they run.
+`vitssl eval segmentation` (--head fpn|upernet, --finetune): parsers and what they run.
 
 The parsers are added by `add_parser(subparsers)` from cli.py; each sets `handler`, which
 `vitssl.cli.main` calls instead of its own table.
@@ -61,8 +61,11 @@ def add_parser(subparsers: Any) -> None:
     det.set_defaults(handler=cmd_detection)
 
     seg = evsub.choices["segmentation"]
-    seg.add_argument("--head", choices=["linear", "fpn"], default="linear",
-                     help="linear: 1x1 conv on the last patch features; fpn: Semantic FPN on a feature pyramid")
+    seg.add_argument("--head", choices=["linear", "fpn", "upernet"], default="linear",
+                     help="linear: 1x1 conv on the last patch features; fpn: Semantic FPN on a feature pyramid; "
+                          "upernet: UperNet (pyramid pooling + FPN fusion of all levels)")
+    seg.add_argument("--pool-scales", default=None, metavar="S,S,...",
+                     help="UperNet's pyramid pooling output sizes (default 1,2,3,6)")
     seg.add_argument("--finetune", action="store_true", help="train the backbone with the head (layer decay)")
     seg.add_argument("--window", type=positive_int, default=None,
                      help="sliding-window inference with this crop (default: the training image size)")
@@ -128,12 +131,24 @@ def cmd_detection(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pool_scales(text: str | None) -> tuple[int, ...] | None:
+    """'1,2,3,6' -> (1, 2, 3, 6); the values are checked by the head (whole, >= 1, distinct)."""
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--pool-scales '{text}' is not a comma-separated list of whole numbers, e.g. 1,2,3,6") from None
+
+
 def cmd_segmentation(args: argparse.Namespace) -> int:
-    """The linear probe as before; `--head fpn` or `--finetune`: the fine-tuned dense head."""
+    """The linear probe as before; `--head fpn|upernet` or `--finetune`: the fine-tuned dense head."""
+    if args.pool_scales is not None and args.head != "upernet":
+        raise ValueError("--pool-scales is for --head upernet (UperNet's pyramid pooling)")
     if args.head == "linear" and not args.finetune:
         if args.window is not None or args.reduce_zero_label:
             flag = "--window" if args.window is not None else "--reduce-zero-label"
-            raise ValueError(f"{flag} is for the fine-tuned heads (--head fpn or --finetune)")
+            raise ValueError(f"{flag} is for the fine-tuned heads (--head fpn|upernet or --finetune)")
         from vitssl.commands.eval_command import cmd_dense_eval
 
         return cmd_dense_eval(args)
@@ -145,7 +160,8 @@ def cmd_segmentation(args: argparse.Namespace) -> int:
                                image_size=args.image_size, epochs=args.epochs, lr=args.lr,
                                batch_size=args.batch_size, window=args.window, device=args.device, seed=args.seed,
                                num_workers=args.num_workers, which=args.backbone,
-                               reduce_zero_label=args.reduce_zero_label)
+                               reduce_zero_label=args.reduce_zero_label,
+                               pool_scales=_pool_scales(args.pool_scales))
     print(f"{args.head} head{' + backbone' if args.finetune else ''}: mIoU {r['miou']:.4f}  "
           f"pixel accuracy {r['pixel_acc']:.4f}")
     print(f"saved {save_results(r, out)}")

@@ -173,9 +173,11 @@ def run_segmentation(checkpoint: str | Path, train: str, val: str, image_size: i
     """Linear segmentation probe on a checkpoint's frozen patch features (SelfPatch paper Sec. 4; alinlab/SelfPatch README, dense probe)."""
     from vitssl.eval.segmentation import run_segmentation_probe
 
-    backbone, config = load_pretrained(checkpoint, which)
+    run = load_run(checkpoint, which)
+    backbone, config = run.backbone, run.config
     kw: dict[str, Any] = dict(epochs=epochs, batch_size=batch_size, device=str(resolve_device(device)), seed=seed,
-                              num_workers=num_workers, image_size=image_size_or_default(image_size, config))
+                              num_workers=num_workers, image_size=image_size_or_default(image_size, config),
+                              normalization=normalization(run.eval_input))
     if lr is not None:
         kw["lr"] = lr
     result = run_segmentation_probe(backbone, train, val, **kw)
@@ -192,9 +194,10 @@ def run_video_segmentation(checkpoint: str | Path, frames: str, first_mask: str,
     from vitssl.eval.video_segmentation import run_label_propagation
 
     check_output_dir(out_dir, overwrite, ("*.png", "video_segmentation.json"))
-    backbone, _ = load_pretrained(checkpoint, which)
-    result = run_label_propagation(backbone.to(resolve_device(device)), frames, first_mask, out_dir, gt_dir=gt_dir,
+    run = load_run(checkpoint, which)
+    result = run_label_propagation(run.backbone.to(resolve_device(device)), frames, first_mask, out_dir, gt_dir=gt_dir,
                                    short_side=short_side, n_last_frames=n_last_frames, topk=topk,
-                                   size_mask_neighborhood=size_mask_neighborhood)
+                                   size_mask_neighborhood=size_mask_neighborhood,
+                                   normalization=normalization(run.eval_input))
     result.update(protocol="video-segmentation", checkpoint=str(checkpoint), backbone=which)
     return result

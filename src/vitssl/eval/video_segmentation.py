@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +24,11 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
-from vitssl.augment.photometric import to_normalized_tensor
+from vitssl.augment.photometric import IMAGENET_MEAN, IMAGENET_STD, to_normalized_tensor
 from vitssl.eval.segmentation import patch_feature_maps
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+Normalization = tuple[Sequence[float], Sequence[float]]  # (mean, std): the run's (`eval.pretrained.normalization`)
 VOID = 255  # DAVIS: pixels not scored
 _TARGET_CHUNK = 4096  # target patches per affinity block, bounding memory at 480p with patch 8
 
@@ -137,14 +139,16 @@ def feature_size(size: tuple[int, int], short_side: int | None, patch: int) -> t
 
 
 def _frame_features(backbone: nn.Module, path: Path, resized: tuple[int, int], original: tuple[int, int],
-                    device: torch.device) -> tuple[torch.Tensor, tuple[int, int]]:
+                    device: torch.device, normalization: Normalization | None = None
+                    ) -> tuple[torch.Tensor, tuple[int, int]]:
     """(N, D) last-layer patch features of one frame (resized to `resized`) and their grid."""
     with Image.open(path) as img:
         frame = img.convert("RGB")
     if (frame.height, frame.width) != original:
         raise ValueError(f"frame '{path.name}' is {frame.width}x{frame.height} but the first frame is "
                          f"{original[1]}x{original[0]}: every frame of a sequence must have the same size")
-    x = to_normalized_tensor(frame.resize(resized[::-1], Image.Resampling.BILINEAR))[None].to(device)
+    mean, std = normalization or (IMAGENET_MEAN, IMAGENET_STD)
+    x = to_normalized_tensor(frame.resize(resized[::-1], Image.Resampling.BILINEAR), mean, std)[None].to(device)
     maps = patch_feature_maps(backbone, x)[0]  # (D, h, w)
     return maps.flatten(1).T, (maps.shape[1], maps.shape[2])
 
@@ -231,7 +235,8 @@ def _device_of(backbone: nn.Module) -> torch.device:
 def propagate_sequence(backbone: nn.Module, frames: list[Path], first_ids: np.ndarray,
                        short_side: int | None = 480, n_last_frames: int = 7, topk: int = 5,
                        size_mask_neighborhood: int = 12, temperature: float = 0.1,
-                       progress: bool = False) -> tuple[dict[str, np.ndarray], tuple[int, int]]:
+                       progress: bool = False, normalization: Normalization | None = None
+                       ) -> tuple[dict[str, np.ndarray], tuple[int, int]]:
     """Predicted object-id maps (at frame size) keyed by frame stem, and the feature grid.
 
     The first frame's ids become one-hot maps at feature resolution (nearest resize); each later
@@ -245,7 +250,7 @@ def propagate_sequence(backbone: nn.Module, frames: list[Path], first_ids: np.nd
         raise ValueError(f"first mask is {first_ids.shape[1]}x{first_ids.shape[0]} but the first frame is "
                          f"{original[1]}x{original[0]}: pass the mask of the first frame")
     resized = feature_size(original, short_side, int(getattr(backbone, "patch_size", 1)))
-    first_feat, grid = _frame_features(backbone, frames[0], resized, original, device)
+    first_feat, grid = _frame_features(backbone, frames[0], resized, original, device, normalization)
     ids = np.unique(first_ids)  # channel c <-> object id ids[c]; 0 is background
     small = np.asarray(Image.fromarray(first_ids).resize(grid[::-1], Image.Resampling.NEAREST))
     channel = torch.from_numpy(np.searchsorted(ids, small)).long().flatten().to(device)
@@ -254,7 +259,7 @@ def propagate_sequence(backbone: nn.Module, frames: list[Path], first_ids: np.nd
     recent: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=n_last_frames)
     predictions = {frames[0].stem: first_ids}
     for path in tqdm(frames[1:], desc="propagate", disable=not progress, leave=False):
-        feat, _ = _frame_features(backbone, path, resized, original, device)
+        feat, _ = _frame_features(backbone, path, resized, original, device, normalization)
         context = [(first_feat, first_labels), *recent]
         soft = propagate_labels(feat, torch.stack([f for f, _ in context]), torch.stack([lab for _, lab in context]),
                                 grid, topk, size_mask_neighborhood, temperature, neighbourhood)
@@ -270,11 +275,13 @@ def run_label_propagation(
     out_dir: str | os.PathLike[str], gt_dir: str | os.PathLike[str] | None = None,
     short_side: int | None = 480, n_last_frames: int = 7, topk: int = 5, size_mask_neighborhood: int = 12,
     temperature: float = 0.1, device: torch.device | str | None = None, progress: bool = False,
+    normalization: Normalization | None = None,
 ) -> dict[str, Any]:
     """Segment one sequence from its first-frame mask; write palette PNGs; score against `gt_dir`.
 
     The backbone runs frozen in eval mode on its own device (or is moved to `device`), on frames
-    resized so the short side is `short_side` (DAVIS 480p). Predictions are written to
+    resized so the short side is `short_side` (DAVIS 480p) and normalised with the run's
+    `normalization` (mean, std; ImageNet's when None). Predictions are written to
     `out_dir/<frame stem>.png` with the first mask's palette (DAVIS's colours otherwise).
     """
     if topk < 1 or n_last_frames < 0:
@@ -290,7 +297,7 @@ def run_label_propagation(
     backbone.eval()
     try:
         predictions, grid = propagate_sequence(backbone, frames, first_ids, short_side, n_last_frames, topk,
-                                               size_mask_neighborhood, temperature, progress)
+                                               size_mask_neighborhood, temperature, progress, normalization)
     finally:
         backbone.train(was_training)
     out = Path(out_dir)

@@ -150,10 +150,11 @@ def decode_mask(segmentation: Any, height: int, width: int) -> np.ndarray:
 class CocoDetection(Dataset):
     """Items: (3, H, W) float image in [0, 1] and a torchvision detection target (xyxy boxes,
     labels 1..K, (N, H, W) uint8 masks, image_id). Crowd annotations are left out of training,
-    as in COCO's own protocol. `hflip` mirrors image, boxes and masks with probability 0.5."""
+    as in COCO's own protocol. `hflip` mirrors image, boxes and masks with probability 0.5;
+    `jitter` (size, low, high) then applies large-scale jitter (`eval.detection.jitter`)."""
 
-    def __init__(self, coco: CocoSet, hflip: bool = False) -> None:
-        self.coco, self.hflip = coco, hflip
+    def __init__(self, coco: CocoSet, hflip: bool = False, jitter: tuple[int, float, float] | None = None) -> None:
+        self.coco, self.hflip, self.jitter = coco, hflip, jitter
         self.images = coco.doc["images"]
         self.labels = {c: i + 1 for i, c in enumerate(coco.category_ids)}
         self.by_image: dict[int, list[dict]] = {im["id"]: [] for im in self.images}
@@ -191,6 +192,11 @@ class CocoDetection(Dataset):
             image, masks = image.flip(-1), masks.flip(-1)
             boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], dim=1)
             target.update(boxes=boxes, masks=masks)
+        if self.jitter is not None:
+            from vitssl.eval.detection.jitter import large_scale_jitter
+
+            size, lo, hi = self.jitter
+            image, target = large_scale_jitter(image, target, size, (lo, hi))
         return image, target
 
 

@@ -8,6 +8,8 @@ keeps for the backward (distinct storages), the part that grows with batch size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -26,6 +28,11 @@ def training_cost(backbone: nn.Module, preset: DetectionPreset, height: int, wid
     mask = torch.zeros(1, height, width, dtype=torch.uint8)
     mask[:, height // 4:3 * height // 4, width // 4:3 * width // 4] = 1
     target = {"boxes": box, "labels": torch.tensor([1]), "masks": mask}
+    return forward_cost(lambda: model([image], [target]))
+
+
+def forward_cost(forward: Callable[[], object]) -> dict[str, float]:
+    """{'gflops_forward', 'activation_mib'} of one call of `forward` (a training forward)."""
     storages: dict[int, int] = {}
 
     def keep(t: torch.Tensor) -> torch.Tensor:
@@ -36,5 +43,5 @@ def training_cost(backbone: nn.Module, preset: DetectionPreset, height: int, wid
 
     counter = FlopCounterMode(display=False)
     with counter, torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-        model([image], [target])
+        forward()
     return {"gflops_forward": counter.get_total_flops() / 1e9, "activation_mib": sum(storages.values()) / 2**20}

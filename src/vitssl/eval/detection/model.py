@@ -8,8 +8,10 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
+from vitssl.backbones import ViT
 from vitssl.eval.detection.presets import DetectionPreset
 from vitssl.eval.detection.pyramid import build_pyramid
+from vitssl.eval.detection.windows import window_attention
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -22,8 +24,14 @@ def build_detector(backbone: nn.Module, num_classes: int, preset: DetectionPrese
 
     The model's transform resizes each image (short side `min_size`, long side at most
     `max_size`), normalises it with the backbone's pre-training mean/std and pads the batch to a
-    multiple of 32, which every vitssl backbone's stride divides."""
+    multiple of 32, which every vitssl backbone's stride divides. A preset with `window_size`
+    makes the ViT's blocks other than `global_blocks` attend within windows (ViTDet), in place."""
     depth = len(getattr(backbone, "blocks", ()))
+    if preset.window_size:
+        if not isinstance(backbone, ViT):
+            raise ValueError(f"this preset's windowed attention (ViTDet) is for a plain ViT, not a "
+                             f"{type(backbone).__name__}: use esvit_1x or tiny for a hierarchical backbone")
+        window_attention(backbone, preset.window_size, preset.global_blocks)
     blocks = SELFPATCH_DETECTION_BLOCKS if preset.pyramid == "blocks" and depth == 12 else None
     pyramid = build_pyramid(backbone, preset.fpn_channels, preset.pyramid, blocks)
     anchors = AnchorGenerator(sizes=tuple((s,) for s in preset.anchor_sizes), aspect_ratios=((0.5, 1.0, 2.0),) * 5)

@@ -1,9 +1,10 @@
 """Mask R-CNN fine-tuning recipes of the papers, plus a tiny one for CPU work.
 
 Each preset is the papers' schedule in epochs (so it scales to any data set size) with the lr
-given at the preset's batch size; a smaller batch scales it linearly. Not reproduced: ViTDet's
-large-scale jitter and windowed attention, and the 1x schedule's multi-scale resize and crop;
-training here uses a fixed-size resize and horizontal flips.
+given at the preset's batch size; a smaller batch scales it linearly. The ViTDet preset has its
+windowed attention (`eval.detection.windows`) and large-scale jitter (`eval.detection.jitter`);
+not reproduced: ViTDet's relative positions and the 1x schedule's multi-scale resize and crop
+(those presets train on a fixed-size resize and horizontal flips).
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ class DetectionPreset:
     roi_batch: int = 512
     detections_per_image: int = 100
     hflip: bool = True
+    window_size: int = 0  # plain ViT: attention within window² squares of patches in most blocks; 0: global
+    global_blocks: tuple[int, ...] = ()  # the blocks that keep global attention when window_size > 0
+    lsj_scale: tuple[float, float] | None = None  # large-scale jitter's resize range (x the min_size square)
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -50,6 +54,14 @@ class DetectionPreset:
             require_number(name, getattr(self, name), lo=0.0)
         require_number("layer_decay", self.layer_decay, 0.0, 1.0, lo_open=True)
         require_choice("pyramid", self.pyramid, ("simple", "blocks"))
+        require_int("window_size", self.window_size, lo=0)
+        if self.lsj_scale is not None:
+            lo, hi = self.lsj_scale
+            if not 0 < lo <= hi:
+                raise ValueError(f"lsj_scale {list(self.lsj_scale)} must be (low, high) with 0 < low <= high, "
+                                 "e.g. (0.1, 2.0) as ViTDet")
+            if self.min_size != self.max_size:
+                raise ValueError("large-scale jitter trains on min_size x min_size squares: set max_size = min_size")
         if len(self.anchor_sizes) != 5:
             raise ValueError(f"anchor_sizes needs 5 sizes (levels 0-3 and pool), got {list(self.anchor_sizes)}")
 
@@ -60,8 +72,11 @@ class DetectionPreset:
 PRESETS: dict[str, DetectionPreset] = {
     # MAE-Lite (Wang et al. 2023, sec. 5 / Table 7; repo det/ mask_rcnn_vitdet_t_100ep): ViTDet-T,
     # 640x640, bs 64, 100 epochs, AdamW lr 1e-4, wd 0.05, no layer decay, steps at 24/27 and 26/27.
+    # ViTDet (Li et al. 2022, sec. 3 and 4): window 14 with global blocks 2, 5, 8, 11; large-scale
+    # jitter, scale 0.1-2.0 of the 640 square, after a horizontal flip (detectron2's LSJ pipeline).
     "vitdet_t_640": DetectionPreset(min_size=640, max_size=640, epochs=100, batch_size=64, lr=1e-4,
                                     warmup_iters=250, lr_steps=(24 / 27, 26 / 27), pyramid="simple",
+                                    window_size=14, global_blocks=(2, 5, 8, 11), lsj_scale=(0.1, 2.0),
                                     source="MAE-Lite ViTDet-T, detectron2 mask_rcnn_vitdet_t_100ep"),
     # SelfPatch (Yun et al. 2022, Table 2; repo detection/ configs): Mask R-CNN 1x, 12 epochs,
     # steps 8/11, AdamW lr 5e-5 at 8 images, wd 0.05, drop path 0.05, ViT blocks 4/6/8/12 to FPN.

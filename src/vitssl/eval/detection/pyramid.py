@@ -124,18 +124,24 @@ def stage_maps(backbone: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return maps
 
 
+def stage_widths(backbone: nn.Module) -> list[int]:
+    """Channels of each stage output, read off a forward pass of a 64x64 image."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            return [m.shape[1] for m in stage_maps(backbone, torch.zeros(1, 3, 64, 64))]
+    finally:
+        backbone.train(was_training)
+
+
 class StagePyramid(nn.Module):
     """Swin / CvT / ResNet stage outputs through torchvision's FPN (+ max-pool P6)."""
 
     def __init__(self, backbone: nn.Module, out_channels: int = 256) -> None:
         super().__init__()
         self.body, self.out_channels = backbone, out_channels
-        was_training = backbone.training
-        backbone.eval()
-        with torch.no_grad():  # the stage widths, read off a forward pass
-            widths = [m.shape[1] for m in stage_maps(backbone, torch.zeros(1, 3, 64, 64))]
-        backbone.train(was_training)
-        self.fpn = FeaturePyramidNetwork(widths, out_channels, extra_blocks=LastLevelMaxPool())
+        self.fpn = FeaturePyramidNetwork(stage_widths(backbone), out_channels, extra_blocks=LastLevelMaxPool())
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         maps = stage_maps(self.body, x)
@@ -145,10 +151,16 @@ class StagePyramid(nn.Module):
 def build_pyramid(backbone: nn.Module, out_channels: int = 256, pyramid: str = "simple",
                   block_ids: tuple[int, ...] | None = None) -> nn.Module:
     """The multi-scale adapter for `backbone`, or a one-line error for one that has none."""
+    require_adaptable(backbone)
     if isinstance(backbone, ViT):
         return ViTPyramid(backbone, out_channels, pyramid, block_ids)
-    if isinstance(backbone, (Swin, CvT, ResNet)):
-        return StagePyramid(backbone, out_channels)
+    return StagePyramid(backbone, out_channels)
+
+
+def require_adaptable(backbone: nn.Module) -> None:
+    """A one-line error for a backbone that no dense adapter reads (neither a ViT nor staged)."""
+    if isinstance(backbone, (ViT, Swin, CvT, ResNet)):
+        return
     raise ValueError(f"cannot adapt a {type(backbone).__name__} backbone to a feature pyramid: dense fine-tuning "
                      "supports vitssl's ViT (simple feature pyramid), Swin, CvT and ResNet (FPN on their stages)")
 

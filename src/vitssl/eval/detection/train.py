@@ -99,7 +99,8 @@ def train_detector(model: nn.Module, train: CocoSet, val: CocoSet, preset: Detec
     device = torch.device(device)
     torch.manual_seed(seed)
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    data = CocoDetection(train, hflip=preset.hflip)
+    jitter = (preset.min_size, *preset.lsj_scale) if preset.lsj_scale else None
+    data = CocoDetection(train, hflip=preset.hflip, jitter=jitter)
     batch = max(1, min(preset.batch_size // world, len(data) // world))
     loader = _loader(data, batch, seed, num_workers)
     total = max(1, preset.epochs * len(loader)) if max_iters is None else max_iters

@@ -1,5 +1,5 @@
-"""Semantic segmentation: the linear probe on frozen patch features (`probe`), and Semantic FPN
-or linear heads fine-tuned with the backbone (`finetune`); shared data and metrics."""
+"""Semantic segmentation: the linear probe on frozen patch features (`probe`), and Semantic FPN,
+UperNet or linear heads fine-tuned with the backbone (`finetune`); shared data and metrics."""
 
 from vitssl.eval.segmentation.data import (
     IMAGE_SUFFIXES,

@@ -1,4 +1,5 @@
-"""Segmentation heads trained with (or on) a backbone: Semantic FPN and a linear head.
+"""Segmentation heads trained with (or on) a backbone: Semantic FPN, UperNet (`upernet`) and a
+linear head.
 
 Semantic FPN (Kirillov et al. 2019, Panoptic FPN sec. 3; the head of SelfPatch's ADE20K
 protocol, mmseg `FPNHead`): every pyramid level goes through 3x3 conv + norm + ReLU stages, each
@@ -11,14 +12,17 @@ outputs through an FPN for Swin, CvT and ResNet.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vitssl.eval.detection.pyramid import build_pyramid
+from vitssl.eval.segmentation.upernet import POOL_SCALES, UperNetHead, upernet_features
 
-HEADS = ("linear", "fpn")
+HEADS = ("linear", "fpn", "upernet")
+HEAD_CHANNELS = {"fpn": 128, "upernet": 512, "linear": 0}  # mmseg FPNHead / UPerHead `channels`
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -74,13 +78,18 @@ class Segmenter(nn.Module):
     vitssl backbone (layer decay and freezing read it)."""
 
     def __init__(self, backbone: nn.Module, num_classes: int, head: str = "fpn", fpn_channels: int = 256,
-                 head_channels: int = 128) -> None:
+                 head_channels: int | None = None, pool_scales: Sequence[int] = POOL_SCALES) -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"unknown segmentation head '{head}': use one of {HEADS}")
-        if head == "fpn":
+        head_channels = head_channels or HEAD_CHANNELS[head]
+        if head == "upernet":
+            self.pyramid, widths = upernet_features(backbone, fpn_channels)
+            self.head: nn.Module = UperNetHead(widths, head_channels, num_classes, pool_scales)
+            self.body = self.pyramid.body
+        elif head == "fpn":
             self.pyramid = build_pyramid(backbone, fpn_channels, "blocks")
-            self.head: nn.Module = SemanticFPNHead(fpn_channels, head_channels, num_classes)
+            self.head = SemanticFPNHead(fpn_channels, head_channels, num_classes)
             self.body = self.pyramid.body
         else:
             self.pyramid = None

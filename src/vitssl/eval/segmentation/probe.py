@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from vitssl.augment.photometric import to_normalized_tensor
+from vitssl.augment.photometric import IMAGENET_MEAN, IMAGENET_STD, to_normalized_tensor
 from vitssl.eval.segmentation.data import build_segmentation_dataset
 from vitssl.eval.segmentation.metrics import confusion_matrix, segmentation_metrics
 
@@ -54,8 +54,10 @@ def _compact(mask: torch.Tensor) -> torch.Tensor:
 
 
 class _ProbeInputs(Dataset):
-    def __init__(self, pairs: Dataset, image_size: int, label_size: int | None) -> None:
+    def __init__(self, pairs: Dataset, image_size: int, label_size: int | None,
+                 normalization: tuple[Sequence[float], Sequence[float]] | None = None) -> None:
         self.pairs, self.image_size, self.label_size = pairs, image_size, label_size
+        self.mean, self.std = normalization or (IMAGENET_MEAN, IMAGENET_STD)
 
     def __len__(self) -> int:
         return len(self.pairs)  # type: ignore[arg-type]
@@ -63,7 +65,7 @@ class _ProbeInputs(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image, mask = self.pairs[index]
         size = (self.image_size, self.image_size)
-        x = to_normalized_tensor(image.convert("RGB").resize(size, Image.Resampling.BICUBIC))
+        x = to_normalized_tensor(image.convert("RGB").resize(size, Image.Resampling.BICUBIC), self.mean, self.std)
         m = torch.as_tensor(np.asarray(mask)).long()
         return x, _compact(_resize_labels(m, self.label_size) if self.label_size else m)
 
@@ -84,13 +86,15 @@ def patch_feature_maps(backbone: nn.Module, images: torch.Tensor) -> torch.Tenso
 @torch.no_grad()
 def extract_patch_features(backbone: nn.Module, pairs: Dataset, image_size: int,
                            device: torch.device | str = "cpu", batch_size: int = 64, num_workers: int = 0,
-                           label_size: int | None = None, progress: bool = False) -> PatchFeatures:
+                           label_size: int | None = None, progress: bool = False,
+                           normalization: tuple[Sequence[float], Sequence[float]] | None = None) -> PatchFeatures:
     """Run the frozen backbone (eval mode, already on `device`) once over (image, mask) pairs.
 
-    Images are resized to image_size x image_size (bicubic) and ImageNet-normalised; masks are
-    resized (nearest) to label_size, or kept at full size when it is None.
+    Images are resized to image_size x image_size (bicubic) and normalised with `normalization`
+    (mean, std: the run's, ImageNet's when None); masks are resized (nearest) to label_size, or
+    kept at full size when it is None.
     """
-    loader = DataLoader(_ProbeInputs(pairs, image_size, label_size), batch_size=batch_size,
+    loader = DataLoader(_ProbeInputs(pairs, image_size, label_size, normalization), batch_size=batch_size,
                         num_workers=num_workers, shuffle=False, collate_fn=_collate)
     n, feats, masks, start = len(pairs), None, [], 0  # type: ignore[arg-type]
     was_training = backbone.training
@@ -249,20 +253,23 @@ def run_segmentation_probe(
     num_workers: int = 0, lrs: Sequence[float] | None = None, optimizer: str = "adamw",
     weight_decay: float = 1e-4, num_classes: int | None = None, ignore_index: int = 255,
     reduce_zero_label: bool = False, progress: bool = False,
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> dict[str, Any]:
     """Linear segmentation probe on frozen last-layer patch features; a JSON-able result.
 
     Sources: 'shapes', a segmentation folder (see `SegmentationDataset`) or a dataset of
     (image, mask) pairs. The backbone is moved to `device` and run once per image at
-    image_size x image_size (a multiple of `backbone.patch_size`); the probe trains on masks
-    resized to that size and is scored on full-size val masks.
+    image_size x image_size (a multiple of `backbone.patch_size`), normalised with the run's
+    `normalization` (mean, std); the probe trains on masks resized to that size and is scored
+    on full-size val masks.
     """
     patch = int(getattr(backbone, "patch_size", 1))
     size = _image_size(image_size, patch, train_source)
     train_pairs = build_segmentation_dataset(train_source, "train", ignore_index, reduce_zero_label)
     val_pairs = build_segmentation_dataset(val_source, "val", ignore_index, reduce_zero_label)
     backbone.to(device)
-    kw = dict(device=device, batch_size=batch_size, num_workers=num_workers, progress=progress)
+    kw = dict(device=device, batch_size=batch_size, num_workers=num_workers, progress=progress,
+              normalization=normalization)
     train = extract_patch_features(backbone, train_pairs, size, label_size=size, **kw)  # type: ignore[arg-type]
     val = extract_patch_features(backbone, val_pairs, size, **kw)  # type: ignore[arg-type]
     n_cls = _num_classes(num_classes, train_pairs, [train, val], ignore_index)

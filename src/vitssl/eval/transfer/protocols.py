@@ -67,9 +67,12 @@ class TransferOptions:
         return load_pretrained(checkpoint, self.which)
 
 
-def eval_transform_for(spec: TransferSet, size: int, resize: int | None) -> EvalTransform:
-    """Resize(size x 256/224) + CenterCrop(size); built-in sets only resize to `size`."""
-    return EvalTransform(size, resize if resize is not None else (size if spec.builtin else None))
+def eval_transform_for(spec: TransferSet, size: int, resize: int | None,
+                       normalization: tuple[list[float], list[float]] | None = None) -> EvalTransform:
+    """Resize(size x 256/224) + CenterCrop(size); built-in sets only resize to `size`. Normalised
+    with `normalization` (the run's mean and std; ImageNet's when None)."""
+    mean_std = normalization or (EvalTransform().mean, EvalTransform().std)
+    return EvalTransform(size, resize if resize is not None else (size if spec.builtin else None), *mean_std)
 
 
 def _features(backbone: nn.Module, dataset: Dataset, transform: Any, device: torch.device,
@@ -80,10 +83,11 @@ def _features(backbone: nn.Module, dataset: Dataset, transform: Any, device: tor
 
 
 def set_features(backbone: nn.Module, spec: TransferSet, splits: SetSplits, key_parts: dict[str, Any],
-                 cache_dir: Path, device: torch.device, opts: TransferOptions, size: int
+                 cache_dir: Path, device: torch.device, opts: TransferOptions, size: int,
+                 normalization: tuple[list[float], list[float]] | None = None
                  ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Train/val/test features of one set, from the cache when its key matches."""
-    transform = eval_transform_for(spec, size, opts.resize_size)
+    transform = eval_transform_for(spec, size, opts.resize_size, normalization)
     key = cache_key({**key_parts, "set": spec.name, "source": splits.source, "sizes": splits.sizes(),
                      "transform": repr(transform), "mean": transform.mean, "std": transform.std,
                      "n_last_blocks": opts.n_last_blocks})
@@ -99,9 +103,11 @@ def set_features(backbone: nn.Module, spec: TransferSet, splits: SetSplits, key_
 
 
 def linear_row(backbone: nn.Module, spec: TransferSet, splits: SetSplits, key_parts: dict[str, Any],
-               cache_dir: Path, device: torch.device, opts: TransferOptions, size: int) -> dict[str, Any]:
-    """CLIP/ELEVATER linear probe on one set: C chosen on val, refit on train + val, test score."""
-    feats = set_features(backbone, spec, splits, key_parts, cache_dir, device, opts, size)
+               cache_dir: Path, device: torch.device, opts: TransferOptions, size: int,
+               normalization: tuple[list[float], list[float]] | None = None) -> dict[str, Any]:
+    """CLIP/ELEVATER linear probe on one set: C chosen on val, refit on train + val, test score.
+    Images are normalised with the run's `normalization` (mean, std), as in fine-tuning."""
+    feats = set_features(backbone, spec, splits, key_parts, cache_dir, device, opts, size, normalization)
     as_np = {k: (f.double().numpy(), y.numpy()) for k, (f, y) in feats.items()}
     backend = opts.solver if opts.solver != "auto" else ("torch" if device.type == "cuda" else "sklearn")
     result = sweep_c(as_np["train"], as_np["val"], as_np["test"], spec.metric, splits.num_classes,

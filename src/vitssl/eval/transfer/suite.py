@@ -17,6 +17,7 @@ from typing import Any
 
 from vitssl.engine.outputs import OutputError, check_output_dir, save_results
 from vitssl.engine.trainer import resolve_device
+from vitssl.eval.pretrained import default_normalization
 from vitssl.eval.transfer.cache import file_fingerprint
 from vitssl.eval.transfer.protocols import TransferOptions, finetune_row, linear_row
 from vitssl.eval.transfer.registry import SUITES, TransferSet, suite_sets
@@ -123,7 +124,8 @@ def _run_one(spec: TransferSet, splits: SetSplits, protocol: str, checkpoint: st
     if protocol == "linear":
         key_parts = {"fingerprint": fingerprint, "which": opts.which, "size": size, "random_init": opts.random_init,
                      "seed": opts.seed if opts.random_init else None}
-        result = linear_row(backbone, spec, splits, key_parts, out / "features", device, opts, size)
+        result = linear_row(backbone, spec, splits, key_parts, out / "features", device, opts, size,
+                            default_normalization(config))
     else:
         fresh, _ = opts.backbone(checkpoint)  # every set starts from the pre-trained (or the same random) weights
         result = finetune_row(fresh, config, spec, splits, device, opts, size)
