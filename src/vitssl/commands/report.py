@@ -189,7 +189,8 @@ def result_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
 def collect_results(run_dir: Path) -> list[tuple[str, list[tuple[str, str]]]]:
     """The evaluation and analysis results saved as JSON in the run folder."""
     found = []
-    for name in RESULT_FILES:
+    evals = sorted(p.name for p in run_dir.glob("eval_*.json"))  # every protocol, baselines included
+    for name in dict.fromkeys([*RESULT_FILES, *evals]):
         path = run_dir / name
         if not path.is_file():
             continue
