@@ -28,7 +28,7 @@ from vitssl.commands import (
 from vitssl.commands import (
     data as data_command,
 )
-from vitssl.commands.stops import command_of, signals_stop_the_command, stopped_line
+from vitssl.commands.stops import signals_stop_the_command, stopped_line
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -91,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         with signals_stop_the_command():  # SIGTERM, SIGHUP: a stop, as Ctrl-C is
             return (getattr(args, "handler", None) or COMMANDS[args.command])(args)
     except KeyboardInterrupt as stop:
+        if os.environ.get("VITSSL_DEBUG"):
+            raise
         from vitssl.commands.summary import duration
 
-        print(stopped_line(stop, command_of(args), duration(time.perf_counter() - started)), file=sys.stderr)
+        print(stopped_line(stop, args, duration(time.perf_counter() - started)), file=sys.stderr)
         return 2
     except _user_errors() as e:
         if os.environ.get("VITSSL_DEBUG"):

@@ -126,3 +126,22 @@ def test_sigterm_mid_command_is_a_stop_line_and_writes_nothing(run, tmp_path, ca
     assert err[-1].startswith("vitssl: stopped by SIGTERM after ") and "before `vitssl eval knn` finished" in err[-1]
     assert not any("error" in line or "Traceback" in line for line in err)
     assert not out.exists() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handler given back
+
+
+def test_sigterm_before_pretrain_trains_is_a_stop_naming_resume(tmp_path, capsys, monkeypatch):
+    """Outside its training loop (here: the data scan) pretrain has no step to finish: the signal
+    still ends it as a stop, naming how to continue, and no run folder is made."""
+    from vitssl.commands import pretrain
+
+    real = pretrain.build_dataset
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pretrain, "build_dataset", signalled)
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", "digits", "--out", str(run), *tiny_overrides("digits")[1:]]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("vitssl: stopped by SIGTERM after ") and "error" not in last
+    assert last.endswith(f"vitssl pretrain --resume {run}") and not run.exists()

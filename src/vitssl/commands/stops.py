@@ -48,11 +48,18 @@ def signals_stop_the_command() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def stopped_line(stop: KeyboardInterrupt, command: str, seconds_text: str) -> str:
-    """`vitssl: stopped by SIGTERM after 4 s, before `vitssl eval knn` finished: ...` (one line)."""
+def stopped_line(stop: KeyboardInterrupt, args: Any, seconds_text: str) -> str:
+    """`vitssl: stopped by SIGTERM after 4 s, before `vitssl eval knn` finished; ...` (one line)."""
     signum = getattr(stop, "signum", signal.SIGINT)
-    kept = getattr(stop, "kept", "") or "nothing of it is complete: run the same command again"
-    return f"vitssl: stopped by {signal.Signals(signum).name} after {seconds_text}, before `vitssl {command}` finished; {kept}"
+    kept = getattr(stop, "kept", "") or _default_kept(args)
+    return (f"vitssl: stopped by {signal.Signals(signum).name} after {seconds_text}, before `vitssl {command_of(args)}` "
+            f"finished; {kept}")
+
+
+def _default_kept(args: Any) -> str:
+    if args.command == "pretrain":  # stopped outside its training loop, or by a second Ctrl-C
+        return f"continue from its last checkpoint, if one was written: vitssl pretrain --resume {args.resume or args.out}"
+    return "nothing of it is complete: run the same command again"
 
 
 def command_of(args: Any) -> str:
