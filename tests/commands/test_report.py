@@ -31,6 +31,7 @@ def dino_run(tmp_path_factory):
                   "results": {"20": {"top1": 0.42, "top5": 0.9}}}, run_dir / "eval_knn.json")
     save_results({"protocol": "linear", "top1": 0.5, "top5": 0.95, "best_lr": 0.001}, run_dir / "eval_linear.json")
     save_results({"protocol": "segmentation", "miou": 0.31, "pixel_acc": 0.8}, run_dir / "eval_segmentation.json")
+    save_results({"protocol": "finetune", "top1": 0.61, "history": [{"epoch": 0}]}, run_dir / "eval_finetune.json")
     return run_dir
 
 
@@ -49,7 +50,7 @@ def test_report_is_self_contained_and_shows_every_part(dino_run, capsys):
     assert len(sources) == len(pngs) and all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r"(src|href)=\"(?!data:)", html), "the page must not reference other files"
     for text in ("Training curves", "Attention maps", "eval_knn.json", "20-NN top-1 / top-5", "0.4200 / 0.9000",
-                 "eval_linear.json", "eval_segmentation.json", "miou", "Resolved config", "median images/s"):
+                 "eval_linear.json", "eval_segmentation.json", "miou", "eval_finetune.json", "0.6100", "Resolved config", "median images/s"):
         assert text in html, text
     assert "Region correspondence" not in html  # DINO run: no correspondences
     assert "knn_top1: not logged (enable with train.knn_every_epochs=N" in html  # and said so, not drawn flat
