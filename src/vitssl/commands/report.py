@@ -2,12 +2,11 @@
 
 The page shows the resolved config, the curves logged in `metrics.jsonl` (loss, schedules,
 other metrics, throughput and memory), the learning curves (online k-NN top-1, the teacher's
-mutual information and entropy: `report_learning`), the evaluation results saved as JSON in the run folder
-(every `eval_*.json` of `vitssl eval`, `video_segmentation/video_segmentation.json`, the demo's
-`results.json`), last-layer attention
-maps of a few images (ViT backbones) and, for EsViT, region correspondences. Figures are PNG
-files in `RUN_DIR/report/` and are also embedded in the page as base64, so the page needs no
-other file. Parts that do not apply (no checkpoint, a Swin without image-wide attention,
+mutual information and entropy: `report_learning`), the evaluation results saved as JSON in the
+run folder (every `eval_*.json` of `vitssl eval`, `video_segmentation/video_segmentation.json`,
+the demo's `results.json`), last-layer attention maps of a few images (ViT backbones) and, for
+EsViT, region correspondences. Figures are PNG files in `RUN_DIR/report/` and are also embedded
+in the page as base64, so the page needs no other file. Parts that do not apply (no checkpoint, a Swin without image-wide attention,
 images that cannot be read) are skipped with a note on the page, never an error.
 """
 

@@ -98,7 +98,7 @@ def keep_resumed_size(saved: DictConfig, overrides: list[str]) -> list[str]:
             kept.append(item)
             continue
         given = OmegaConf.select(OmegaConf.from_dotlist([item.lstrip("+~")]), KEY)
-        if given != run_image_size(saved):
+        if given is not None and given != run_image_size(saved):  # null: sizes as configured, the run's
             raise ConfigError(f"--image-size / {KEY}={given} differs from the run's {run_image_size(saved)}: a resumed "
                               f"run keeps its image size; drop it, or start a new run with --out")
     return kept
