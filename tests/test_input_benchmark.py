@@ -26,7 +26,8 @@ def test_table_has_a_row_per_setting_and_the_json_the_same(folder_and_shards, tm
     assert main(["benchmark", "input", "--data", str(folder), str(shards), "--workers", "0", "1",
                  "--decode", "host", "device", "--batch-size", "4", "--batches", "2", "--device", "cpu",
                  "--json", str(out)]) == 0
-    table = capsys.readouterr().out.splitlines()
+    printed = capsys.readouterr().out
+    table = printed.split("benchmark input done in ")[0].splitlines()  # then the closing summary
     rows = json.loads(out.read_text())["input"]
     assert len(table) == 1 + 8 == 1 + len(rows)
     assert {(r["kind"], r["workers"], r["decode"]) for r in rows} == {

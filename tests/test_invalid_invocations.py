@@ -142,6 +142,10 @@ RESUME = [
     case("pretrain", "--resume", "{run}", "train.epochs=0", expect="train.epochs"),
     case("pretrain", "--resume", "{run}", "optim.lr=nan", expect="optim.lr"),
     case("pretrain", "--resume", "{run}", "--config", "demo_mnist", expect="--config"),
+    case("pretrain", "--resume", "{run}", "--image-size", "32", expect="--image-size"),
+    case("pretrain", "--resume", "{run}", "data.image_size=8", expect="data.image_size=8"),
+    case("pretrain", "--resume", "{run}", "backbone.img_size=32", expect="backbone.img_size"),
+    case("pretrain", "--resume", "{run}", "method.crops.local_crops_size=12", expect="local_crops_size"),
     case("pretrain", "--resume", "{scratch}/nothing", expect="config.yaml"),
     case("pretrain", "--resume", "{run_2proc}", expect="2 processes"),
 ]

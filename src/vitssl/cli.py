@@ -10,6 +10,7 @@ import argparse
 import os
 import re
 import sys
+import time
 
 from vitssl.cli_parsing.arguments import OneLineParser
 from vitssl.commands import (
@@ -27,6 +28,7 @@ from vitssl.commands import (
 from vitssl.commands import (
     data as data_command,
 )
+from vitssl.commands.stops import signals_stop_the_command, stopped_line
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -84,8 +86,17 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_arguments(build_parser(), argv)
     setup_console_logging()
+    started = time.perf_counter()
     try:
-        return (getattr(args, "handler", None) or COMMANDS[args.command])(args)
+        with signals_stop_the_command():  # SIGTERM, SIGHUP: a stop, as Ctrl-C is
+            return (getattr(args, "handler", None) or COMMANDS[args.command])(args)
+    except KeyboardInterrupt as stop:
+        if os.environ.get("VITSSL_DEBUG"):
+            raise
+        from vitssl.commands.summary import duration
+
+        print(stopped_line(stop, args, duration(time.perf_counter() - started)), file=sys.stderr)
+        return 2
     except _user_errors() as e:
         if os.environ.get("VITSSL_DEBUG"):
             raise

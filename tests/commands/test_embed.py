@@ -98,8 +98,10 @@ def test_partial_chunks_of_other_settings_are_refused(run, tmp_path, capsys, one
 
 
 @pytest.mark.slow
-def test_a_stopped_run_continues_after_its_saved_chunks(run, tmp_path):
-    """SIGINT to a real process mid-run, then the same command: finished chunks are reused, not
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+def test_a_stopped_run_continues_after_its_saved_chunks(run, tmp_path, sig):
+    """SIGINT or SIGTERM to a real process mid-run (a stop line, not an error), then the same
+    command: finished chunks are reused, not
     recomputed (a marker written into the first one comes back in the table), and the rest equals
     an uninterrupted run."""
     data = make_images(tmp_path / "imgs", n=40, broken=False)
@@ -111,8 +113,11 @@ def test_a_stopped_run_continues_after_its_saved_chunks(run, tmp_path):
     deadline = time.time() + 120
     while not first.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    last = err.strip().splitlines()[-1]
+    assert proc.returncode == 2 and last.startswith(f"vitssl: stopped by {sig.name} after ") and "error" not in last
+    assert f"the finished chunks are kept in {tmp_path / 'a.npy'}.parts" in last
     assert first.exists() and not (tmp_path / "a.npy").exists()
     chunk = dict(np.load(first))
     chunk["cls"] = np.full_like(chunk["cls"], 7.0)  # a marker no backbone gives

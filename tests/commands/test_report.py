@@ -31,6 +31,7 @@ def dino_run(tmp_path_factory):
                   "results": {"20": {"top1": 0.42, "top5": 0.9}}}, run_dir / "eval_knn.json")
     save_results({"protocol": "linear", "top1": 0.5, "top5": 0.95, "best_lr": 0.001}, run_dir / "eval_linear.json")
     save_results({"protocol": "segmentation", "miou": 0.31, "pixel_acc": 0.8}, run_dir / "eval_segmentation.json")
+    save_results({"protocol": "finetune", "top1": 0.61, "history": [{"epoch": 0}]}, run_dir / "eval_finetune.json")
     return run_dir
 
 
@@ -49,9 +50,10 @@ def test_report_is_self_contained_and_shows_every_part(dino_run, capsys):
     assert len(sources) == len(pngs) and all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r"(src|href)=\"(?!data:)", html), "the page must not reference other files"
     for text in ("Training curves", "Attention maps", "eval_knn.json", "20-NN top-1 / top-5", "0.4200 / 0.9000",
-                 "eval_linear.json", "eval_segmentation.json", "miou", "Resolved config", "median images/s"):
+                 "eval_linear.json", "eval_segmentation.json", "miou", "eval_finetune.json", "0.6100", "Resolved config", "median images/s"):
         assert text in html, text
     assert "Region correspondence" not in html  # DINO run: no correspondences
+    assert "knn_top1: not logged (enable with train.knn_every_epochs=N" in html  # and said so, not drawn flat
 
 
 def test_esvit_swin_report_skips_attention_and_draws_correspondences(tmp_path):
@@ -77,7 +79,7 @@ def test_metric_grouping_and_summary():
              "images_per_s": 30.0, "max_memory_gb": 2.5, "epoch": 0}]
     assert group_metric_keys(rows) == {"loss": ["loss", "region_loss"], "schedules": ["lr", "weight_decay"],
                                        "throughput": ["images_per_s", "max_memory_gb"],
-                                       "other": ["teacher_entropy"]}
+                                       "other": []}  # teacher entropy: the learning curves
     summary = summarise_metrics(rows)
     assert summary["median images/s"] == "30.0" and summary["peak max_memory_gb"] == "2.50"
     assert summary["optimizer steps"] == "2" and summary["final loss"] == "2.0000"
@@ -112,3 +114,26 @@ def test_every_figure_renders_in_a_headless_browser(dino_run, tmp_path):
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
     assert f"<title>loaded {n_images} of {n_images}</title>" in dom, dom[:300]
     assert dom.count('data-loaded="yes"') == n_images >= 5
+
+
+def test_learning_curves_show_the_logged_knn_and_teacher_information(tmp_path):
+    """A run that logs online k-NN (every epoch) and the teacher's statistics: both series, with
+    the values metrics.jsonl holds, in the page and as figures; nothing reported as not logged."""
+    overrides = [*tiny_overrides("digits"), "train.epochs=2", "train.knn_every_epochs=1", "train.knn_data=digits",
+                 "train.knn_k=5"]
+    run_dir = tmp_path / "run"
+    pretrain(load_config(None, overrides, method_configs()), run_dir)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    knn = [(r["step"], r["knn_top1"]) for r in rows if "knn_top1" in r]
+    info = [(r["step"], r["teacher_mutual_info"]) for r in rows if "teacher_mutual_info" in r]
+    assert [step for step, _ in knn] == [2, 4] and len(info) == 4
+    html = build_report(run_dir, pictures=False).read_text()
+    section = html.split("<h2>Learning curves</h2>")[1].split("<h2>")[0]
+    for key, points in (("knn_top1", knn), ("teacher_mutual_info", info)):
+        table = section.split(f"<code>{key}</code>")[1].split("</table>")[0]
+        assert re.findall(r"<tr><td>(\d+)</td><td>([-\d.]+)</td></tr>", table) == [
+            (str(step), f"{value:.4f}") for step, value in points]
+    assert "not logged" not in section
+    assert {p.name for p in (run_dir / "report").glob("*.png")} >= {"knn.png", "teacher.png"}
+    assert "Online k-NN top-1" in html and len(images_in(html)) == len(list((run_dir / "report").glob("*.png")))
+    assert summarise_metrics(rows)["final loss"] == f"{[r for r in rows if 'loss' in r][-1]['loss']:.4f}"

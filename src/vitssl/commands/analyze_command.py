@@ -6,6 +6,7 @@ No torch here (`vitssl --help` stays fast): the analyses run in `vitssl.commands
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from vitssl.cli_parsing.arguments import positive_int
@@ -81,13 +82,17 @@ def _add_statistics_parsers(analyses: argparse._SubParsersAction) -> None:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from vitssl.commands.analyze import run_correspondence
+    from vitssl.commands.summary import open_command, print_summary
 
+    started = time.perf_counter()
+    name = f"analyze {args.analysis}"
     if args.analysis == "attention":
         from vitssl.commands.analyze import run_attention_maps
 
         paths = run_attention_maps(args.checkpoint, args.images, args.out, args.image_size, args.limit, args.backbone,
                                    args.device, overwrite=args.overwrite)
         print(f"saved {counted(len(paths), 'attention picture')} in {Path(paths[0]).parent}")
+        print_summary(name, started, paths, f"{counted(len(paths), 'image')}, every head", open_command(paths[0]))
     if args.analysis == "layers":
         from vitssl.commands.analyze import run_layer_similarity
 
@@ -96,15 +101,23 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         diagonal = [row[i] for i, row in enumerate(r["cka"]) if i < len(row)]
         print("CKA of matching layers: " + " ".join(f"{v:.2f}" for v in diagonal))
         print(f"heat map {r['picture']}")
+        print_summary(name, started, [r["picture"], Path(r["picture"]).with_name("cka.json")],
+                      f"mean CKA of matching layers {sum(diagonal) / len(diagonal):.2f} over {counted(r['images'], 'image')}",
+                      open_command(r["picture"]))
     if args.analysis == "attention-stats":
         from vitssl.commands.analyze import run_attention_stats
 
         r = run_attention_stats(args.checkpoint, args.data, args.out, args.image_size, args.limit, args.batch_size,
                                 args.distance_unit, args.device, overwrite=args.overwrite)
         print(f"attention statistics of {counted(len(r['distance']), 'layer')}; plot {r['picture']}")
+        print_summary(name, started, [r["picture"], Path(r["picture"]).with_name("attention_stats.json")],
+                      f"last layer's mean attention distance {r['mean_distance'][-1]:.1f} ({args.distance_unit})",
+                      open_command(r["picture"]))
     if args.analysis == "correspondence":
         r = run_correspondence(args.checkpoint, args.images, args.out, args.image_size, args.top, args.limit,
                                args.backbone, args.device, overwrite=args.overwrite)
         print(f"correspondence accuracy {r['accuracy']:.3f} over {counted(r['pairs'], 'top pair')} of {counted(r['images'], 'image')}; "
               f"mean distance error {r['distance_error_px']:.1f} px; pictures in {Path(r['pictures'][0]).parent}")
+        print_summary(name, started, [Path(r["pictures"][0]).with_name("correspondence.json"), *r["pictures"]],
+                      f"correspondence accuracy {r['accuracy']:.3f}", open_command(r["pictures"][0]))
     return 0

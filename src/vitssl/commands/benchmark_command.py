@@ -6,6 +6,7 @@ No torch here (`vitssl --help` stays fast): the measurements run in `vitssl.benc
 from __future__ import annotations
 
 import argparse
+import time
 
 from vitssl.bench.input_options import add_input_parser
 from vitssl.bench.step_options import add_arguments as add_step_arguments
@@ -41,19 +42,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    from vitssl.commands.summary import print_summary
+
+    started = time.perf_counter()
     if args.json:
         from vitssl.engine.outputs import check_output_file
 
         check_output_file(args.json, args.overwrite, flag="--json")
+    wrote = [args.json] if args.json else []
     if args.benchmark == "input":
         from vitssl.bench.input import run_input_benchmark
 
-        run_input_benchmark(args)
+        best = max(run_input_benchmark(args), key=lambda r: r.images_per_s)
+        print_summary("benchmark input", started, wrote, f"fastest {best.images_per_s:.0f} images/s ({best.kind}, "
+                      f"{best.workers} workers, {best.decode} decoding)",
+                      f"vitssl pretrain ... train.num_workers={best.workers}"
+                      + (" train.augment_on=device train.decode_on=device" if best.decode == "device" else ""))
         return 0
     if args.benchmark == "step":
         from vitssl.bench.pretrain_step import check_arguments, run
 
-        run(check_arguments(args))
+        rows = run(check_arguments(args))["rows"]
+        headline = ", ".join(f"{r['method']} {r['images_per_s']:.0f} images/s" for r in rows)
+        print_summary("benchmark step", started, wrote, headline, "vitssl benchmark input --data FOLDER")
         return 0
     from vitssl.bench.throughput import format_throughput_table
     from vitssl.commands.analyze import run_throughput
@@ -65,4 +76,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         from vitssl.engine.outputs import save_results
 
         save_results({"throughput": {name: r.as_dict() for name, r in rows}}, args.json)
+    print_summary("benchmark throughput", started, wrote,
+                  ", ".join(f"{name} {r.images_per_s:.0f} images/s" for name, r in rows),
+                  "vitssl benchmark step --tiny")
     return 0

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import time
+from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -28,9 +31,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
+    from vitssl.commands.summary import print_summary
     from vitssl.data.datasets import DEFAULT_MAX_IMAGE_PIXELS
     from vitssl.data.shards.pack import PackOptions, pack, parse_size
 
+    started = time.perf_counter()
     if not args.prefix or "/" in args.prefix or "{" in args.prefix:
         raise ValueError(f"--prefix '{args.prefix}' must be a plain file name part, e.g. train")
     if args.workers < 0:
@@ -43,4 +48,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     last = f"{n - 1:06d}"
     print(f"wrote {index['total']} samples in {n} shard(s) to {args.out} ({len(index['skipped'])} skipped); "
           f"train with --data '{args.out}' or '{args.out}/{args.prefix}-{{000000..{last}}}.tar'")
+    out = Path(args.out)
+    shards = [out / shard["name"] for shard in index["shards"]]
+    print_summary("data pack", started, [out / "index.json", *shards], f"{index['total']} images in {n} shard(s)",
+                  f"vitssl pretrain --data {shlex.quote(args.out)} --out RUN")
     return 0

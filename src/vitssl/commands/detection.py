@@ -8,6 +8,8 @@ The parsers are added by `add_parser(subparsers)` from cli.py; each sets `handle
 from __future__ import annotations
 
 import argparse
+import shlex
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +77,16 @@ def add_parser(subparsers: Any) -> None:
 
 
 def cmd_shapes_coco(args: argparse.Namespace) -> int:
+    from vitssl.commands.summary import print_summary
     from vitssl.data.shapes_coco import write_shapes_coco
 
+    started = time.perf_counter()
     r = write_shapes_coco(args.out, args.train_images, args.val_images, args.image_size, args.max_shapes,
                           args.seed, overwrite=args.overwrite)
     print(f"wrote the shapes detection set to {args.out}; use --train {r['train']} --val {r['val']}")
+    print_summary("data shapes-coco", started, [r["train"].split(":")[0], r["val"].split(":")[0]],
+                  f"{args.train_images} train and {args.val_images} val images",
+                  f"vitssl eval detection --checkpoint RUN --train {shlex.quote(r['train'])} --val {shlex.quote(r['val'])}")
     return 0
 
 
@@ -119,15 +126,20 @@ def run_detection(checkpoint: str | Path, train: str, val: str, preset: str = "t
 
 
 def cmd_detection(args: argparse.Namespace) -> int:
+    from vitssl.commands.summary import print_summary, report_command
     from vitssl.engine.outputs import check_output_file, save_results
     from vitssl.eval.detection.train import summary
 
+    started = time.perf_counter()
     out = check_output_file(args.out or run_folder_of(args.checkpoint) / "eval_detection.json", args.overwrite)
     r = run_detection(args.checkpoint, args.train, args.val, args.preset, args.epochs, args.iters, args.batch_size,
                       args.lr, args.device, args.seed, args.num_workers, args.backbone)
     if "bbox" in r:  # rank 0 only under torchrun
         print(f"Mask R-CNN ({args.preset}, {r['iterations']} iterations): {summary(r)}")
-        print(f"saved {save_results(r, out)}")
+        saved = save_results(r, out)
+        print(f"saved {saved}")
+        print_summary("eval detection", started, [saved], f"box AP {r['bbox']['AP']:.4f}"
+                      + (f", mask AP {r['segm']['AP']:.4f}" if r.get("segm") else ""), report_command(args.checkpoint))
     return 0
 
 
@@ -152,9 +164,11 @@ def cmd_segmentation(args: argparse.Namespace) -> int:
         from vitssl.commands.eval_command import cmd_dense_eval
 
         return cmd_dense_eval(args)
+    from vitssl.commands.summary import print_summary, report_command
     from vitssl.engine.outputs import check_output_file, save_results
     from vitssl.eval.segmentation.finetune import run_dense_segmentation
 
+    started = time.perf_counter()
     out = check_output_file(args.out or run_folder_of(args.checkpoint) / "eval_segmentation_head.json", args.overwrite)
     r = run_dense_segmentation(args.checkpoint, args.train, args.val, head=args.head, finetune=args.finetune,
                                image_size=args.image_size, epochs=args.epochs, lr=args.lr,
@@ -164,5 +178,7 @@ def cmd_segmentation(args: argparse.Namespace) -> int:
                                pool_scales=_pool_scales(args.pool_scales))
     print(f"{args.head} head{' + backbone' if args.finetune else ''}: mIoU {r['miou']:.4f}  "
           f"pixel accuracy {r['pixel_acc']:.4f}")
-    print(f"saved {save_results(r, out)}")
+    saved = save_results(r, out)
+    print(f"saved {saved}")
+    print_summary("eval segmentation", started, [saved], f"mIoU {r['miou']:.4f}", report_command(args.checkpoint))
     return 0

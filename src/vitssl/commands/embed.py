@@ -11,7 +11,8 @@ processed in chunks saved as they finish, so a stopped run continues where it wa
 from __future__ import annotations
 
 import argparse
-import sys
+import shlex
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +25,7 @@ from vitssl.cli_parsing.shared_options import (
     add_model_options,
     add_num_workers,
 )
+from vitssl.commands.stops import CommandStopped
 from vitssl.engine.cores import available_cores
 from vitssl.engine.outputs import add_overwrite_flag
 
@@ -49,7 +51,7 @@ def add_parser(subparsers: Any) -> Callable[[argparse.Namespace], int]:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from vitssl.commands.embed_images import embed_folder
-    from vitssl.commands.summary import duration
+    from vitssl.commands.summary import print_summary
 
     started = time.perf_counter()
     try:
@@ -57,20 +59,20 @@ def cmd_embed(args: argparse.Namespace) -> int:
                          image_size=args.image_size, batch_size=args.batch_size, num_workers=args.num_workers,
                          chunk_size=args.chunk_size, which=args.backbone, device=args.device,
                          overwrite=args.overwrite)
-    except KeyboardInterrupt:  # Ctrl-C: a stop, not an error; the saved chunks stay
-        print(f"\nvitssl: stopped; the finished chunks are kept in {args.out}.parts: run the same command to "
-              "continue", file=sys.stderr)
-        return 2
-    print(f"embedded {r['rows']} images ({r['width']} features each: {', '.join(r['columns'])}) in "
-          f"{duration(time.perf_counter() - started)}" + (f"; {r['skipped']} unreadable, no row" if r["skipped"] else ""))
-    print(f"  wrote {r['out']}")
-    print(f"  next: load it with {_how_to_load(r['out'])}")
+    except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM: a stop, not an error; the saved chunks stay
+        raise CommandStopped(getattr(stop, "signum", signal.SIGINT), f"the finished chunks are kept in "
+                             f"{args.out}.parts: run the same command to continue") from None
+    print_summary("embed", started, [r["out"]], f"embedded {r['rows']} images ({r['width']} features each: "
+                  f"{', '.join(r['columns'])})" + (f"; {r['skipped']} unreadable, no row" if r["skipped"] else ""),
+                  _how_to_load(r["out"]))
     return 0
 
 
 def _how_to_load(out: str) -> str:
+    """A command that loads the table and shows its shape (numpy, pyarrow) or first lines (CSV)."""
     suffix = Path(out).suffix.lower()
-    return {".npy": f"numpy.load('{out}')['cls']", ".csv": f"pandas.read_csv('{out}')",
-            ".parquet": f"pyarrow.parquet.read_table('{out}')"}[suffix]
-
-
+    if suffix == ".csv":
+        return f"head -3 {shlex.quote(out)}"
+    code = {".npy": f"import numpy; t = numpy.load({out!r}); print(t['cls'].shape, t['path'][:3])",
+            ".parquet": f"import pyarrow.parquet as pq; print(pq.read_table({out!r}).schema)"}[suffix]
+    return f"python -c {shlex.quote(code)}"

@@ -109,20 +109,20 @@ def _embed_chunks(backbone: torch.nn.Module, images: _Images, chunks: Chunks, co
     todo = [i for i in range(count) if not chunks.done(i)]
     total = len(images)
     done_images = total - sum(min(chunk_size, total - i * chunk_size) for i in todo)
-    bar = tqdm(total=total, initial=done_images, desc="embedding", unit="img", dynamic_ncols=True)
-    for i in todo:
-        indices = range(i * chunk_size, min(total, (i + 1) * chunk_size))
-        loader = DataLoader(Subset(images, indices), batch_size=batch_size,
-                            num_workers=workers, shuffle=False)
-        parts: dict[str, list[np.ndarray]] = {"cls": [], "readable": []}
-        if patch_features:
-            parts["patch_mean"] = []
-        for batch, _, readable in loader:
-            tokens = backbone(batch.to(device))
-            parts["cls"].append(tokens.pooled.float().cpu().numpy())
+    # a `with`: on a stop the bar is closed before the stop line is printed, not after it
+    with tqdm(total=total, initial=done_images, desc="embedding", unit="img", dynamic_ncols=True) as bar:
+        for i in todo:
+            indices = range(i * chunk_size, min(total, (i + 1) * chunk_size))
+            loader = DataLoader(Subset(images, indices), batch_size=batch_size,
+                                num_workers=workers, shuffle=False)
+            parts: dict[str, list[np.ndarray]] = {"cls": [], "readable": []}
             if patch_features:
-                parts["patch_mean"].append(tokens.patches.float().mean(dim=1).cpu().numpy())
-            parts["readable"].append(readable.numpy().astype(bool))
-            bar.update(len(batch))
-        chunks.save(i, {k: np.concatenate(v) for k, v in parts.items()})
-    bar.close()
+                parts["patch_mean"] = []
+            for batch, _, readable in loader:
+                tokens = backbone(batch.to(device))
+                parts["cls"].append(tokens.pooled.float().cpu().numpy())
+                if patch_features:
+                    parts["patch_mean"].append(tokens.patches.float().mean(dim=1).cpu().numpy())
+                parts["readable"].append(readable.numpy().astype(bool))
+                bar.update(len(batch))
+            chunks.save(i, {k: np.concatenate(v) for k, v in parts.items()})

@@ -6,6 +6,7 @@ No torch here (`vitssl --help` stays fast).
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 from vitssl.cli_parsing.arguments import positive_int
@@ -56,8 +57,14 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from vitssl.commands.report import build_report
+    from vitssl.commands.summary import final_loss, open_command, print_summary
 
+    started = time.perf_counter()
     path = build_report(args.run_dir, images=args.images, limit=args.limit, pictures=not args.no_pictures,
                         out=args.out, image_size=args.image_size, overwrite=args.overwrite)
-    print(f"report written to {path} (figures as PNG in {Path(args.run_dir) / 'report'})")
+    figures = Path(args.run_dir) / "report"
+    print(f"report written to {path} (figures as PNG in {figures})")
+    loss = final_loss(Path(args.run_dir))
+    print_summary("report", started, [path, figures],
+                  f"final loss {loss:.4f}" if loss is not None else "no training loss logged", open_command(path))
     return 0

@@ -29,6 +29,7 @@ from vitssl.engine.checkpoint import (
     load_checkpoint,
     load_partial_state,
 )
+from vitssl.engine.image_size import keep_resumed_size, refuse_size_change
 from vitssl.engine.launch import init_distributed, teardown_distributed
 from vitssl.engine.logging import log
 from vitssl.engine.rng import seed_everything
@@ -46,8 +47,9 @@ def resolve_pretrain_config(preset: str | None, overrides: list[str], resume_dir
     if preset:
         raise ConfigError("--config cannot be combined with --resume: the run folder's config.yaml is used")
     base = read_yaml(saved, "run config")
-    cfg = load_config(None, overrides, method_configs(), base=base)
+    cfg = load_config(None, keep_resumed_size(base, overrides), method_configs(), base=base)
     refuse_batch_change(base, cfg)
+    refuse_size_change(base, cfg)
     return cfg
 
 

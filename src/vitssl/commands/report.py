@@ -1,12 +1,12 @@
 """`vitssl report RUN_DIR`: one self-contained HTML page about a run.
 
 The page shows the resolved config, the curves logged in `metrics.jsonl` (loss, schedules,
-other metrics, throughput and memory), the evaluation results saved as JSON in the run folder
-(`eval_knn.json`, `eval_linear.json`, `eval_segmentation.json`,
-`video_segmentation/video_segmentation.json`, the demo's `results.json`), last-layer attention
-maps of a few images (ViT backbones) and, for EsViT, region correspondences. Figures are PNG
-files in `RUN_DIR/report/` and are also embedded in the page as base64, so the page needs no
-other file. Parts that do not apply (no checkpoint, a Swin without image-wide attention,
+other metrics, throughput and memory), the learning curves (online k-NN top-1, the teacher's
+mutual information and entropy: `report_learning`), the evaluation results saved as JSON in the
+run folder (every `eval_*.json` of `vitssl eval`, `video_segmentation/video_segmentation.json`,
+the demo's `results.json`), last-layer attention maps of a few images (ViT backbones) and, for
+EsViT, region correspondences. Figures are PNG files in `RUN_DIR/report/` and are also embedded
+in the page as base64, so the page needs no other file. Parts that do not apply (no checkpoint, a Swin without image-wide attention,
 images that cannot be read) are skipped with a note on the page, never an error.
 """
 
@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from vitssl.commands.report_learning import LEARNING_KEYS, Series, learning_figures, learning_series
 from vitssl.commands.report_page import render_html
 from vitssl.engine.logging import read_metrics
 from vitssl.engine.outputs import check_output_dir, check_output_file, write_text_atomic
@@ -32,7 +33,7 @@ from vitssl.engine.outputs import check_output_dir, check_output_file, write_tex
 SKIP_KEYS = {"step", "epoch"}
 SCHEDULE_KEYS = ("lr", "weight_decay", "teacher_temp", "momentum")
 FIGURE_PATTERNS = ("attention_*.png", "correspondence_*.png", "loss.png", "schedules.png", "other.png",
-                   "throughput.png")
+                   "throughput.png", "knn.png", "teacher.png")
 RESULT_FILES = ("eval_knn.json", "eval_linear.json", "eval_segmentation.json", "results.json",
                 "video_segmentation/video_segmentation.json", "correspondence/correspondence.json")
 
@@ -59,6 +60,8 @@ class Report:
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, str] = field(default_factory=dict)
     curves: list[Figure] = field(default_factory=list)
+    learning: list[Figure] = field(default_factory=list)  # k-NN and teacher information (report_learning)
+    learning_series: list[Series] = field(default_factory=list)
     results: list[tuple[str, list[tuple[str, str]]]] = field(default_factory=list)
     attention: list[Figure] = field(default_factory=list)
     correspondence: list[Figure] = field(default_factory=list)
@@ -68,10 +71,11 @@ class Report:
 # --------------------------------------------------------------------------- metric curves
 
 def group_metric_keys(rows: list[dict[str, float]]) -> dict[str, list[str]]:
-    """Split the logged keys into loss terms, schedules, throughput/memory and the rest."""
+    """Split the logged keys into loss terms, schedules, throughput/memory and the rest (the
+    learning curves, `report_learning`, have their own section)."""
     keys: list[str] = []
     for row in rows:
-        keys.extend(k for k in row if k not in keys and k not in SKIP_KEYS)
+        keys.extend(k for k in row if k not in keys and k not in SKIP_KEYS and k not in LEARNING_KEYS)
     groups: dict[str, list[str]] = {"loss": [], "schedules": [], "throughput": [], "other": []}
     for key in keys:
         if key == "loss" or key.endswith("_loss") or key.startswith("loss"):
@@ -149,9 +153,10 @@ def summarise_metrics(rows: list[dict[str, float]]) -> dict[str, str]:
     """Steps, final loss, median throughput (first step excluded: it includes start-up) and peak memory."""
     if not rows:
         return {}
-    out = {"optimizer steps": str(int(rows[-1]["step"]))}
-    if "loss" in rows[-1]:
-        out["final loss"] = f"{rows[-1]['loss']:.4f}"
+    out = {"optimizer steps": str(int(max(r["step"] for r in rows)))}
+    losses = [r["loss"] for r in rows if "loss" in r]  # the last row may be an epoch-end k-NN row
+    if losses:
+        out["final loss"] = f"{losses[-1]:.4f}"
     speeds = [r["images_per_s"] for r in rows[1:] or rows if "images_per_s" in r]
     if speeds:
         out["median images/s"] = f"{statistics.median(speeds):.1f}"
@@ -183,7 +188,8 @@ def result_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
 def collect_results(run_dir: Path) -> list[tuple[str, list[tuple[str, str]]]]:
     """The evaluation and analysis results saved as JSON in the run folder."""
     found = []
-    for name in RESULT_FILES:
+    evals = sorted(p.name for p in run_dir.glob("eval_*.json"))  # every protocol, baselines included
+    for name in dict.fromkeys([*RESULT_FILES, *evals]):
         path = run_dir / name
         if not path.is_file():
             continue
@@ -271,6 +277,8 @@ def collect_report(run_dir: str | Path, images: str | None = None, limit: int = 
         report.notes.append("no metrics.jsonl: no training curves")
     report.summary = {**_config_summary(report.config), **summarise_metrics(rows)}
     report.curves = metric_figures(rows, out_dir, report.config)
+    report.learning_series = learning_series(rows)
+    report.learning = learning_figures(rows, report.learning_series, out_dir)
     report.results = collect_results(run_dir)
     from vitssl.eval.transfer.report_section import transfer_results
 

@@ -56,6 +56,17 @@ TEMPLATE = """<!DOCTYPE html>
 <h2>Training curves</h2>
 {{ figures(r.curves) }}
 {% endif %}
+{% if r.learning_series %}
+<h2>Learning curves</h2>
+{{ figures(r.learning) }}
+{% for s in r.learning_series %}
+<h3>{{ s.title }} <code>{{ s.key }}</code></h3>
+{% if s.missing %}<p class="note">{{ s.key }}: {{ s.missing }}</p>
+{% else %}<table><tr><th>step</th><th>{{ s.key }}</th></tr>
+{% for step, value in s.table() %}<tr><td>{{ step }}</td><td>{{ value }}</td></tr>{% endfor %}</table>
+{% endif %}
+{% endfor %}
+{% endif %}
 {% if r.results %}
 <h2>Evaluation results</h2>
 {% for name, rows in r.results %}

@@ -4,6 +4,8 @@ it took and the command to run next, so that a finished run explains itself."""
 from __future__ import annotations
 
 import shlex
+import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +56,40 @@ def pretrain_summary(run_dir: Path, steps: int, seconds: float, data: str, extra
     lines.append(f"  next: vitssl eval knn --checkpoint {run} {eval_data_args(data)}")
     lines.append(f"        vitssl embed --checkpoint {run} --data FOLDER --out embeddings.npy;  vitssl report {run}")
     return "\n".join(lines)
+
+
+MAX_PATHS = 5  # a command that writes more names the first ones and the folder of the rest
+
+
+def command_summary(what: str, seconds: float, wrote: Iterable[str | Path] = (), headline: str | None = None,
+                    next_command: str | None = None) -> str:
+    """The closing lines of every other long command (eval, analyze, report, embed, export,
+    import, benchmark, data): `WHAT done in T: HEADLINE`, one `  wrote: PATH` per output, and
+    `  next: COMMAND`."""
+    lines = [f"{what} done in {duration(seconds)}" + (f": {headline}" if headline else "")]
+    paths = [Path(p) for p in wrote]
+    shown = paths if len(paths) <= MAX_PATHS else paths[:MAX_PATHS - 1]
+    lines += [f"  wrote: {path}" for path in shown]
+    if len(shown) < len(paths):
+        lines.append(f"  and {len(paths) - len(shown)} more files in {paths[len(shown)].parent}")
+    if next_command:
+        lines.append(f"  next: {next_command}")
+    return "\n".join(lines)
+
+
+def print_summary(what: str, started: float, wrote: Iterable[str | Path] = (), headline: str | None = None,
+                  next_command: str | None = None) -> None:
+    """Print `command_summary` for a command that began at `started` (time.perf_counter())."""
+    print(command_summary(what, time.perf_counter() - started, wrote, headline, next_command))
+
+
+def report_command(checkpoint: str | Path) -> str:
+    """`vitssl report RUN` for the run folder a checkpoint argument names (its results show there)."""
+    from vitssl.commands.run_folder import run_folder_of
+
+    return f"vitssl report {shlex.quote(str(run_folder_of(checkpoint)))}"
+
+
+def open_command(path: str | Path) -> str:
+    """A command that opens a file in the default browser or viewer, on any platform."""
+    return f"python -m webbrowser {shlex.quote(Path(path).resolve().as_uri())}"

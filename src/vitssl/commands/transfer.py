@@ -4,10 +4,13 @@ fine-tuning on six small sets, or vitssl's built-in sets), one table and JSON pe
 from __future__ import annotations
 
 import argparse
+import signal
+import time
 from pathlib import Path
 
 from vitssl.cli_parsing.arguments import positive_float, positive_int, subcommands_of
 from vitssl.cli_parsing.shared_options import add_model_options, add_num_workers, add_seed
+from vitssl.commands.stops import CommandStopped
 
 # The names of eval/transfer/registry.py's SUITES, here so that building the parser imports no torch
 # (tests/eval/test_transfer.py checks the two agree).
@@ -66,9 +69,11 @@ def default_out(checkpoint: str, suite: str) -> Path:
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
+    from vitssl.commands.summary import print_summary, report_command
     from vitssl.eval.transfer.protocols import TransferOptions
     from vitssl.eval.transfer.suite import run_suite
 
+    started = time.perf_counter()
     opts = TransferOptions(image_size=args.image_size, resize_size=args.resize_size, batch_size=args.batch_size,
                            num_workers=args.num_workers, device=args.device, which=args.backbone,
                            n_last_blocks=args.n_last_blocks, cs=args.cs, solver=args.solver, recipe=args.recipe,
@@ -79,8 +84,11 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     try:
         summary = run_suite(args.checkpoint, args.suite, out, root=args.root, sets=args.sets, options=opts,
                             overwrite=args.overwrite)
-    except KeyboardInterrupt:
-        raise RuntimeError(f"interrupted: the finished sets are kept in {out}; rerun the same command to continue "
-                           "with the rest") from None
+    except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM: a stop, not an error
+        raise CommandStopped(getattr(stop, "signum", signal.SIGINT), f"the finished sets are kept in {out}; "
+                             "rerun the same command to continue with the rest") from None
     print(f"saved {out / 'suite.json'} and one JSON per set")
+    scores = [row["score"] for row in summary["rows"] if isinstance(row.get("score"), (int, float))]
+    headline = f"mean score {sum(scores) / len(scores):.4f} over {len(scores)} set(s)" if scores else "no set ran"
+    print_summary("eval transfer", started, [out / "suite.json"], headline, report_command(args.checkpoint))
     return 0 if summary["rows"] else 2

@@ -77,3 +77,37 @@ def apply_image_size(cfg: DictConfig, preset: DictConfig | None, overrides: Dict
     for key, value in sizes_for(cfg, image_size).items():
         if key not in explicit:
             OmegaConf.update(cfg, key, value, merge=False)
+
+
+RESOLUTION_KEYS = ("backbone.img_size", "method.crops.global_crops_size", "method.crops.local_crops_size",
+                   "method.crop.size")
+
+
+def run_image_size(saved: DictConfig) -> Any:
+    """The size a run trained at: its `data.image_size`, else its backbone's `img_size`."""
+    return OmegaConf.select(saved, KEY) or OmegaConf.select(saved, "backbone.img_size")
+
+
+def keep_resumed_size(saved: DictConfig, overrides: list[str]) -> list[str]:
+    """A resumed run keeps its image size (its weights, crops and data order follow from it):
+    `data.image_size` (`--image-size`) naming another size is refused, one naming the run's own
+    size is dropped (so it cannot re-derive the run's other size keys)."""
+    kept = []
+    for item in overrides:
+        if item.split("=", 1)[0].lstrip("+~") != KEY:
+            kept.append(item)
+            continue
+        given = OmegaConf.select(OmegaConf.from_dotlist([item.lstrip("+~")]), KEY)
+        if given is not None and given != run_image_size(saved):  # null: sizes as configured, the run's
+            raise ConfigError(f"--image-size / {KEY}={given} differs from the run's {run_image_size(saved)}: a resumed "
+                              f"run keeps its image size; drop it, or start a new run with --out")
+    return kept
+
+
+def refuse_size_change(saved: DictConfig, cfg: DictConfig) -> None:
+    """Any resolution key (backbone size, crop sizes) changed on resume is refused, as above."""
+    for key in RESOLUTION_KEYS:
+        before, now = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
+        if before is not None and before != now:
+            raise ConfigError(f"{key}={now} differs from the run's {before}: a resumed run keeps its image size; "
+                              f"drop the override, or start a new run with --out")

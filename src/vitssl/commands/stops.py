@@ -1,0 +1,69 @@
+"""A long command stopped by a signal is reported as a stop, not as an error.
+
+Ctrl-C raises KeyboardInterrupt; while a command runs (`signals_stop_the_command`), SIGTERM
+(`timeout`, schedulers, container stops) and SIGHUP (a closed terminal) raise `CommandStopped`,
+a KeyboardInterrupt, so that the same `except KeyboardInterrupt` keeps what a command can keep
+(embed's chunks, transfer's finished sets) for every stop signal. `vitssl pretrain` handles these
+signals itself while it trains (it finishes the step and saves: `engine/stop_signals.py`).
+Torch-free: `vitssl.cli` imports it.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+RAISING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class CommandStopped(KeyboardInterrupt):
+    """A stop signal ended the command; `kept` says what of its work remains (may be empty)."""
+
+    def __init__(self, signum: int = signal.SIGINT, kept: str = "") -> None:
+        super().__init__(kept)
+        self.signum, self.kept = signum, kept
+
+
+def _raise(signum: int, _frame: Any) -> None:
+    raise CommandStopped(signum)
+
+
+@contextmanager
+def signals_stop_the_command() -> Iterator[None]:
+    """While entered, SIGTERM and SIGHUP raise `CommandStopped` in the main thread (a signal set
+    to be ignored, as `nohup` sets SIGHUP, stays ignored); the previous handlers come back after."""
+    previous = {}
+    for sig in RAISING_SIGNALS:
+        try:
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                previous[sig] = signal.signal(sig, _raise)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def stopped_line(stop: KeyboardInterrupt, args: Any, seconds_text: str) -> str:
+    """`vitssl: stopped by SIGTERM after 4 s, before `vitssl eval knn` finished; ...` (one line)."""
+    signum = getattr(stop, "signum", signal.SIGINT)
+    kept = getattr(stop, "kept", "") or _default_kept(args)
+    return (f"vitssl: stopped by {signal.Signals(signum).name} after {seconds_text}, before `vitssl {command_of(args)}` "
+            f"finished; {kept}")
+
+
+def _default_kept(args: Any) -> str:
+    if args.command == "pretrain":  # stopped outside its training loop, or by a second Ctrl-C
+        return f"continue from its last checkpoint, if one was written: vitssl pretrain --resume {args.resume or args.out}"
+    return "nothing of it is complete: run the same command again"
+
+
+def command_of(args: Any) -> str:
+    """`eval knn`, `analyze layers`, `report`: the command line's command and sub-command."""
+    sub = next((getattr(args, d) for d in ("protocol", "analysis", "benchmark", "data_command")
+                if isinstance(getattr(args, d, None), str)), None)
+    return f"{args.command} {sub}" if sub else str(args.command)
