@@ -1,8 +1,8 @@
 """Short CPU EsViT pre-training of one backbone on built-in data: 20-NN and region correspondence
 of the same seeded network at random initialisation and after pre-training (docs/methods/esvit.md).
 
-    python benchmarks/esvit_cpu_evidence.py --out runs/ev_cvt --data shapes --seed 0 \
-        --overrides backbone.name=cvt_tiny backbone.embed_dim=16 ...
+    python benchmarks/esvit_cpu_evidence.py --preset esvit_cvt_tiny_cpu --data shapes --seed 0 \
+        --out runs/ev_cvt_s0 [--overrides method.koleo_weight=0 ...]
 
 k-NN is `vitssl demo`'s protocol (teacher's pooled view feature, the run's normalisation, built-in
 train split as memory, val split as queries); correspondence is `vitssl analyze correspondence`'s
@@ -31,7 +31,7 @@ def correspondence(backbone: torch.nn.Module, data: str, out: Path, size: int, t
     return round(result["accuracy"], 4)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--data", default="shapes", choices=sorted(DEMO_PRESETS))
@@ -43,9 +43,8 @@ def main() -> None:
     p.add_argument("--corr-top", type=int, default=4)
     p.add_argument("--corr-limit", type=int, default=50)
     p.add_argument("--overrides", nargs="*", default=[])
-    a = p.parse_args()
+    a = p.parse_args(argv)
     start, out = time.perf_counter(), Path(a.out)
-    DEMO_PRESETS.setdefault(a.data, a.preset)
     preset = a.preset or DEMO_PRESETS[a.data]
     objs, method, trainer = start_demo_run(preset, out, a.data, a.epochs, a.seed, a.overrides)
     eval_input = method_class(objs.method.name).evaluation_input(objs.method, objs.backbone)
