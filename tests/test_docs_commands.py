@@ -187,6 +187,8 @@ SHRINK_FLAGS = {
     "embed": ["--image-size", "16", "--batch-size", "8", "--num-workers", "0", *CPU],
     "benchmarks/checkpoint_save.py": ["--gib", "0.01", "--repeats", "1"],
     "benchmarks/decode_memory.py": ["--pixels", "10000", "--modes", "RGB"],
+    "benchmarks/esvit_cpu_evidence.py": ["--epochs", "1", "--knn-every", "0", "--corr-limit", "2", "--overrides",
+                                         "train.max_steps_per_epoch=2", "train.num_workers=0", "train.progress=false"],
 }
 
 

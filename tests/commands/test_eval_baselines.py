@@ -68,3 +68,22 @@ def test_no_pixels_leaves_the_row_out_and_linear_reports_both(run_dir, capsys, t
     linear = json.loads((tmp_path / "l.json").read_text())
     assert 0.1 < linear["raw_pixels"]["top1"] <= 1.0 and not linear["scratch"]
     capsys.readouterr()
+
+
+def test_scratch_defaults_to_the_network_the_run_started_from(tmp_path):
+    """A run seeded 2: `--scratch` without `--seed` is its own initial network, the one the
+    trainer saved before its first step, not the seed-0 network of the same architecture."""
+    from vitssl.engine.checkpoint import load_checkpoint
+
+    run = tmp_path / "seeded"
+    assert main(["pretrain", "--method", "dino", "--backbone", "vit_tiny", "--data", "digits", "--out", str(run),
+                 *tiny_overrides("digits")[1:], "train.seed=2"]) == 0
+    saved = load_checkpoint(run / "checkpoint-step0000000.pt")["method"]
+    initial = {k.removeprefix("teacher.backbone."): v for k, v in saved.items() if k.startswith("teacher.backbone.")}
+
+    def same(backbone):
+        state = backbone.state_dict()
+        return state.keys() == initial.keys() and all(torch.equal(state[k], initial[k]) for k in state)
+
+    assert same(untrained_backbone(run)[0])
+    assert not same(untrained_backbone(run, seed=0)[0])

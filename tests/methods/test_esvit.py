@@ -67,3 +67,27 @@ def test_selfpatch_and_esvit_share_the_backbone_interface(border):
     es = build("esvit", *SMALL_REGION_HEAD)
     assert sp.evaluation_backbone()(torch.randn(1, 3, 16, 16)).patches.shape == \
         es.evaluation_backbone()(torch.randn(1, 3, 16, 16)).patches.shape
+
+
+def test_koleo_term_adds_its_weighted_value_on_the_global_views_pooled_features():
+    from vitssl.losses.koleo import koleo_loss
+
+    method = build("esvit", "backbone.drop_path_rate=0.0", *SMALL_REGION_HEAD).eval()  # two passes agree
+    batch = one_batch(method)
+    plain = method.training_step(batch, CTX).loss
+    method.cfg.koleo_weight = 0.1
+    out = method.training_step(batch, CTX)
+    views, _ = batch
+    pooled = [method.student.backbone(v).pooled for v in views[:2]]
+    expected = koleo_loss(pooled[0]) + koleo_loss(pooled[1])
+    assert out.metrics["koleo"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx(plain.item() + 0.1 * expected.item(), rel=1e-5)
+    out.loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.student.backbone.parameters())
+
+
+def test_koleo_weight_is_validated_in_one_line():
+    from vitssl.engine.validation import ConfigError
+
+    with pytest.raises(ConfigError, match=r"method\.koleo_weight=-1\.0 is out of range"):
+        build("esvit", "method.koleo_weight=-1")

@@ -53,7 +53,9 @@ def _add_frozen_feature_parsers(protocols: argparse._SubParsersAction) -> None:
         add_model_options(p)
         p.add_argument("--scratch", action="store_true",
                        help="evaluate the same network at its seeded initialisation (the random-init baseline)")
-        add_seed(p, help="seed of the --scratch initialisation")
+        p.add_argument("--seed", type=non_negative_int, default=None,
+                       help="seed of the --scratch initialisation (default: the run's train.seed, i.e. the network "
+                            "the run started from)")
         p.add_argument("--no-pixels", dest="pixels", action="store_false",
                        help="skip the raw-pixel baseline row (the same images, normalised and flattened)")
         if name == "knn":

@@ -45,7 +45,7 @@ PIXEL_BUDGET_BYTES = 2 << 30  # raw-pixel features larger than this (train + val
 def checkpoint_features(checkpoint: str | Path, train: str, val: str, which: str = "teacher",
                         image_size: int | None = None, resize_size: int | None = None, device: str = "auto",
                         batch_size: int = 256, num_workers: int = 4, n_last_blocks: int = 1,
-                        avgpool_patchtokens: bool = False, scratch: bool = False, seed: int = 0,
+                        avgpool_patchtokens: bool = False, scratch: bool = False, seed: int | None = None,
                         pixels: bool = False) -> FeatureSplits:
     """Load a checkpoint's backbone once and extract train and val features with it, the images
     normalised as the run's crops were. `scratch`: the same network at its seeded initialisation
@@ -94,7 +94,7 @@ def knn_ks(ks: tuple[int, ...] | None, train: str) -> tuple[int, ...]:
 def run_knn(checkpoint: str | Path, train: str, val: str, ks: tuple[int, ...] | None = None,
             temperature: float = 0.07, image_size: int | None = None, resize_size: int | None = None,
             device: str = "auto", batch_size: int = 256, num_workers: int = 4,
-            which: str = "teacher", scratch: bool = False, seed: int = 0, pixels: bool = True) -> dict[str, Any]:
+            which: str = "teacher", scratch: bool = False, seed: int | None = None, pixels: bool = True) -> dict[str, Any]:
     """DINO k-NN protocol (DINO paper Sec. 3.2; facebookresearch/dino eval_knn.py, eval_linear.py) on a checkpoint; `ks=None`: DINO's 10, 20, 100, 200
     where they fit. `scratch`: the network at its seeded initialisation; `pixels`: a raw-pixel row too."""
     ks = knn_ks(ks, train)
@@ -114,7 +114,7 @@ def run_linear(checkpoint: str | Path, train: str, val: str, n_last_blocks: int 
                avgpool_patchtokens: bool = False, epochs: int = 100, lr: float | None = None,
                lrs: list[float] | None = None, batch_size: int = 256, image_size: int | None = None,
                resize_size: int | None = None, device: str = "auto", num_workers: int = 4,
-               which: str = "teacher", batchnorm: bool = False, scratch: bool = False, seed: int = 0,
+               which: str = "teacher", batchnorm: bool = False, scratch: bool = False, seed: int | None = None,
                pixels: bool = True) -> dict[str, Any]:
     """DINO linear protocol (DINO paper Sec. 3.2; facebookresearch/dino eval_knn.py, eval_linear.py) on pre-extracted frozen features; `batchnorm` puts
     MAE's BatchNorm1d(affine=False) before the Linear layer (MAE paper App. A.1, Tables 9-10; facebookresearch/mae FINETUNE.md). `scratch`: the

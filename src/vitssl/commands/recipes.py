@@ -75,6 +75,16 @@ RECIPES: dict[str, Recipe] = {
     "esvit_cvt_tiny_w7": _esvit("78.5 / 76.7", "bs64"),
     "esvit_vil_tiny": _esvit("77.5 / 74.5", "bs64"),
     "esvit_resnet50": _esvit("75.7 / 71.3", "bs64"),
+    "demo_esvit_shapes": Recipe(ESVIT, "the recipe of the esvit_*_cpu presets (its own ViT-Tiny is untested): "
+                                "see esvit_cvt_tiny_cpu (docs/methods/esvit.md)",
+                                "248 steps of 32 images: minutes on 2 CPU cores"),
+    "esvit_cvt_tiny_cpu": Recipe(ESVIT, "20-NN top-1 on shapes above the same network at random init: 0.296 -> 0.419 (3 seeds) "
+                                 "(docs/methods/esvit.md)", "248 steps of 32 images: ~5 min on one CPU thread"),
+    "esvit_vil_tiny_cpu": Recipe(ESVIT, "20-NN top-1 on shapes above the same network at random init: 0.293 -> 0.374 (3 seeds) "
+                                 "(docs/methods/esvit.md)", "248 steps of 32 images: 6 - 8 min on one CPU thread"),
+    "esvit_resnet50_cpu": Recipe(ESVIT, "20-NN top-1 on shapes 0.288 -> 0.270, not above random init; region "
+                                 "correspondence 0.075 -> 0.14, chance 0.11 (docs/methods/esvit.md)",
+                                 "248 steps of 32 images: ~5 min on one CPU thread"),
     "esvit_vit_small16": Recipe(ESVIT, "no published number (EsViT issue #28): compare with dino_vit_small16's "
                                 "k-NN 69.3 / linear 74.0",
                                 f"100 epochs x {IMAGENET}, 8 GPUs x 64 (as dino_vit_small16)"),

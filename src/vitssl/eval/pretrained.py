@@ -20,6 +20,7 @@ from vitssl.engine.checkpoint import (
     load_matching_state,
 )
 from vitssl.engine.protocol import EvalInput, MethodBase, optional_member
+from vitssl.engine.rng import seed_everything
 from vitssl.methods import method_class, method_configs
 
 
@@ -131,9 +132,10 @@ def normalization(eval_input: EvalInput) -> tuple[list[float], list[float]]:
     return list(eval_input.mean or default.mean), list(eval_input.std or default.std)
 
 
-def untrained_backbone(source: str | Path, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
+def untrained_backbone(source: str | Path, seed: int | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """A randomly initialised evaluation backbone (seeded) with the architecture of a
-    pre-training preset, config YAML or checkpoint: the from-scratch baseline."""
+    pre-training preset, config YAML or checkpoint: the from-scratch baseline. `seed=None` takes
+    the config's `train.seed`, so for a run it is the very network the run started from."""
     path = Path(source)
     if path.is_dir() or path.suffix == ".pt":
         base = load_checkpoint(source).get("config")
@@ -143,7 +145,7 @@ def untrained_backbone(source: str | Path, seed: int = 0) -> tuple[nn.Module, di
     else:
         cfg = load_config(str(source), [], method_configs())
     objs = to_objects(cfg)
-    torch.manual_seed(seed)
+    seed_everything(objs.train.seed if seed is None else seed)  # as pretraining seeds its first build
     method, _ = _evaluation_method(objs, {})  # D-MAE-Lite: a plain MAE, no teacher file needed
     return method.evaluation_backbone(), to_container(cfg)
 

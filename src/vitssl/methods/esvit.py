@@ -23,13 +23,19 @@ from vitssl.heads import DINOHead, DINOHeadConfig
 from vitssl.losses import DINOLoss, teacher_statistics
 from vitssl.losses.center import Center
 from vitssl.losses.esvit import RegionLoss
+from vitssl.losses.koleo import koleo_loss
 from vitssl.methods.teacher_student import TeacherStudent, TeacherStudentConfig, student_and_teacher
 from vitssl.methods.views import encode_by_resolution
 
 
 @dataclass
 class EsViTConfig(TeacherStudentConfig):
-    """The family's settings plus the region task; defaults follow the released Swin-T recipe (3.5)."""
+    """The family's settings plus the region task; defaults follow the released Swin-T recipe (3.5).
+
+    `koleo_weight > 0` adds DINO's option (off by default, not in EsViT's recipe): the KoLeo
+    spreading term on the student's pooled view feature of each global view, which keeps a short
+    small-data run from narrowing the features it starts with (docs/methods/esvit.md).
+    """
 
     head_keys = ("head", "region_head")
 
@@ -39,6 +45,7 @@ class EsViTConfig(TeacherStudentConfig):
     view_weight: float = 0.5
     region_weight: float = 0.5
     region_start_epoch: int = 0
+    koleo_weight: float = 0.0
     teacher_temp: float = 0.07
     warmup_teacher_temp_epochs: int = 30
 
@@ -47,6 +54,7 @@ class EsViTConfig(TeacherStudentConfig):
         for name in ("view_weight", "region_weight"):
             require_number(f"method.{name}", getattr(self, name), lo=0.0)
         require_int("method.region_start_epoch", self.region_start_epoch, lo=0)
+        require_number("method.koleo_weight", self.koleo_weight, lo=0.0)
 
 
 class EsViTNetwork(nn.Module):
@@ -124,6 +132,10 @@ class EsViT(TeacherStudent):
             metrics["region_loss"] = region_loss.detach()
         else:
             loss = view_loss
+        if cfg.koleo_weight > 0:
+            koleo = sum(koleo_loss(view) for view in _per_view(s_groups[0].pooled, b)[:2])
+            metrics["koleo"] = koleo.detach()
+            loss = loss + cfg.koleo_weight * koleo
         if ctx.logged:
             metrics.update(teacher_statistics(probs))
         return StepOutput(loss, metrics)
