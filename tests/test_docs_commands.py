@@ -187,7 +187,7 @@ SHRINK_FLAGS = {
     "embed": ["--image-size", "16", "--batch-size", "8", "--num-workers", "0", *CPU],
     "benchmarks/checkpoint_save.py": ["--gib", "0.01", "--repeats", "1"],
     "benchmarks/decode_memory.py": ["--pixels", "10000", "--modes", "RGB"],
-    "benchmarks/dense_claims.py": ["--tiny", "--seeds", "0"],
+    "benchmarks/dense_claims.py": ["--tiny", "--seeds", "0", "--parts", "mae"],
 }
 
 
