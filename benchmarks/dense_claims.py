@@ -21,8 +21,6 @@ finished one only prints its table. `--tiny` shrinks every pre-training and dete
 step and leaves the segmentation out (for tests).
 """
 
-from __future__ import annotations
-
 import argparse
 import json
 import os
