@@ -189,6 +189,7 @@ SHRINK_FLAGS = {
     "benchmarks/decode_memory.py": ["--pixels", "10000", "--modes", "RGB"],
     "benchmarks/esvit_cpu_evidence.py": ["--epochs", "1", "--knn-every", "0", "--corr-limit", "2", "--overrides",
                                          "train.max_steps_per_epoch=2", "train.num_workers=0", "train.progress=false"],
+    "benchmarks/dense_claims.py": ["--tiny", "--seeds", "0", "--parts", "mae"],
 }
 
 
