@@ -80,3 +80,21 @@ def test_demo_estimate_comes_after_its_first_steps_and_counts_what_is_left(tmp_p
     left = eta.message.split("about ")[1].split(" left")[0]
     assert " min " in left or int(left.removesuffix(" s")) >= 30  # at least the evaluation's own time
     assert {r.getMessage() for r in caplog.records if r.getMessage().startswith("estimate")} == {eta.message}
+
+
+def test_each_methods_cpu_preset_exists_trains_that_method_and_is_what_the_hint_names():
+    from vitssl.commands.cpu_hint import _cpu_preset_hint
+    from vitssl.engine.protocol import optional_member
+    from vitssl.methods import METHODS
+
+    named = 0
+    for name, cls in METHODS.items():
+        preset = optional_member(cls, "cpu_preset")
+        hint = _cpu_preset_hint(name)
+        if preset:
+            named += 1
+            assert load_config(preset, [], method_configs()).method.name == name  # runs as the hint writes it
+            assert f"`--config {preset}`" in hint
+        else:
+            assert hint == "`vitssl demo`"
+    assert named >= 4  # dino, esvit, selfpatch, mae

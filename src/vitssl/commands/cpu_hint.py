@@ -20,7 +20,6 @@ CPU_FLOPS_PER_CORE = 30e9  # sustained fp32 FLOP/s of one core in a ViT step; me
 SLOW_STEP_S = 60.0  # "minutes per step": print the hint above this
 FITTING_STEP_S = 15.0  # a suggested size should give steps of at most this
 CANDIDATE_SIZES = (160, 128, 112, 96, 64, 48, 32)
-CPU_PRESET = "demo_mnist"
 
 
 def vit_forward_flops(width: int, depth: int, tokens: int) -> float:
@@ -86,7 +85,16 @@ def cpu_hint(objs: Any, device: torch.device) -> str | None:
                   f"train.batch_size" if fits else f"lower train.batch_size and add --image-size {max(patch, 32)}")
     return (f"no GPU: one step of this run needs roughly {_duration(seconds)} on {rate / CPU_FLOPS_PER_CORE:.0f} "
             f"CPU core(s) (an estimate from its FLOPs); for a first run {suggestion}, or try "
-            f"`--config {CPU_PRESET}` (or `vitssl demo`)")
+            f"{_cpu_preset_hint(objs.method.name)}")
+
+
+def _cpu_preset_hint(method_name: str) -> str:
+    """The method's own CPU preset (`cpu_preset`), so the suggested command runs as written."""
+    from vitssl.engine.protocol import optional_member
+    from vitssl.methods import method_class
+
+    preset = optional_member(method_class(method_name), "cpu_preset")
+    return f"`--config {preset}` (or `vitssl demo`)" if preset else "`vitssl demo`"
 
 
 def _duration(seconds: float) -> str:

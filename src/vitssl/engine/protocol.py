@@ -217,6 +217,10 @@ class MethodBase(nn.Module):
     paper: ClassVar[str] = ""
     """The paper, as `vitssl recipes` cites it for the method's presets."""
 
+    cpu_preset: ClassVar[str] = ""
+    """A preset that trains this method in minutes on a CPU: the hint a too-slow CPU run prints
+    names it (none: the hint names `vitssl demo`)."""
+
 
 def optional_member(method: Any, name: str) -> Any:
     """`method.<name>`, or `MethodBase`'s default for an object that implements only `Method`."""

@@ -74,6 +74,7 @@ class DINO(TeacherStudent):
 
     Config = DINOConfig
     paper = "DINO (Caron et al., ICCV 2021)"
+    cpu_preset = "demo_mnist"
     benchmark_setups = (BenchmarkSetup("dino", "DINO ViT-S/16", "dino_vit_small16", 64),)
 
     def __init__(self, cfg: DINOConfig, backbone: BackboneConfig) -> None:

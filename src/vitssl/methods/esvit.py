@@ -90,6 +90,7 @@ class EsViT(TeacherStudent):
 
     Config = EsViTConfig
     paper = "EsViT (Li et al., ICLR 2022)"
+    cpu_preset = "demo_esvit_shapes"
     matches_regions = True
     benchmark_setups = (BenchmarkSetup("esvit", "EsViT Swin-T/W7 + region", "esvit_swin_tiny_w7", 64),)
 

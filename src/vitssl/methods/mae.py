@@ -71,6 +71,7 @@ class MAE(MethodBase):
 
     Config = MAEConfig
     paper = "MAE (He et al., CVPR 2022)"
+    cpu_preset = "demo_mae_mnist"
     gates_state_updates = True  # no state besides the optimizer's: nothing to gate
     benchmark_setups = (BenchmarkSetup("mae-lite", "MAE-Lite ViT-Tiny", "mae_lite_vit_tiny16", 256),)
 

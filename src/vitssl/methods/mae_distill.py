@@ -133,6 +133,7 @@ class MAEDistill(MAE):
 
     Config = MAEDistillConfig
     paper = "MAE-Lite (Wang et al., ICML 2023), D-MAE-Lite"
+    cpu_preset = ""  # needs a teacher checkpoint: no preset runs it alone
     benchmark_setups = ()
     run_fields = MappingProxyType({"teacher": "mae"})
 

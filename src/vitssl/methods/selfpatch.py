@@ -111,6 +111,7 @@ class SelfPatch(TeacherStudent):
 
     Config = SelfPatchConfig
     paper = "SelfPatch (Yun et al., CVPR 2022)"
+    cpu_preset = "demo_selfpatch_shapes"
     benchmark_setups = (BenchmarkSetup("selfpatch", "SelfPatch ViT-S/16", "selfpatch_vit_small16", 64),)
 
     def __init__(self, cfg: SelfPatchConfig, backbone: BackboneConfig) -> None:
