@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from helpers import tiny_overrides
 from vitssl.config import load_config, to_container, to_objects
@@ -39,3 +41,16 @@ def write_coco(folder: Path, doc: dict, sizes: dict[str, tuple[int, int]]) -> st
         Image.new("RGB", (w, h), (90, 90, 90)).save(images / name)
     (folder / "ann.json").write_text(json.dumps(doc))
     return f"{folder / 'ann.json'}:{images}"
+
+
+def segmentation_folder(root, n=6, size=(24, 20)):
+    """An ADE20K-layout folder (images/, annotations/) of `n` noisy images with a 2-class box each."""
+    rng = np.random.default_rng(0)
+    for sub in ("images", "annotations"):
+        (root / sub).mkdir(parents=True)
+    for i in range(n):
+        mask = np.zeros(size[::-1], np.uint8)
+        mask[4:12, 3 + i:13 + i] = 1 + i % 2
+        pixels = (rng.random((*size[::-1], 3)) * 60 + mask[..., None] * 90).astype(np.uint8)
+        Image.fromarray(pixels).save(root / "images" / f"{i}.png")
+        Image.fromarray(mask, mode="L").save(root / "annotations" / f"{i}.png")

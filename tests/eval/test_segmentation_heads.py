@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from detection_helpers import tiny_run
+from detection_helpers import segmentation_folder, tiny_run
 from PIL import Image
 from torch import nn
 from torch.utils.data import Subset
@@ -58,21 +58,9 @@ def test_fine_tuned_fpn_beats_predicting_background_everywhere(tmp_path):
     assert r["miou"] > background / 2 + 0.1, (r["miou"], background)
 
 
-def _segmentation_folder(root, n=6, size=(24, 20)):
-    rng = np.random.default_rng(0)
-    for sub in ("images", "annotations"):
-        (root / sub).mkdir(parents=True)
-    for i in range(n):
-        mask = np.zeros(size[::-1], np.uint8)
-        mask[4:12, 3 + i:13 + i] = 1 + i % 2
-        pixels = (rng.random((*size[::-1], 3)) * 60 + mask[..., None] * 90).astype(np.uint8)
-        Image.fromarray(pixels).save(root / "images" / f"{i}.png")
-        Image.fromarray(mask, mode="L").save(root / "annotations" / f"{i}.png")
-
-
 def test_cli_trains_the_fpn_head_and_refuses_a_window_for_the_probe(tmp_path, capsys):
     run = tiny_run(tmp_path / "run")
-    _segmentation_folder(tmp_path / "seg")
+    segmentation_folder(tmp_path / "seg")
     base = ["eval", "segmentation", "--checkpoint", str(run), "--train", str(tmp_path / "seg"), "--val",
             str(tmp_path / "seg"), "--image-size", "16", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
     assert main([*base, "--head", "fpn", "--finetune", "--window", "12"]) == 0
@@ -87,7 +75,7 @@ def test_cli_trains_the_fpn_head_and_refuses_a_window_for_the_probe(tmp_path, ca
 
 def test_a_mask_that_does_not_match_its_image_is_named(tmp_path, capsys):
     run = tiny_run(tmp_path / "run")
-    _segmentation_folder(tmp_path / "seg")
+    segmentation_folder(tmp_path / "seg")
     Image.fromarray(np.zeros((5, 5), np.uint8), mode="L").save(tmp_path / "seg" / "annotations" / "3.png")
     argv = ["eval", "segmentation", "--checkpoint", str(run), "--train", str(tmp_path / "seg"), "--val",
             str(tmp_path / "seg"), "--image-size", "16", "--epochs", "1", "--head", "fpn", "--device", "cpu"]

@@ -7,11 +7,9 @@ from __future__ import annotations
 import copy
 import json
 
-import numpy as np
 import pytest
 import torch
-from detection_helpers import tiny_run
-from PIL import Image
+from detection_helpers import segmentation_folder, tiny_run
 from torch.utils.data import Subset
 
 from vitssl.backbones import create_backbone
@@ -102,21 +100,9 @@ def test_pool_scales_are_checked_and_pool_to_their_sizes():
     assert ppm(x).shape == (1, 3, 9, 12)
 
 
-def _segmentation_folder(root, n=6, size=(24, 20)):
-    rng = np.random.default_rng(0)
-    for sub in ("images", "annotations"):
-        (root / sub).mkdir(parents=True)
-    for i in range(n):
-        mask = np.zeros(size[::-1], np.uint8)
-        mask[4:12, 3 + i:13 + i] = 1 + i % 2
-        pixels = (rng.random((*size[::-1], 3)) * 60 + mask[..., None] * 90).astype(np.uint8)
-        Image.fromarray(pixels).save(root / "images" / f"{i}.png")
-        Image.fromarray(mask, mode="L").save(root / "annotations" / f"{i}.png")
-
-
 def test_cli_trains_upernet_and_refuses_bad_pool_scales_in_one_line(tmp_path, capsys):
     run = tiny_run(tmp_path / "run")
-    _segmentation_folder(tmp_path / "seg")
+    segmentation_folder(tmp_path / "seg")
     base = ["eval", "segmentation", "--checkpoint", str(run), "--train", str(tmp_path / "seg"), "--val",
             str(tmp_path / "seg"), "--image-size", "16", "--epochs", "1", "--batch-size", "4", "--device", "cpu"]
     assert main([*base, "--head", "upernet", "--finetune", "--pool-scales", "1,2"]) == 0
