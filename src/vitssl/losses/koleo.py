@@ -9,6 +9,8 @@ batch uniformly over the sphere, the opposite of the collapse a teacher-student 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 
@@ -28,3 +30,14 @@ def koleo_loss(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
         nearest = similarity.argmax(dim=1)
     distance = F.pairwise_distance(x, x[nearest], eps=eps)
     return -torch.log(distance + eps).mean()
+
+
+def with_koleo(loss: torch.Tensor, metrics: dict[str, torch.Tensor], views: Iterable[torch.Tensor],
+               weight: float) -> torch.Tensor:
+    """`loss + weight * sum(koleo_loss(view))`, logging the term as `koleo`; `loss` itself when
+    `weight` is 0 (the methods' `method.koleo_weight`, applied to the global views' features)."""
+    if weight <= 0:
+        return loss
+    koleo = sum(koleo_loss(view) for view in views)
+    metrics["koleo"] = koleo.detach()
+    return loss + weight * koleo

@@ -19,7 +19,7 @@ from vitssl.engine.validation import require_choice, require_int, require_number
 from vitssl.heads import DINOHead
 from vitssl.losses import DINOLoss, teacher_statistics
 from vitssl.losses.center import Center
-from vitssl.losses.koleo import koleo_loss
+from vitssl.losses.koleo import with_koleo
 from vitssl.losses.sinkhorn import sinkhorn_knopp
 from vitssl.methods.teacher_student import TeacherStudent, TeacherStudentConfig, teacher_backbone
 from vitssl.methods.views import encode_by_resolution
@@ -110,8 +110,4 @@ class DINO(TeacherStudent):
         metrics = {**self.schedule_metrics(ctx, temp), **(teacher_statistics(probs) if ctx.logged else {})}
         if not sinkhorn:
             metrics["center_norm"] = self.loss.center.center.norm()
-        if self.cfg.koleo_weight > 0:
-            koleo = sum(koleo_loss(view) for view in features[:2])
-            metrics["koleo"] = koleo.detach()
-            loss = loss + self.cfg.koleo_weight * koleo
-        return StepOutput(loss, metrics)
+        return StepOutput(with_koleo(loss, metrics, features[:2], self.cfg.koleo_weight), metrics)

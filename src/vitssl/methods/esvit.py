@@ -23,7 +23,7 @@ from vitssl.heads import DINOHead, DINOHeadConfig
 from vitssl.losses import DINOLoss, teacher_statistics
 from vitssl.losses.center import Center
 from vitssl.losses.esvit import RegionLoss
-from vitssl.losses.koleo import koleo_loss
+from vitssl.losses.koleo import with_koleo
 from vitssl.methods.teacher_student import TeacherStudent, TeacherStudentConfig, student_and_teacher
 from vitssl.methods.views import encode_by_resolution
 
@@ -133,10 +133,7 @@ class EsViT(TeacherStudent):
             metrics["region_loss"] = region_loss.detach()
         else:
             loss = view_loss
-        if cfg.koleo_weight > 0:
-            koleo = sum(koleo_loss(view) for view in _per_view(s_groups[0].pooled, b)[:2])
-            metrics["koleo"] = koleo.detach()
-            loss = loss + cfg.koleo_weight * koleo
+        loss = with_koleo(loss, metrics, _per_view(s_groups[0].pooled, b)[:2], cfg.koleo_weight)
         if ctx.logged:
             metrics.update(teacher_statistics(probs))
         return StepOutput(loss, metrics)
