@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -107,3 +112,23 @@ def count_sdpa(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
     return calls
+
+
+def sigkill_pretrain_after_logged_steps(run_dir: Path, args: list[str], logged: int = 3) -> int:
+    """Start `vitssl pretrain --out run_dir *args` as a real process, SIGKILL its process group
+    (data-loader workers too, as a scheduler's kill would) once `logged` metric lines exist, and
+    return the step of the checkpoint it left. The child gets this process's intra-op thread
+    count, so a resumed run in this process adds floats in the same order."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(torch.get_num_threads()))
+    proc = subprocess.Popen([sys.executable, "-m", "vitssl", "pretrain", "--out", str(run_dir), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and (
+            not metrics.exists() or len(metrics.read_text().splitlines()) < logged):
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err
+    return torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"]

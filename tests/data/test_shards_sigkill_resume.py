@@ -2,17 +2,12 @@
 run ends with bitwise the parameters of an uninterrupted one, so the resumed run read exactly
 the samples (and augmentation draws) that were left, in their order (see test_sigkill_resume.py)."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 from shard_helpers import packed
 
-from helpers import tiny_overrides
+from helpers import sigkill_pretrain_after_logged_steps, tiny_overrides
 from vitssl.cli import main
 
 STEPS_PER_EPOCH = 12  # 96 images / batch 8
@@ -32,19 +27,7 @@ def test_sigkill_mid_epoch_then_resume_streams_the_rest_exactly(tmp_path):
     spec = f"{shards}/train-{{000000..{len(list(tmp_path.glob('shards/*.tar'))) - 1:06d}}}.tar"
     assert main(["pretrain", "--data", spec, "--out", str(tmp_path / "whole"), *ARGS]) == 0
     run_dir = tmp_path / "killed"
-    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(torch.get_num_threads()))
-    proc = subprocess.Popen([sys.executable, "-m", "vitssl", "pretrain", "--data", spec, "--out", str(run_dir),
-                             *ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and (
-            not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL, err
-    stopped = torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"]
+    stopped = sigkill_pretrain_after_logged_steps(run_dir, ["--data", spec, *ARGS])
     assert 2 <= stopped < 2 * STEPS_PER_EPOCH
 
     assert main(["pretrain", "--resume", str(run_dir)]) == 0
