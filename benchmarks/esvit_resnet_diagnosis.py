@@ -1,0 +1,212 @@
+"""Why the CPU ResNet preset does not beat its random initialisation (docs/methods/esvit.md): the
+BatchNorm, weight-motion and trial-variant checks behind the ResNet rows of the evidence table.
+
+    python benchmarks/esvit_resnet_diagnosis.py inspect RUN
+        BatchNorm counters of teacher and student, 20-NN of the run's teacher, student and seeded
+        random init with BatchNorm on running statistics (the protocol), on batch statistics, and
+        recalibrated (running statistics re-estimated on the clean train split), and how far each
+        weight tensor moved from its initial value; then, for the random and the trained teacher,
+        how alike two global views of one image are against two images (mean cosine of the
+        batch-centred pooled features of 256 train images, BatchNorm in training mode as the
+        teacher runs while training, and in eval mode).
+    python benchmarks/esvit_resnet_diagnosis.py trial NAME EVIDENCE-ARGS...
+        `benchmarks/esvit_cpu_evidence.py EVIDENCE-ARGS` with one change that vitssl does not have
+        (NAME: cifar_stem, avg_down, lars, eval_teacher; see TRIALS), for the record only.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from vitssl.backbones import resnet
+from vitssl.commands.demo import knn_top1
+from vitssl.config import load_config, to_objects
+from vitssl.engine import trainer as trainer_module
+from vitssl.engine.checkpoint import load_checkpoint
+from vitssl.engine.rng import seed_everything
+from vitssl.eval.features import eval_transform
+from vitssl.methods import build_method, method_configs
+from vitssl.methods import teacher_student as ts
+
+sys.path.insert(0, str(Path(__file__).parent))
+import esvit_cpu_evidence  # noqa: E402
+
+BatchNorm = nn.modules.batchnorm._BatchNorm
+
+
+# -- inspect ---------------------------------------------------------------------------------
+def recalibrated(net: nn.Module, data: str, size: int, norm: tuple) -> nn.Module:
+    """A copy whose BatchNorm running statistics are the cumulative average over the clean train split."""
+    from vitssl.data import build_dataset
+
+    net, ds = copy.deepcopy(net), build_dataset(data, split="train")
+    transform = eval_transform(data, size, None, norm)
+    images = torch.stack([transform(ds[i][0]) for i in range(len(ds))])
+    for bn in (m for m in net.modules() if isinstance(m, BatchNorm)):
+        bn.reset_running_stats()
+        bn.momentum = None
+    net.train()
+    with torch.no_grad():
+        for i in range(0, len(images), 100):
+            net(images[i:i + 100])
+    return net
+
+
+class BatchStatistics(nn.Module):
+    """`net` whose BatchNorm layers stay in training mode when evaluated (batch statistics)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net, self.patch_size = copy.deepcopy(net), net.patch_size
+
+    def train(self, mode: bool = True) -> BatchStatistics:
+        super().train(mode)
+        for bn in (m for m in self.net.modules() if isinstance(m, BatchNorm)):
+            bn.train()
+        return self
+
+    def forward(self, x: torch.Tensor):
+        return self.net(x)
+
+
+def view_agreement(method: nn.Module, net: nn.Module, data: str, images: int = 256) -> str:
+    """Mean cosine of centred pooled features: two global views of one image / two images."""
+    from vitssl.data import build_dataset
+
+    ds, generator = build_dataset(data, split="train"), torch.Generator().manual_seed(0)
+    views, _ = method.collate([(method.multicrop(ds[i][0], generator), 0) for i in range(images)])
+    out, was_training = [], net.training
+    with torch.no_grad():
+        for mode in (True, False):
+            net.train(mode)
+            f = torch.cat([net(v).pooled for v in views[:2]])
+            f = nn.functional.normalize(f - f.mean(0), dim=-1)
+            sim = f[:images] @ f[images:].t()
+            other = (sim.sum() - sim.diag().sum()) / (images * images - images)
+            out.append(f"{'train' if mode else 'eval'}-mode BatchNorm {sim.diag().mean():.3f} / {other:.3f}")
+    net.train(was_training)
+    return ", ".join(out)
+
+
+def inspect(run: str) -> None:
+    cfg = to_objects(load_config(None, [], method_configs(), base=OmegaConf.load(f"{run}/config.yaml")))
+    seed_everything(cfg.train.seed)
+    method = build_method(cfg.method, cfg.backbone)
+    initial = {k: v.clone() for k, v in method.state_dict().items()}
+    init = copy.deepcopy(method.evaluation_backbone())
+    method.load_state_dict(load_checkpoint(f"{run}/checkpoint.pt")["method"])
+    data, size = cfg.data.path, cfg.method.crops.global_crops_size
+    norm = (tuple(cfg.method.crops.mean), tuple(cfg.method.crops.std))
+    teacher, student = method.teacher.backbone, method.student.backbone
+    counters = [next(m for m in n.modules() if isinstance(m, BatchNorm)).num_batches_tracked.item()
+                for n in (teacher, student)]
+    print(f"BatchNorm updates: teacher {counters[0]}, student {counters[1]}")
+    for name, net in (("random init", init), ("teacher", teacher), ("student", student)):
+        scores = [knn_top1(n, data, size, torch.device("cpu"), normalization=norm)
+                  for n in (net, BatchStatistics(net), recalibrated(net, data, size, norm))]
+        print(f"20-NN {name}: running stats {scores[0]:.3f}, batch stats {scores[1]:.3f}, recalibrated {scores[2]:.3f}")
+    for key, value in method.state_dict().items():
+        if key.startswith("teacher.") and value.dtype.is_floating_point and value.dim() > 1:
+            moved = (value - initial[key]).norm() / initial[key].norm()
+            print(f"{key}: |w0| {initial[key].norm():.2f}, |w - w0| / |w0| {moved:.3f}")
+    for name, net in (("random init", init), ("teacher", teacher)):
+        print(f"views of one image / two images, {name}: {view_agreement(method, net, data)}")
+
+
+# -- trials ----------------------------------------------------------------------------------
+def cifar_stem() -> None:
+    """3x3 stride-1 first convolution and no max-pool (SimCLR, Chen et al. 2020, App. B.9): total stride 8."""
+    build = resnet.ResNet.__init__
+
+    def init(self, *args, **kwargs) -> None:
+        build(self, *args, **kwargs)
+        self.conv1 = nn.Conv2d(3, self.conv1.out_channels, 3, 1, 1, bias=False)
+        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+        self.maxpool, self.patch_size = nn.Identity(), 8
+    resnet.ResNet.__init__ = init
+
+
+def avg_down() -> None:
+    """ResNet-D shortcuts (He et al. 2019, "Bag of tricks", Sec. 4.1): 2x2 average before the 1x1 conv."""
+    def init(self, width: int = 64, depths: tuple[int, ...] = (3, 4, 6, 3), drop_path_rate: float = 0.0) -> None:
+        resnet.TimmResNet.__init__(self, resnet.Bottleneck, layers=tuple(depths), num_classes=0,
+                                   channels=tuple(width * 2**i for i in range(len(depths))),
+                                   drop_path_rate=drop_path_rate, zero_init_last=False, avg_down=True)
+        self.embed_dim, self.patch_size = self.num_features, 2 ** (len(depths) + 1)
+    resnet.ResNet.__init__ = init
+
+
+class LARS(torch.optim.Optimizer):
+    """Momentum SGD whose step of each >= 2-d tensor is rescaled to eta |w| / |g + wd w| (You et al.
+    2017); 1-d tensors (biases, norms) take plain momentum steps, as DINO's `--optimizer lars`."""
+
+    def __init__(self, params, momentum: float = 0.9, eta: float = 0.001) -> None:
+        super().__init__(params, dict(lr=0.0, momentum=momentum, eta=eta, weight_decay=0.0))
+
+    @torch.no_grad()
+    def step(self, closure=None) -> None:
+        for group in self.param_groups:
+            for p in (p for p in group["params"] if p.grad is not None):
+                step = p.grad
+                if p.ndim > 1:
+                    step = step.add(p, alpha=group["weight_decay"])
+                    w, s = p.norm(), step.norm()
+                    step = step * torch.where((w > 0) & (s > 0), group["eta"] * w / s, torch.ones_like(w))
+                buf = self.state[p].setdefault("momentum", torch.zeros_like(p))
+                p.add_(buf.mul_(group["momentum"]).add_(step), alpha=-group["lr"])
+
+
+def lars() -> None:
+    """`optim.optimizer=sgd` builds LARS instead (the trainer sets lr and weight decay per step)."""
+    build = trainer_module.build_optimizer
+
+    def build_lars(groups, cfg, device, fused=None):
+        if cfg.optimizer != "sgd":
+            return build(groups, cfg, device, fused)
+        return LARS([dict(g, weight_decay=0.0) for g in groups if g["params"]], momentum=cfg.momentum)
+    trainer_module.build_optimizer = build_lars
+
+
+def eval_teacher() -> None:
+    """The teacher in eval mode, its BatchNorm statistics an EMA of the student's (DINO keeps it in
+    training mode, normalising with its own batch statistics)."""
+    build, after = ts.TeacherStudent.__init__, ts.TeacherStudent.after_optimizer_step
+
+    def init(self, *args, **kwargs) -> None:
+        build(self, *args, **kwargs)
+        teacher = self.teacher
+        teacher.train = lambda mode=True: nn.Module.train(teacher, False)
+        teacher.eval()
+
+    def after_step(self, ctx) -> None:
+        after(self, ctx)
+        m = self.teacher_momentum(ctx)
+        with torch.no_grad():
+            for (name, t), s in zip(self.teacher.named_buffers(), self.student.buffers()):
+                if "running" in name:
+                    t.mul_(m).add_(s, alpha=1 - m)
+    ts.TeacherStudent.__init__, ts.TeacherStudent.after_optimizer_step = init, after_step
+
+
+TRIALS = {"cifar_stem": cifar_stem, "avg_down": avg_down, "lars": lars, "eval_teacher": eval_teacher}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    torch.set_num_threads(1)
+    if len(argv) == 2 and argv[0] == "inspect":
+        return inspect(argv[1])
+    if len(argv) >= 2 and argv[0] == "trial" and argv[1] in TRIALS:
+        TRIALS[argv[1]]()
+        return esvit_cpu_evidence.main(argv[2:])
+    raise SystemExit(f"usage: inspect RUN | trial {{{','.join(TRIALS)}}} EVIDENCE-ARGS...\n{__doc__}")
+
+
+if __name__ == "__main__":
+    main()
