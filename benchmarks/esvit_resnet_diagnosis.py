@@ -11,7 +11,8 @@ BatchNorm, weight-motion and trial-variant checks behind the ResNet rows of the 
         teacher runs while training, and in eval mode).
     python benchmarks/esvit_resnet_diagnosis.py trial NAME EVIDENCE-ARGS...
         `benchmarks/esvit_cpu_evidence.py EVIDENCE-ARGS` with one change that vitssl does not have
-        (NAME: cifar_stem, avg_down, lars, eval_teacher; see TRIALS), for the record only.
+        (NAME: cifar_stem, avg_down, lars, eval_teacher, or several joined by +; see TRIALS),
+        for the record only.
 """
 
 from __future__ import annotations
@@ -202,10 +203,11 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     if len(argv) == 2 and argv[0] == "inspect":
         return inspect(argv[1])
-    if len(argv) >= 2 and argv[0] == "trial" and argv[1] in TRIALS:
-        TRIALS[argv[1]]()
+    if len(argv) >= 2 and argv[0] == "trial" and set(argv[1].split("+")) <= set(TRIALS):
+        for name in argv[1].split("+"):  # NAME+NAME: several changes at once
+            TRIALS[name]()
         return esvit_cpu_evidence.main(argv[2:])
-    raise SystemExit(f"usage: inspect RUN | trial {{{','.join(TRIALS)}}} EVIDENCE-ARGS...\n{__doc__}")
+    raise SystemExit(f"usage: inspect RUN | trial {{{','.join(TRIALS)}}}[+...] EVIDENCE-ARGS...\n{__doc__}")
 
 
 if __name__ == "__main__":
