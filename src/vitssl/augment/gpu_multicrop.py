@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vitssl.augment.affine import affine_enabled
 from vitssl.augment.gpu_crops import CROP_TRIES, PaddedImages, resample_crops, sample_crop_boxes
 from vitssl.augment.gpu_photometric import photometric
 from vitssl.augment.multicrop import (
@@ -103,6 +104,9 @@ class GPUMultiCrop:
 
     def __init__(self, cfg: MultiCropConfig) -> None:
         validate_config(cfg)
+        if affine_enabled(cfg.affine_degrees, cfg.affine_translate, cfg.affine_shear):
+            raise ValueError("method.crops.affine_degrees/translate/shear are CPU augmentation only: "
+                             "set them to 0 or use train.augment_on=cpu")
         self.cfg = cfg
         groups = [(2, cfg.global_crops_size)] + [(n, s) for n, s in local_crop_groups(cfg) if n > 0]
         self.size_groups = groups  # (number of views, side) per output resolution, in view order

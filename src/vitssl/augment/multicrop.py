@@ -48,6 +48,12 @@ class MultiCropConfig:
     blur_prob: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.5])
     blur_radius: list[float] = field(default_factory=lambda: [0.1, 2.0])
     solarization_prob: list[float] = field(default_factory=lambda: [0.0, 0.2, 0.0])
+    # A random affine warp of every view before its crop (vitssl.augment.affine), off at 0:
+    # rotation in [-affine_degrees, affine_degrees], shift up to affine_translate x the image
+    # side, x shear in [-affine_shear, affine_shear] degrees (CPU augmentation only).
+    affine_degrees: float = 0.0
+    affine_translate: float = 0.0
+    affine_shear: float = 0.0
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
 
@@ -82,6 +88,9 @@ def _check_types(cfg: MultiCropConfig) -> None:
     for name in ("flip_prob", "color_jitter_prob", "brightness", "contrast", "saturation", "hue", "grayscale_prob"):
         require_number(f"method.crops.{name}", getattr(cfg, name))
     require_int("method.crops.global_crops_size", cfg.global_crops_size, lo=1)
+    require_number("method.crops.affine_degrees", cfg.affine_degrees, 0.0, 180.0)
+    require_number("method.crops.affine_translate", cfg.affine_translate, 0.0, 1.0, hi_open=True)
+    require_number("method.crops.affine_shear", cfg.affine_shear, 0.0, 90.0, hi_open=True)
     for name in ("local_crops_number", "local_crops_size"):
         value = getattr(cfg, name)
         listed = hasattr(value, "__len__") and not isinstance(value, str)
@@ -158,6 +167,7 @@ class MultiCrop:
             saturation=c.saturation, hue=c.hue, grayscale_prob=c.grayscale_prob,
             blur_prob=c.blur_prob[kind], blur_radius=c.blur_radius,
             solarization_prob=c.solarization_prob[kind],
+            affine=(c.affine_degrees, c.affine_translate, c.affine_shear),
         )
 
     def sample_params(self, width: int, height: int, generator: torch.Generator) -> list[ViewParams]:

@@ -24,6 +24,8 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image, ImageFilter, ImageOps
 from torchvision.transforms import InterpolationMode
 
+from vitssl.augment.affine import AffineParams, affine_enabled, apply_affine, sample_affine
+
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
@@ -118,6 +120,7 @@ class ViewParams:
     blur: bool = False
     blur_radius: float = 0.0
     solarize: bool = False
+    affine: AffineParams | None = None  # a warp of the source image before the crop, when enabled
 
     @property
     def crop(self) -> tuple[int, int, int, int]:
@@ -142,8 +145,13 @@ def sample_view_params(
     blur_radius: Sequence[float] = (0.1, 2.0),
     solarization_prob: float = 0.0,
     ratio: Sequence[float] = (3 / 4, 4 / 3),
+    affine: Sequence[float] = (0.0, 0.0, 0.0),
 ) -> ViewParams:
-    """Draw one view's decisions in DINO's pipeline order (crop, flip, jitter, gray, blur, solarize)."""
+    """Draw one view's decisions in DINO's pipeline order (crop, flip, jitter, gray, blur, solarize).
+
+    `affine` is (degrees, translate, shear) of `vitssl.augment.affine`; its warp is drawn last and
+    only when a strength is > 0, so the other draws are the same with it on or off.
+    """
     top, left, h, w = sample_resized_crop(width, height, scale, generator, ratio)
     flip = bernoulli(generator, flip_prob)
     jitter = bernoulli(generator, color_jitter_prob)
@@ -156,7 +164,8 @@ def sample_view_params(
     blur = bernoulli(generator, blur_prob)
     radius = uniform(generator, blur_radius[0], blur_radius[1]) if blur else 0.0
     sol = bernoulli(generator, solarization_prob)
-    return ViewParams(top, left, h, w, flip, jitter, b, c, s, hu, order, gray, blur, radius, sol)
+    warp = sample_affine(generator, width, height, *affine) if affine_enabled(*affine) else None
+    return ViewParams(top, left, h, w, flip, jitter, b, c, s, hu, order, gray, blur, radius, sol, warp)
 
 
 # -- application -------------------------------------------------------------------------------
@@ -228,6 +237,8 @@ def apply_view(
     """Deterministically render one view (3, size, size) from its sampled decisions."""
     if img.mode != "RGB":
         img = img.convert("RGB")
+    if params.affine is not None:
+        img = apply_affine(img, params.affine)
     view = resized_crop(img, params.crop, size)
     if params.flip:
         view = horizontal_flip(view)
