@@ -32,9 +32,30 @@ def masked_patch_cross_entropy(teacher_probs: torch.Tensor, student_logprobs: to
     return per_image.mean()
 
 
+def picked_patches(masks: torch.Tensor, at_least: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """masks (..., N) bool, one row per image -> indices of the masked patches in `masks.flatten()`
+    and each one's weight in L_MIM, 1 / (its image's masked count x the number of images).
+
+    The student's patch head then runs on these tokens only. Fewer than `at_least` masked
+    patches are padded with unmasked ones of weight 0, so a BatchNorm head still sees a batch.
+    Works on the host: masks drawn there give indices without a device sync.
+    """
+    rows = masks.reshape(-1, masks.shape[-1])
+    flat = rows.flatten()
+    picked = flat.nonzero().flatten()
+    counts = rows.sum(-1).clamp_min(1).to(torch.float32)
+    weights = 1.0 / (counts[picked // rows.shape[-1]] * rows.shape[0])
+    if picked.numel() < at_least:
+        spare = (~flat).nonzero().flatten()[: at_least - picked.numel()]
+        picked = torch.cat([picked, spare])
+        weights = torch.cat([weights, torch.zeros(spare.numel())])
+    return picked, weights
+
+
 class MaskedPatchLoss(nn.Module):
-    """L_MIM with its center; `forward` accumulates the teacher's patch logits into the center
-    (moved once per optimizer step by `center.update`, like DINO's)."""
+    """L_MIM with its center, from the student's logits on the picked (masked) patches only;
+    `forward` accumulates every teacher patch logit into the center (moved once per optimizer
+    step by `center.update`, like DINO's)."""
 
     def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9) -> None:
         super().__init__()
@@ -45,11 +66,14 @@ class MaskedPatchLoss(nn.Module):
         """Centred, sharpened patch targets (..., K), float32, no gradient."""
         return F.softmax((teacher_logits.detach().float() - self.center.center) / teacher_temp, dim=-1)
 
-    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, masks: torch.Tensor,
-                teacher_temp: float) -> torch.Tensor:
-        """student_logits, teacher_logits (V, B, N, K), masks (V, B, N) -> scalar loss."""
-        probs = self.teacher_probs(teacher_logits, teacher_temp)
+    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, picked: torch.Tensor,
+                weights: torch.Tensor, teacher_temp: float) -> torch.Tensor:
+        """student_logits (M, K) on the patches `picked` (M,) of the flattened (..., N, K)
+        teacher_logits (every patch of the global views), `weights` (M,) from `picked_patches`
+        -> scalar loss."""
+        flat = teacher_logits.reshape(-1, teacher_logits.shape[-1])
+        probs = self.teacher_probs(flat.index_select(0, picked), teacher_temp)
         logprobs = F.log_softmax(student_logits.float() / self.student_temp, dim=-1)
-        loss = masked_patch_cross_entropy(probs, logprobs, masks)
+        loss = (-(probs * logprobs).sum(-1) * weights).sum()
         self.center.accumulate(teacher_logits)
         return loss

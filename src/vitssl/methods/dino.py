@@ -127,15 +127,15 @@ class DINO(TeacherStudent):
     def training_step(self, batch: tuple[list[torch.Tensor], torch.Tensor], ctx: StepContext) -> StepOutput:
         views, _ = batch
         temp = self.teacher_temperature(ctx.epoch)
-        mim_metrics: dict[str, torch.Tensor] = {}
+        mim_metrics: dict[str, torch.Tensor | float] = {}
         if self.patch_loss is None:
             with torch.no_grad():
                 teacher_logits = self.teacher(views[:2])
             student_logits, features = self.student.logits_and_features(views)
         else:
-            teacher_logits, student_logits, features, mim_loss, masks = masked_distillation(
+            teacher_logits, student_logits, features, mim_loss, masked = masked_distillation(
                 self.student, self.teacher, self.patch_loss, views, self.cfg.mim, self.patch_temperature(ctx.epoch))
-            mim_metrics = {"mim_loss": mim_loss.detach(), "masked_fraction": masks.float().mean()}
+            mim_metrics = {"mim_loss": mim_loss.detach(), "masked_fraction": masked}
         sinkhorn = self.cfg.centering == "sinkhorn_knopp"
         probs = (sinkhorn_knopp(teacher_logits, temp, self.cfg.sinkhorn_iterations) if sinkhorn
                  else self.loss.teacher_probs(teacher_logits, temp))

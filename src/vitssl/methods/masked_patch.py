@@ -19,7 +19,7 @@ from torch import nn
 from vitssl.augment.block_masking import block_masks
 from vitssl.engine.validation import fail, require_number, require_probability
 from vitssl.heads.dino_head import DINOHead, DINOHeadConfig, prototype_layer
-from vitssl.losses.masked_patch import MaskedPatchLoss
+from vitssl.losses.masked_patch import MaskedPatchLoss, picked_patches
 from vitssl.methods.views import concat_views, encode_by_resolution
 
 
@@ -74,36 +74,38 @@ class PatchParts(nn.Module):
         self.last_layer = None if shared_head else prototype_layer(head)
 
     def logits(self, head: DINOHead, patches: torch.Tensor) -> torch.Tensor:
-        """(M, N, D) patch tokens -> (M, N, K) logits through `head` (its MLP and, unless
-        shared, these prototypes)."""
+        """(..., D) patch tokens -> (..., K) logits through `head` (its MLP and, unless
+        shared, these prototypes), as one batch."""
         flat = patches.reshape(-1, patches.shape[-1])
         out = head(flat) if self.last_layer is None else self.last_layer(head.embed(flat))
-        return out.reshape(*patches.shape[:2], -1)
+        return out.reshape(*patches.shape[:-1], -1)
 
 
 def masked_distillation(student: nn.Module, teacher: nn.Module, loss: MaskedPatchLoss, views: list[torch.Tensor],
                         cfg: MaskedPatchConfig, patch_temp: float
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """One step's forward passes with masked global crops.
 
     `student`/`teacher` are DINO's `StudentTeacher`s with `mim` parts. Returns the teacher's
     [CLS] logits (2, B, K), the student's (V, B, K) from the masked globals and the unmasked
-    locals, their (V, B, D) backbone features, L_MIM, and the masks (2, B, N).
+    locals, their (V, B, D) backbone features, L_MIM, and the fraction of patches masked.
+    The masks and the indices of the masked patches are made on the host, so picking the
+    student's masked tokens (its patch head runs on those only) waits for nothing on a device.
     """
-    b = views[0].shape[0]
+    b, device = views[0].shape[0], views[0].device
     globals_ = concat_views(views[:2])
     patch = student.backbone.patch_size
     grid = (globals_.shape[-2] // patch, globals_.shape[-1] // patch)
     masks = block_masks(2 * b, grid, cfg.ratio, cfg.ratio_var, cfg.prob, cfg.min_aspect)
-    masks = masks.to(globals_.device, non_blocking=True)
+    picked, weights = (t.to(device, non_blocking=True) for t in picked_patches(masks))
     with torch.no_grad():
         t_tokens = teacher.backbone(globals_)
         t_cls = teacher.head(t_tokens.pooled).reshape(2, b, -1)
         t_patch = teacher.mim.logits(teacher.head, t_tokens.patches)
-    s_tokens = student.backbone.forward_with_token_mask(globals_, masks, student.mim.mask_token)
+    s_tokens = student.backbone.forward_with_token_mask(globals_, masks.to(device, non_blocking=True),
+                                                        student.mim.mask_token)
     features = torch.cat([s_tokens.pooled, *[t.pooled for t in encode_by_resolution(student.backbone, views[2:])]])
     s_cls = student.head(features).reshape(len(views), b, -1)
-    s_patch = student.mim.logits(student.head, s_tokens.patches)
-    n = s_patch.shape[1]
-    mim = loss(s_patch.reshape(2, b, n, -1), t_patch.reshape(2, b, n, -1), masks.reshape(2, b, n), patch_temp)
-    return t_cls, s_cls, features.reshape(len(views), b, -1), mim, masks.reshape(2, b, n)
+    s_patches = s_tokens.patches.reshape(-1, s_tokens.patches.shape[-1]).index_select(0, picked)
+    mim = loss(student.mim.logits(student.head, s_patches), t_patch, picked, weights, patch_temp)
+    return t_cls, s_cls, features.reshape(len(views), b, -1), mim, masks.float().mean().item()
