@@ -135,13 +135,13 @@ def test_patch_temperature_warms_up_with_the_cls_one():
 @pytest.mark.parametrize("build, message", [
     (lambda: DINOConfig(mim_weight=-1.0), r"^method.mim_weight=-1.0 is out of range"),
     (lambda: DINOConfig(mim_weight=float("nan")), r"^method.mim_weight=nan is not finite"),
-    (lambda: DINOConfig(mim=dict_config(ratio=0.0)), r"^method.mim.ratio=0.0 is out of range"),
-    (lambda: DINOConfig(mim=dict_config(ratio=0.3, ratio_var=0.4)), r"^method.mim.ratio_var=0.4 takes the ratio"),
-    (lambda: DINOConfig(mim=dict_config(prob=1.5)), r"^method.mim.prob=1.5 is out of range"),
-    (lambda: DINOConfig(mim=dict_config(min_aspect=0.0)), r"^method.mim.min_aspect=0.0 is out of range"),
-    (lambda: DINOConfig(mim=dict_config(teacher_temp=0.0)), r"^method.mim.teacher_temp=0.0 is out of range"),
-    (lambda: DINOConfig(mim=dict_config(center_momentum=2.0)), r"^method.mim.center_momentum=2.0 is out of range"),
-    (lambda: DINOConfig(mim=dict_config(shared_head="yes")), r"^method.mim.shared_head='yes' is not a boolean"),
+    (lambda: DINOConfig(mim=mim_config(ratio=0.0)), r"^method.mim.ratio=0.0 is out of range"),
+    (lambda: DINOConfig(mim=mim_config(ratio=0.3, ratio_var=0.4)), r"^method.mim.ratio_var=0.4 takes the ratio"),
+    (lambda: DINOConfig(mim=mim_config(prob=1.5)), r"^method.mim.prob=1.5 is out of range"),
+    (lambda: DINOConfig(mim=mim_config(min_aspect=0.0)), r"^method.mim.min_aspect=0.0 is out of range"),
+    (lambda: DINOConfig(mim=mim_config(teacher_temp=0.0)), r"^method.mim.teacher_temp=0.0 is out of range"),
+    (lambda: DINOConfig(mim=mim_config(center_momentum=2.0)), r"^method.mim.center_momentum=2.0 is out of range"),
+    (lambda: DINOConfig(mim=mim_config(shared_head="yes")), r"^method.mim.shared_head='yes' is not a boolean"),
     (lambda: RunConfig(method=DINOConfig(mim_weight=1.0, crops=crops_for(32)),
                        backbone=BackboneConfig(name="swin_tiny", img_size=32)),
      r"^method.mim_weight=1.0 needs a ViT backbone .* not 'swin_tiny': use a vit_\* backbone or method.mim_weight=0$"),
@@ -152,7 +152,7 @@ def test_bad_values_are_refused_in_one_line(build, message):
     assert "\n" not in str(err.value)
 
 
-def dict_config(**kw):
+def mim_config(**kw):
     from vitssl.methods.masked_patch import MaskedPatchConfig
     return MaskedPatchConfig(**kw)
 
