@@ -115,6 +115,11 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def is_vit(cfg: BackboneConfig) -> bool:
+    """Whether the config names a plain ViT (`ViT`), whose patch tokens can be masked."""
+    return cfg.name in _VIT_SIZES
+
+
 def patch_size_of(cfg: BackboneConfig) -> int:
     """What input sides must be a multiple of: the patch size for ViT (16) and Swin (4); 32 for
     ViL (its non-overlapping patch embeddings would drop rows); 1 for the convolutional-stem
@@ -205,4 +210,4 @@ def create_backbone(cfg: BackboneConfig | str, **overrides: Any) -> nn.Module:
 
 
 __all__ = ["BACKBONES", "BackboneConfig", "Swin", "Tokens", "ViT", "check_backbone", "create_backbone",
-           "input_multiple_description", "patch_size_of"]
+           "input_multiple_description", "is_vit", "patch_size_of"]

@@ -179,6 +179,18 @@ class ViT(VisionTransformer):
         tokens = self.norm(self.blocks(self.norm_pre(tokens)))
         return self._tokens(tokens, grid)
 
+    def forward_with_token_mask(self, x: torch.Tensor, token_mask: torch.Tensor, mask_token: torch.Tensor) -> Tokens:
+        """`forward` with the patch embeddings at `token_mask` (B, h*w) bool replaced by
+        `mask_token` (D values) before positions are added, so a masked token still knows where
+        it is (BEiT Sec. 2.2; iBOT Sec. 3, bytedance/ibot models/vision_transformer.py mask_model).
+        Unmasked positions are computed exactly as by `forward`."""
+        grid = self._grid(x)
+        x = self.patch_embed(x)  # (B, h, w, D)
+        masked = token_mask.reshape(x.shape[:3]).unsqueeze(-1)
+        x = torch.where(masked, mask_token.to(x.dtype).reshape(1, 1, 1, -1), x)
+        x = self.norm_pre(self.patch_drop(self._pos_embed(x)))
+        return self._tokens(self.norm(self.blocks(x)), grid)
+
     def last_blocks(self, x: torch.Tensor, n: int) -> list[Tokens]:
         """Tokens of each of the last n blocks, each passed through the final norm (DINO linear eval)."""
         grid = self._grid(x)

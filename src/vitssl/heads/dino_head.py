@@ -51,11 +51,7 @@ class DINOHead(nn.Module):
                 layers.append(nn.GELU())
         self.mlp = nn.Sequential(*layers)
         self.apply(self._init_weights)
-        self.last_layer = weight_norm(nn.Linear(cfg.bottleneck_dim, cfg.out_dim, bias=False))
-        with torch.no_grad():
-            self.last_layer.parametrizations.weight.original0.fill_(1.0)
-        if cfg.norm_last_layer:
-            self.last_layer.parametrizations.weight.original0.requires_grad = False
+        self.last_layer = prototype_layer(cfg)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -64,8 +60,21 @@ class DINOHead(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., D) features -> (..., b) L2-normalised bottleneck, what the prototypes score."""
+        return F.normalize(self.mlp(x), dim=-1, p=2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., D) features -> (..., K) logits."""
-        x = self.mlp(x)
-        x = F.normalize(x, dim=-1, p=2)
-        return self.last_layer(x)
+        return self.last_layer(self.embed(x))
+
+
+def prototype_layer(cfg: DINOHeadConfig) -> nn.Module:
+    """The K weight-normalised prototypes (bottleneck -> K, no bias), magnitude g = 1, frozen
+    with `norm_last_layer`."""
+    layer = weight_norm(nn.Linear(cfg.bottleneck_dim, cfg.out_dim, bias=False))
+    with torch.no_grad():
+        layer.parametrizations.weight.original0.fill_(1.0)
+    if cfg.norm_last_layer:
+        layer.parametrizations.weight.original0.requires_grad = False
+    return layer

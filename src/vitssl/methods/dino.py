@@ -8,19 +8,22 @@ sharpened distribution on every other global view.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from vitssl.backbones import BackboneConfig, create_backbone
+from vitssl.backbones import BackboneConfig, create_backbone, is_vit
 from vitssl.engine.protocol import BenchmarkSetup, StepContext, StepOutput
-from vitssl.engine.validation import require_choice, require_int, require_number
+from vitssl.engine.schedules import teacher_temperature
+from vitssl.engine.validation import fail, require_choice, require_int, require_number
 from vitssl.heads import DINOHead
 from vitssl.losses import DINOLoss, teacher_statistics
 from vitssl.losses.center import Center
 from vitssl.losses.koleo import with_koleo
+from vitssl.losses.masked_patch import MaskedPatchLoss
 from vitssl.losses.sinkhorn import sinkhorn_knopp
+from vitssl.methods.masked_patch import MaskedPatchConfig, PatchParts, masked_distillation
 from vitssl.methods.teacher_student import TeacherStudent, TeacherStudentConfig, teacher_backbone
 from vitssl.methods.views import encode_by_resolution
 
@@ -35,27 +38,41 @@ class DINOConfig(TeacherStudentConfig):
     - `centering: sinkhorn_knopp` replaces the EMA center by Sinkhorn-Knopp normalisation of the
       teacher's batch (`sinkhorn_iterations` rounds; iBOT / DINOv2);
     - `koleo_weight > 0` adds the KoLeo spreading term on the student's backbone features of each
-      global view (DINOv2 uses 0.1).
+      global view (DINOv2 uses 0.1);
+    - `mim_weight > 0` adds iBOT's masked-patch distillation with that weight (ViT only; iBOT's
+      lambda2 = 1), set by `mim.*` (`methods/masked_patch.py`).
     """
 
     name: str = "dino"
     centering: str = "ema"
     sinkhorn_iterations: int = 3
     koleo_weight: float = 0.0
+    mim_weight: float = 0.0
+    mim: MaskedPatchConfig = field(default_factory=MaskedPatchConfig)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require_choice("method.centering", self.centering, CENTERINGS)
         require_int("method.sinkhorn_iterations", self.sinkhorn_iterations, lo=1)
         require_number("method.koleo_weight", self.koleo_weight, lo=0.0)
+        require_number("method.mim_weight", self.mim_weight, lo=0.0)
+        self.mim.validate("method.mim")
+
+    def check_backbone_fit(self, backbone: BackboneConfig) -> None:
+        super().check_backbone_fit(backbone)
+        if self.mim_weight > 0 and not is_vit(backbone):
+            fail("method.mim_weight", self.mim_weight, f"needs a ViT backbone (the [MASK] embedding replaces "
+                 f"ViT patch tokens), not '{backbone.name}'", "use a vit_* backbone or method.mim_weight=0")
 
 
 class StudentTeacher(nn.Module):
     """Backbone + head, run once per crop resolution like DINO's MultiCropWrapper."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, mim: PatchParts | None = None) -> None:
         super().__init__()
         self.backbone, self.head = backbone, head
+        if mim is not None:  # absent without masked-patch distillation: plain DINO's state dict
+            self.mim = mim
 
     def forward(self, views: list[torch.Tensor]) -> torch.Tensor:
         """List of V views (B, 3, S_v, S_v), equal sizes consecutive -> (V, B, K) logits."""
@@ -81,9 +98,12 @@ class DINO(TeacherStudent):
         student_backbone = create_backbone(backbone)
         teacher = create_backbone(teacher_backbone(backbone))
         dim = student_backbone.embed_dim
-        super().__init__(cfg, StudentTeacher(student_backbone, DINOHead(dim, cfg.head)),
-                         StudentTeacher(teacher, DINOHead(dim, cfg.head)))
+        mim = cfg.mim_weight > 0
+        parts = [PatchParts(dim, cfg.head, cfg.mim.shared_head) if mim else None for _ in range(2)]
+        super().__init__(cfg, StudentTeacher(student_backbone, DINOHead(dim, cfg.head), parts[0]),
+                         StudentTeacher(teacher, DINOHead(dim, cfg.head), parts[1]))
         self.loss = DINOLoss(cfg.head.out_dim, cfg.student_temp, cfg.center_momentum)
+        self.patch_loss = MaskedPatchLoss(cfg.head.out_dim, cfg.student_temp, cfg.mim.center_momentum) if mim else None
 
     @classmethod
     def loss_reference(cls, cfg: DINOConfig) -> tuple[float, str]:
@@ -92,17 +112,30 @@ class DINO(TeacherStudent):
         return flat, f"ln K = {flat:.2f} (flat teacher)"
 
     def last_layer_heads(self) -> tuple[nn.Module, ...]:
-        return (self.student.head,)
+        separate = self.patch_loss is not None and self.student.mim.last_layer is not None
+        return (self.student.head, self.student.mim) if separate else (self.student.head,)
 
     def centers(self) -> tuple[Center, ...]:
-        return (self.loss.center,)
+        return (self.loss.center,) if self.patch_loss is None else (self.loss.center, self.patch_loss.center)
+
+    def patch_temperature(self, epoch: int) -> float:
+        """The patch targets' temperature: `mim.warmup_teacher_temp -> mim.teacher_temp` over
+        the [CLS] temperature's warm-up epochs (iBOT's teacher_temp2 schedule)."""
+        m = self.cfg.mim
+        return teacher_temperature(epoch, m.warmup_teacher_temp, m.teacher_temp, self.cfg.warmup_teacher_temp_epochs)
 
     def training_step(self, batch: tuple[list[torch.Tensor], torch.Tensor], ctx: StepContext) -> StepOutput:
         views, _ = batch
         temp = self.teacher_temperature(ctx.epoch)
-        with torch.no_grad():
-            teacher_logits = self.teacher(views[:2])
-        student_logits, features = self.student.logits_and_features(views)
+        mim_metrics: dict[str, torch.Tensor | float] = {}
+        if self.patch_loss is None:
+            with torch.no_grad():
+                teacher_logits = self.teacher(views[:2])
+            student_logits, features = self.student.logits_and_features(views)
+        else:
+            teacher_logits, student_logits, features, mim_loss, masked = masked_distillation(
+                self.student, self.teacher, self.patch_loss, views, self.cfg.mim, self.patch_temperature(ctx.epoch))
+            mim_metrics = {"mim_loss": mim_loss.detach(), "masked_fraction": masked}
         sinkhorn = self.cfg.centering == "sinkhorn_knopp"
         probs = (sinkhorn_knopp(teacher_logits, temp, self.cfg.sinkhorn_iterations) if sinkhorn
                  else self.loss.teacher_probs(teacher_logits, temp))
@@ -110,4 +143,7 @@ class DINO(TeacherStudent):
         metrics = {**self.schedule_metrics(ctx, temp), **(teacher_statistics(probs) if ctx.logged else {})}
         if not sinkhorn:
             metrics["center_norm"] = self.loss.center.center.norm()
+        if mim_metrics:
+            metrics.update(cls_loss=loss.detach(), **mim_metrics)
+            loss = loss + self.cfg.mim_weight * mim_loss
         return StepOutput(with_koleo(loss, metrics, features[:2], self.cfg.koleo_weight), metrics)
