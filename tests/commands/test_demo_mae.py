@@ -18,9 +18,16 @@ FAST = ["backbone.embed_dim=64", "backbone.depth=2", "backbone.num_heads=2", "me
 def test_short_mae_demo_lowers_held_out_loss_and_draws_the_grid(tmp_path, capsys):
     out = tmp_path / "mae"
     results = run_mae_demo(out=out, epochs=1, overrides=FAST)
-    assert "MAE pre-trained" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert all(row in printed for row in ("random init", "predict the mean", "MAE pre-trained", "raw pixels"))
     saved = json.loads((out / "results.json").read_text())
     assert saved == results and saved["steps"] == 60
+    # the representation beside the reconstruction, as the DINO demo records it
+    knn = saved["knn_top1"]
+    assert set(knn) == {"random_init", "pretrained", "raw_pixels"} and saved["k"] == 20
+    assert all(0.1 <= v <= 1.0 for v in knn.values()), knn  # 10 digit classes: chance is 0.1
+    assert 0.8 < knn["raw_pixels"] <= 1.0, knn  # MNIST's pixels alone: about 0.9
+    assert f"{knn['pretrained']:.3f}" in printed and f"{knn['raw_pixels']:.3f}" in printed
     loss = saved["masked_patch_loss"]
     # measured: random init 2.16, predicting the mean 1.01, after 60 steps 0.85
     assert loss["pretrained"] < 0.5 * loss["random_init"]

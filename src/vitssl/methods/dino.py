@@ -15,7 +15,7 @@ from torch import nn
 
 from vitssl.backbones import BackboneConfig, create_backbone
 from vitssl.engine.protocol import BenchmarkSetup, StepContext, StepOutput
-from vitssl.engine.validation import require_choice, require_int, require_number
+from vitssl.engine.validation import require_choice, require_int
 from vitssl.heads import DINOHead
 from vitssl.losses import DINOLoss, teacher_statistics
 from vitssl.losses.center import Center
@@ -34,20 +34,18 @@ class DINOConfig(TeacherStudentConfig):
 
     - `centering: sinkhorn_knopp` replaces the EMA center by Sinkhorn-Knopp normalisation of the
       teacher's batch (`sinkhorn_iterations` rounds; iBOT / DINOv2);
-    - `koleo_weight > 0` adds the KoLeo spreading term on the student's backbone features of each
-      global view (DINOv2 uses 0.1).
+    - `koleo_weight > 0` (the family's option, `TeacherStudentConfig`) adds the KoLeo spreading
+      term on the student's backbone features of each global view (DINOv2 uses 0.1).
     """
 
     name: str = "dino"
     centering: str = "ema"
     sinkhorn_iterations: int = 3
-    koleo_weight: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require_choice("method.centering", self.centering, CENTERINGS)
         require_int("method.sinkhorn_iterations", self.sinkhorn_iterations, lo=1)
-        require_number("method.koleo_weight", self.koleo_weight, lo=0.0)
 
 
 class StudentTeacher(nn.Module):
