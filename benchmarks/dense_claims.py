@@ -10,8 +10,9 @@ SelfPatch part, the mIoU of `vitssl eval segmentation --head fpn --finetune` on 
 mean ± sample sd over the seeds, plus the same fine-tuning from a random initialisation (the
 method's network saved after one step at lr 0).
 
-- selfpatch: `demo_shapes` (DINO) and `demo_selfpatch_shapes` (the same plus SelfPatch's patch
-  loss), `--pretrain-epochs` each (62 steps an epoch).
+- selfpatch: `demo_shapes` (DINO) and `demo_selfpatch_shapes` with demo_shapes' backbone and
+  crops pinned (`AS_DEMO_SHAPES`: the same plus SelfPatch's patch loss), `--pretrain-epochs` each
+  (62 steps an epoch).
 - mae: one MAE teacher on shapes (`demo_mae_mnist` widened to 192 x 6 blocks, `--teacher-epochs`),
   then MAE-Lite (`demo_mae_mnist` on shapes) and D-MAE-Lite (the same, `--method mae-distill`
   from that teacher), `--mae-epochs` each (31 steps an epoch).
@@ -37,6 +38,10 @@ TEACHER = ["backbone.embed_dim=192", "backbone.depth=6", "backbone.num_heads=6"]
 RANDOM_INIT = ["optim.lr=0", "optim.min_lr=0", "train.epochs=1", "train.max_steps_per_epoch=1"]
 TINY_PRETRAIN = ["train.epochs=1", "train.max_steps_per_epoch=1", "train.num_workers=0", "train.progress=false",
                  "train.tensorboard=false"]
+# demo_selfpatch_shapes carries a conv stem, KoLeo and milder crops (docs/own-data.md); the
+# comparison with DINO pins demo_shapes' backbone and crops, so only the patch loss differs
+AS_DEMO_SHAPES = ["backbone.stem=patch", "method.koleo_weight=0", "method.crops.global_crops_scale=[0.35,1.0]",
+                  "method.crops.local_crops_scale=[0.15,0.35]"]
 MODELS = {"selfpatch": ("dino", "selfpatch", "random"), "mae": ("mae-lite", "d-mae-lite", "random")}
 
 
@@ -78,7 +83,7 @@ def plan(a: argparse.Namespace) -> list[Job]:
             seed, ep = [f"train.seed={s}"], [f"train.epochs={a.pretrain_epochs}"]
             pre += [pretrain_job(f"dino_s{s}", part / f"dino_s{s}", ["--config", "demo_shapes", *seed, *ep], a.tiny),
                     pretrain_job(f"selfpatch_s{s}", part / f"selfpatch_s{s}",
-                                 ["--config", "demo_selfpatch_shapes", *seed, *ep], a.tiny),
+                                 ["--config", "demo_selfpatch_shapes", *seed, *ep, *AS_DEMO_SHAPES], a.tiny),
                     pretrain_job(f"random_s{s}", part / f"random_s{s}", ["--config", "demo_shapes", *seed, *RANDOM_INIT],
                                  a.tiny)]
             evals += [j for m in MODELS["selfpatch"] for j in eval_jobs(f"{m}_s{s}", part / f"{m}_s{s}", s, coco, a, True)]

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from vitssl.config import load_config
+from vitssl.methods import method_configs
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "dense_claims.py"
 
 
@@ -47,8 +50,13 @@ def test_both_methods_of_a_part_get_the_same_budget(bench, tmp_path):
     assert len(jobs) == 1 + 9 + 9 * 2 + 1 + 9 + 9  # data, 9 runs + 9 x (det, seg), teacher, 9 runs + 9 det
     dino, patch = jobs["dino_s1"].argv, jobs["selfpatch_s1"].argv
     assert dino[dino.index("--config") + 1] == "demo_shapes" and "train.epochs=3" in dino and "train.seed=1" in dino
-    assert [a for a in patch if a != "demo_selfpatch_shapes"] == [a.replace("dino", "selfpatch") for a in dino
-                                                                  if a != "demo_shapes"]
+    assert [a for a in patch if a != "demo_selfpatch_shapes" and a not in bench.AS_DEMO_SHAPES] == [
+        a.replace("dino", "selfpatch") for a in dino if a != "demo_shapes"]
+    # the two resolved configs differ only by SelfPatch's own keys: same backbone, crops, schedule
+    dino_cfg, patch_cfg = (load_config(args[args.index("--config") + 1], [a for a in args if "=" in a],
+                                       method_configs()) for args in (dino, patch))
+    assert dino_cfg.backbone == patch_cfg.backbone and dino_cfg.method.crops == patch_cfg.method.crops
+    assert patch_cfg.method.koleo_weight == 0 and dino_cfg.train == patch_cfg.train and dino_cfg.optim == patch_cfg.optim
     lite, distilled = jobs["mae-lite_s2"].argv, jobs["d-mae-lite_s2"].argv
     assert distilled[:len(lite) - 2] == lite[:-2] and "mae-distill" in distilled  # same recipe and steps
     assert jobs["d-mae-lite_s2"].after == ["teacher"] and "train.epochs=4" in lite

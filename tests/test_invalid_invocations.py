@@ -116,6 +116,8 @@ OTHER_METHODS = [
     pre("method.crop.size=100", method="mae"), pre("method.crop.interpolation=nearest", method="mae"),
     pre("method.crop.std=[0,0,0]", method="mae"), pre("method.crop.scale=[nan,1]", method="mae"),
     pre(method="mae", backbone="swin_tiny", expect="needs a ViT"),
+    pre("backbone.stem=conv", method="mae", expect="backbone.stem=patch"),  # the stem would see masked pixels
+    pre("backbone.stem=conv", method="mae-distill", expect="backbone.stem=patch"),
     pre("method.attn_alpha=nan", method="mae-distill"), pre("method.hidden_alpha=-1", method="mae-distill"),
     pre("method.distill_attn_layers=[1.5]", method="mae-distill", expect="distill_attn_layers"),
     case("pretrain", "--data", "digits", "--out", "{scratch}/fresh", "--method", "byol", expect="unknown method"),

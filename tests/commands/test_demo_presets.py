@@ -1,5 +1,5 @@
-"""The demo presets: the MNIST demo carries the options that keep its teacher informative, while
-the shapes demos (DINO and SelfPatch, measured on the shared recipe) keep that recipe unchanged."""
+"""The demo presets: the MNIST and SelfPatch shapes demos carry the options that keep their teacher
+informative, while the DINO shapes demo (measured on the shared recipe) keeps that recipe."""
 
 from vitssl.config import load_config
 from vitssl.methods import method_configs
@@ -23,10 +23,16 @@ def test_the_digits_demo_is_the_mnist_recipe_at_32_px():
     assert digits.backbone.img_size == digits.method.crops.global_crops_size == 32
 
 
-def test_the_shapes_demos_keep_the_shared_recipe():
-    base = preset("demo_base")
-    for name in ("demo_shapes", "demo_selfpatch_shapes"):
-        cfg = preset(name)
-        assert cfg.backbone.stem == "patch", name
-        assert list(cfg.method.crops.global_crops_scale) == list(base.method.crops.global_crops_scale), name
-    assert preset("demo_selfpatch_shapes").method.name == "selfpatch"  # no DINO-only key inherited
+def test_the_dino_shapes_demo_keeps_the_shared_recipe():
+    base, cfg = preset("demo_base"), preset("demo_shapes")
+    assert cfg.backbone.stem == "patch" and cfg.method.koleo_weight == 0
+    assert list(cfg.method.crops.global_crops_scale) == list(base.method.crops.global_crops_scale)
+
+
+def test_the_selfpatch_shapes_demo_uses_the_conv_stem_koleo_and_milder_crops():
+    cfg, mnist = preset("demo_selfpatch_shapes"), preset("demo_mnist")
+    assert cfg.method.name == "selfpatch"  # no DINO-only key inherited
+    assert cfg.backbone.stem == "conv" and cfg.method.koleo_weight == mnist.method.koleo_weight
+    assert list(cfg.method.crops.global_crops_scale) == list(mnist.method.crops.global_crops_scale)
+    assert list(cfg.method.crops.local_crops_scale) == list(mnist.method.crops.local_crops_scale)
+    assert cfg.backbone.img_size == cfg.method.crops.global_crops_size == 32  # shapes' size, 8x8 tokens

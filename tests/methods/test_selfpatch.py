@@ -1,5 +1,6 @@
 """SelfPatch method: DINO when the patch weight is 0, the teacher's targets, centers, switches."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -90,3 +91,32 @@ def test_both_last_layers_are_frozen_in_the_first_epoch():
 def test_wrap_border_mode_runs():
     method = selfpatch("method.neighbour_border=wrap")
     assert torch.isfinite(method.training_step(one_batch(method), CTX).loss)
+
+
+def test_koleo_term_adds_its_weighted_value_on_the_global_views_image_tokens():
+    """The family's `method.koleo_weight`: KoLeo of the student's aggregated image token (the
+    feature evaluation reads) of each global view, added at its weight and reaching the ViT."""
+    from vitssl.losses.koleo import koleo_loss
+
+    method = selfpatch("backbone.drop_path_rate=0.0").eval()  # two passes agree
+    batch = one_batch(method)
+    plain = method.training_step(batch, CTX)
+    assert "koleo" not in plain.metrics  # off by default
+    method.cfg.koleo_weight = 0.1
+    out = method.training_step(batch, CTX)
+    views, _ = batch
+    tokens = [method.student_backbone()(v).cls for v in views[:2]]
+    expected = koleo_loss(tokens[0]) + koleo_loss(tokens[1])
+    assert out.metrics["koleo"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert out.loss.item() == pytest.approx(plain.loss.item() + 0.1 * expected.item(), rel=1e-5)
+    out.loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in method.student.backbone.parameters())
+
+
+def test_koleo_weight_is_one_declaration_for_the_teacher_student_family():
+    from vitssl.engine.validation import ConfigError
+    from vitssl.methods.teacher_student import TeacherStudentConfig
+
+    assert TeacherStudentConfig().koleo_weight == 0.0
+    with pytest.raises(ConfigError, match=r"method\.koleo_weight=-1\.0 is out of range"):
+        selfpatch("method.koleo_weight=-1")

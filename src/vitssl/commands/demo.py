@@ -44,6 +44,22 @@ def knn_top1(backbone: nn.Module, dataset_name: str, image_size: int, device: to
     return knn_classify(tr_f, tr_y, va_f, va_y, ks=(k,), temperature=0.07, num_classes=classes)[k]["top1"]
 
 
+class DemoKNN:
+    """20-NN top-1 on a demo's held-out split with the run's evaluation crop size and normalisation,
+    for any backbone (random init, pre-trained, `RawPixels`), so the rows of the table compare."""
+
+    def __init__(self, objs: Any, dataset: str, device: torch.device) -> None:
+        eval_input = method_class(objs.method.name).evaluation_input(objs.method, objs.backbone)
+        self.size, self.norm = eval_input.image_size, normalization(eval_input)
+        self.dataset, self.device = dataset, device
+
+    def __call__(self, backbone: nn.Module) -> float:
+        return knn_top1(backbone, self.dataset, self.size, self.device, normalization=self.norm)
+
+    def pixels(self) -> float:
+        return self(RawPixels(self.size))
+
+
 def start_demo_run(preset: str, run_dir: Path, dataset: str, epochs: int | None, seed: int,
                    overrides: list[str] | None) -> tuple[Any, Any, Trainer]:
     """(config objects, method, trainer) of a demo, its run folder prepared; not trained yet."""
@@ -66,16 +82,14 @@ def run_demo(out: str | Path = "demo_run", dataset: str = "mnist", epochs: int |
     run_dir = Path(out)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     objs, method, trainer = start_demo_run(DEMO_PRESETS[dataset], run_dir, dataset, epochs, seed, overrides)
-    eval_input = method_class(objs.method.name).evaluation_input(objs.method, objs.backbone)
-    size, norm = eval_input.image_size, normalization(eval_input)
+    knn = DemoKNN(objs, dataset, trainer.device)
     evaluated = time.perf_counter()
-    random_init = knn_top1(method.evaluation_backbone(), dataset, size, trainer.device, normalization=norm)
-    pixels = knn_top1(RawPixels(size), dataset, size, trainer.device, normalization=norm)
+    random_init, pixels = knn(method.evaluation_backbone()), knn.pixels()
     log.info("20-NN top-1: random init %.3f, raw pixels %.3f; pre-training for %s", random_init, pixels,
              counted(trainer.total_steps, "step"))
     trainer.step_end_callbacks.append(RemainingTime(evaluation_s=time.perf_counter() - evaluated))
     trainer.fit()
-    pretrained = knn_top1(method.evaluation_backbone(), dataset, size, trainer.device, normalization=norm)
+    pretrained = knn(method.evaluation_backbone())
     plot_loss_curve(run_dir)
 
     results = {

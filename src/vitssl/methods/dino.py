@@ -37,8 +37,8 @@ class DINOConfig(TeacherStudentConfig):
 
     - `centering: sinkhorn_knopp` replaces the EMA center by Sinkhorn-Knopp normalisation of the
       teacher's batch (`sinkhorn_iterations` rounds; iBOT / DINOv2);
-    - `koleo_weight > 0` adds the KoLeo spreading term on the student's backbone features of each
-      global view (DINOv2 uses 0.1);
+    - `koleo_weight > 0` (the family's option, `TeacherStudentConfig`) adds the KoLeo spreading
+      term on the student's backbone features of each global view (DINOv2 uses 0.1);
     - `mim_weight > 0` adds iBOT's masked-patch distillation with that weight (ViT only; iBOT's
       lambda2 = 1), set by `mim.*` (`methods/masked_patch.py`).
     """
@@ -46,7 +46,6 @@ class DINOConfig(TeacherStudentConfig):
     name: str = "dino"
     centering: str = "ema"
     sinkhorn_iterations: int = 3
-    koleo_weight: float = 0.0
     mim_weight: float = 0.0
     mim: MaskedPatchConfig = field(default_factory=MaskedPatchConfig)
 
@@ -54,7 +53,6 @@ class DINOConfig(TeacherStudentConfig):
         super().__post_init__()
         require_choice("method.centering", self.centering, CENTERINGS)
         require_int("method.sinkhorn_iterations", self.sinkhorn_iterations, lo=1)
-        require_number("method.koleo_weight", self.koleo_weight, lo=0.0)
         require_number("method.mim_weight", self.mim_weight, lo=0.0)
         self.mim.validate("method.mim")
 

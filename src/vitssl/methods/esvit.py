@@ -32,7 +32,7 @@ from vitssl.methods.views import encode_by_resolution
 class EsViTConfig(TeacherStudentConfig):
     """The family's settings plus the region task; defaults follow the released Swin-T recipe (3.5).
 
-    `koleo_weight > 0` adds DINO's option (off by default, not in EsViT's recipe): the KoLeo
+    `koleo_weight > 0` adds the family's option (off by default, not in EsViT's recipe): the KoLeo
     spreading term on the student's pooled view feature of each global view, which keeps a short
     small-data run from narrowing the features it starts with (docs/methods/esvit.md).
     """
@@ -45,7 +45,6 @@ class EsViTConfig(TeacherStudentConfig):
     view_weight: float = 0.5
     region_weight: float = 0.5
     region_start_epoch: int = 0
-    koleo_weight: float = 0.0
     teacher_temp: float = 0.07
     warmup_teacher_temp_epochs: int = 30
 
@@ -54,7 +53,6 @@ class EsViTConfig(TeacherStudentConfig):
         for name in ("view_weight", "region_weight"):
             require_number(f"method.{name}", getattr(self, name), lo=0.0)
         require_int("method.region_start_epoch", self.region_start_epoch, lo=0)
-        require_number("method.koleo_weight", self.koleo_weight, lo=0.0)
 
 
 class EsViTNetwork(nn.Module):

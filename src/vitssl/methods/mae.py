@@ -42,6 +42,10 @@ class MAEConfig:
         if backbone.name.startswith("swin"):
             raise ConfigError(f"method.name={self.name} needs a ViT (a visible-only encoder), got backbone.name="
                               f"{backbone.name}: use vit_tiny, vit_small or vit_base")
+        if backbone.stem != "patch":
+            raise ConfigError(f"method.name={self.name} needs backbone.stem=patch, got backbone.stem={backbone.stem}: "
+                              "a convolutional stem's 3x3 windows cross patch borders, so the visible tokens would "
+                              "see pixels of the masked patches they are asked to reconstruct")
         replace(backbone, pos_embed="sincos")  # checks the width splits into sin-cos quarters
         patch = patch_size_of(backbone)
         require_multiple("method.crop.size", self.crop.size, patch, f"the patch size {patch} (backbone.patch_size)")

@@ -22,6 +22,7 @@ from vitssl.heads import DINOHead, DINOHeadConfig
 from vitssl.heads.patch_aggregator import PatchAggregator
 from vitssl.losses.center import Center
 from vitssl.losses.dino import teacher_statistics
+from vitssl.losses.koleo import with_koleo
 from vitssl.losses.selfpatch import BORDER_MODES, PatchLoss, aggregate_positives, image_level_loss
 from vitssl.methods.teacher_student import TeacherStudent, TeacherStudentConfig, student_and_teacher
 from vitssl.methods.views import encode_by_resolution
@@ -94,9 +95,14 @@ class SelfPatchNetwork(nn.Module):
     def encode(self, views: list[torch.Tensor]) -> list[Tokens]:
         return encode_by_resolution(self.backbone, views)
 
-    def image_logits(self, groups: list[Tokens], batch: int) -> torch.Tensor:
-        """(V, B, K) image-level logits from the aggregated image token of every view."""
-        tokens = torch.cat([self.aggregator(g.patches) for g in groups])
+    def image_tokens(self, groups: list[Tokens]) -> torch.Tensor:
+        """(V * B, D) aggregated image tokens of every view, view-major (what evaluation reads)."""
+        return torch.cat([self.aggregator(g.patches) for g in groups])
+
+    def image_logits(self, groups: list[Tokens], batch: int, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """(V, B, K) image-level logits from the aggregated image token of every view (`tokens`
+        when already computed)."""
+        tokens = self.image_tokens(groups) if tokens is None else tokens
         return self.image_head(tokens).reshape(-1, batch, self.image_head.last_layer.out_features)
 
     def patch_logits(self, tokens: torch.Tensor, batch: int) -> torch.Tensor:
@@ -143,7 +149,8 @@ class SelfPatch(TeacherStudent):
             t_image = self.teacher.image_logits(t_groups, b)
             t_patch = self.teacher_patch_targets(t_groups, b)
         s_groups = self.student.encode(views)
-        s_image = self.student.image_logits(s_groups, b)
+        s_tokens = self.student.image_tokens(s_groups)
+        s_image = self.student.image_logits(s_groups, b, s_tokens)
 
         image_loss, probs = image_level_loss(s_image, t_image, self.image_center, temp, cfg.student_temp,
                                              cfg.image_center_views)
@@ -152,9 +159,11 @@ class SelfPatch(TeacherStudent):
         s_patch = [self.student.patch_logits(self.student.aggregator.norm(s.patches[: len(t.patches)]), b)
                    for s, t in zip(s_groups, t_groups)]
         patch_loss = self.patch_loss(s_patch, t_patch, temp)
-        loss = image_loss + cfg.patch_loss_weight * patch_loss
-        return StepOutput(loss, {"image_loss": image_loss.detach(), "patch_loss": patch_loss.detach(),
-                                 **self.schedule_metrics(ctx, temp), **(teacher_statistics(probs) if ctx.logged else {})})
+        metrics = {"image_loss": image_loss.detach(), "patch_loss": patch_loss.detach(),
+                   **self.schedule_metrics(ctx, temp), **(teacher_statistics(probs) if ctx.logged else {})}
+        loss = with_koleo(image_loss + cfg.patch_loss_weight * patch_loss, metrics, s_tokens[: 2 * b].split(b),
+                          cfg.koleo_weight)
+        return StepOutput(loss, metrics)
 
     def evaluation_backbone(self) -> nn.Module:
         return SelfPatchEncoder(self.teacher.backbone, self.teacher.aggregator)

@@ -39,7 +39,13 @@ from vitssl.losses.center import Center
 @dataclass
 class TeacherStudentConfig:
     """The family's shared settings; names follow DINO's flags. `head_keys` names the
-    `DINOHeadConfig` fields a method has (each validated under `method.KEY`)."""
+    `DINOHeadConfig` fields a method has (each validated under `method.KEY`).
+
+    `koleo_weight > 0` adds the KoLeo spreading term (`vitssl.losses.koleo`; DINOv2 uses 0.1) on
+    the student's image-level feature of each global view, the one evaluation reads: DINO's
+    backbone feature, EsViT's pooled view feature, SelfPatch's aggregated image token. Off by
+    default: none of the three papers' recipes has it.
+    """
 
     head_keys: ClassVar[tuple[str, ...]] = ("head",)
 
@@ -53,6 +59,7 @@ class TeacherStudentConfig:
     center_momentum: float = 0.9
     momentum_teacher: float = 0.996
     freeze_last_layer: int = 1
+    koleo_weight: float = 0.0
 
     def __post_init__(self) -> None:
         """Head sizes, crops, temperatures > 0, momentums in [0, 1], epoch counts >= 0."""
@@ -65,6 +72,7 @@ class TeacherStudentConfig:
             require_probability(f"method.{key}", getattr(self, key))
         for key in ("warmup_teacher_temp_epochs", "freeze_last_layer"):
             require_int(f"method.{key}", getattr(self, key), lo=0)
+        require_number("method.koleo_weight", self.koleo_weight, lo=0.0)
 
     def check_backbone_fit(self, backbone: BackboneConfig) -> None:
         check_crops_fit(self.crops, backbone)
