@@ -28,11 +28,13 @@ class _CurrentStderrHandler(logging.StreamHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Through tqdm, which clears and redraws an active progress bar around the line, so a
-        message logged mid-epoch gets a line of its own instead of trailing the bar."""
+        message logged mid-epoch gets a line of its own instead of trailing the bar. The line and
+        its newline go out in one write: `tqdm.write` writes them separately, and a signal between
+        the two left the next line (the stop report) glued to this one."""
         try:
             from tqdm import tqdm
 
-            tqdm.write(self.format(record), file=sys.stderr)
+            tqdm.write(self.format(record) + "\n", file=sys.stderr, end="")
         except Exception:  # noqa: BLE001 - logging's own convention
             self.handleError(record)
 

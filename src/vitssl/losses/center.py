@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vitssl.distributed import all_reduce_mean
@@ -51,3 +52,17 @@ class Center(nn.Module):
     def discard_pending(self) -> None:
         """Forget the statistics accumulated this step (the trainer skipped it: non-finite loss)."""
         self._sum, self._count = None, 0
+
+
+class CenteredDistillation(nn.Module):
+    """What DINO's image loss and iBOT's patch loss share: a student temperature and an EMA
+    center, and the teacher targets `softmax((g_t - c) / tau_t)` in float32 without gradient."""
+
+    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9) -> None:
+        super().__init__()
+        self.student_temp = student_temp
+        self.center = Center(out_dim, center_momentum)
+
+    def teacher_probs(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
+        """Centred, sharpened teacher distribution (..., K), float32, no gradient."""
+        return F.softmax((teacher_logits.detach().float() - self.center.center) / teacher_temp, dim=-1)

@@ -6,9 +6,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from vitssl.losses.center import Center
+from vitssl.losses.center import CenteredDistillation
 
 
 def multicrop_cross_entropy(teacher_probs: torch.Tensor, student_logprobs: torch.Tensor) -> torch.Tensor:
@@ -52,22 +51,13 @@ def teacher_statistics(teacher_probs: torch.Tensor) -> dict[str, torch.Tensor]:
             "teacher_mutual_info": mean_entropy - entropy}
 
 
-class DINOLoss(nn.Module):
+class DINOLoss(CenteredDistillation):
     """Cross-entropy between centred, sharpened teacher and student distributions.
 
     `P_t = softmax((g_t - c) / tau_t)`, `P_s = softmax(g_s / tau_s)`; the center `c` is updated
     from the teacher logits after the loss (call `center.update()` once per optimizer step).
     Softmaxes run in float32 whatever the autocast dtype.
     """
-
-    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9) -> None:
-        super().__init__()
-        self.student_temp = student_temp
-        self.center = Center(out_dim, center_momentum)
-
-    def teacher_probs(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
-        """Centred, sharpened teacher distribution (T, B, K), float32, no gradient."""
-        return F.softmax((teacher_logits.detach().float() - self.center.center) / teacher_temp, dim=-1)
 
     def forward(
         self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, teacher_temp: float,

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from vitssl.losses.center import Center
+from vitssl.losses.center import CenteredDistillation
 
 
 def masked_patch_cross_entropy(teacher_probs: torch.Tensor, student_logprobs: torch.Tensor,
@@ -52,19 +51,10 @@ def picked_patches(masks: torch.Tensor, at_least: int = 2) -> tuple[torch.Tensor
     return picked, weights
 
 
-class MaskedPatchLoss(nn.Module):
+class MaskedPatchLoss(CenteredDistillation):
     """L_MIM with its center, from the student's logits on the picked (masked) patches only;
     `forward` accumulates every teacher patch logit into the center (moved once per optimizer
     step by `center.update`, like DINO's)."""
-
-    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9) -> None:
-        super().__init__()
-        self.student_temp = student_temp
-        self.center = Center(out_dim, center_momentum)
-
-    def teacher_probs(self, teacher_logits: torch.Tensor, teacher_temp: float) -> torch.Tensor:
-        """Centred, sharpened patch targets (..., K), float32, no gradient."""
-        return F.softmax((teacher_logits.detach().float() - self.center.center) / teacher_temp, dim=-1)
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, picked: torch.Tensor,
                 weights: torch.Tensor, teacher_temp: float) -> torch.Tensor:
