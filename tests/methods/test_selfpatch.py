@@ -37,8 +37,8 @@ def test_zero_patch_weight_is_plain_dino_on_the_aggregated_token():
     out = method.training_step(batch, CTX)
     views = batch[0]
     with torch.no_grad():
-        teacher = method.teacher.image_logits(method.teacher.encode(views[:2]), 4)
-        student = method.student.image_logits(method.student.encode(views), 4)
+        teacher = method.teacher.image_logits(method.teacher.image_tokens(method.teacher.encode(views[:2])), 4)
+        student = method.student.image_logits(method.student.image_tokens(method.student.encode(views)), 4)
     dino = DINOLoss(64, student_temp=0.1)
     assert torch.allclose(out.loss, dino(student, teacher, 0.04), atol=1e-5)
     out.loss.backward()

@@ -19,18 +19,6 @@ import torch.nn.functional as F
 from vitssl.losses.center import CenteredDistillation
 
 
-def masked_patch_cross_entropy(teacher_probs: torch.Tensor, student_logprobs: torch.Tensor,
-                               masks: torch.Tensor) -> torch.Tensor:
-    """teacher_probs, student_logprobs (V, B, N, K); masks (V, B, N) bool -> scalar L_MIM."""
-    if teacher_probs.shape != student_logprobs.shape or masks.shape != teacher_probs.shape[:-1]:
-        raise ValueError(f"patch targets {tuple(teacher_probs.shape)}, student {tuple(student_logprobs.shape)} "
-                         f"and masks {tuple(masks.shape)} must cover the same views, images and patches")
-    ce = -(teacher_probs * student_logprobs).sum(-1)  # (V, B, N)
-    weight = masks.to(ce.dtype)
-    per_image = (ce * weight).sum(-1) / weight.sum(-1).clamp_min(1.0)
-    return per_image.mean()
-
-
 def picked_patches(masks: torch.Tensor, at_least: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """masks (..., N) bool, one row per image -> indices of the masked patches in `masks.flatten()`
     and each one's weight in L_MIM, 1 / (its image's masked count x the number of images).

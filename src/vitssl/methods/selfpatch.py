@@ -99,10 +99,8 @@ class SelfPatchNetwork(nn.Module):
         """(V * B, D) aggregated image tokens of every view, view-major (what evaluation reads)."""
         return torch.cat([self.aggregator(g.patches) for g in groups])
 
-    def image_logits(self, groups: list[Tokens], batch: int, tokens: torch.Tensor | None = None) -> torch.Tensor:
-        """(V, B, K) image-level logits from the aggregated image token of every view (`tokens`
-        when already computed)."""
-        tokens = self.image_tokens(groups) if tokens is None else tokens
+    def image_logits(self, tokens: torch.Tensor, batch: int) -> torch.Tensor:
+        """(V, B, K) image-level logits from the (V * B, D) `image_tokens` of every view."""
         return self.image_head(tokens).reshape(-1, batch, self.image_head.last_layer.out_features)
 
     def patch_logits(self, tokens: torch.Tensor, batch: int) -> torch.Tensor:
@@ -146,11 +144,11 @@ class SelfPatch(TeacherStudent):
         teacher_views = views if cfg.teacher_local_views else views[:2]
         with torch.no_grad():
             t_groups = self.teacher.encode(teacher_views)
-            t_image = self.teacher.image_logits(t_groups, b)
+            t_image = self.teacher.image_logits(self.teacher.image_tokens(t_groups), b)
             t_patch = self.teacher_patch_targets(t_groups, b)
         s_groups = self.student.encode(views)
         s_tokens = self.student.image_tokens(s_groups)
-        s_image = self.student.image_logits(s_groups, b, s_tokens)
+        s_image = self.student.image_logits(s_tokens, b)
 
         image_loss, probs = image_level_loss(s_image, t_image, self.image_center, temp, cfg.student_temp,
                                              cfg.image_center_views)
