@@ -66,11 +66,11 @@ def start_demo_run(preset: str, run_dir: Path, dataset: str, epochs: int | None,
     extra = [f"train.seed={seed}"] + ([f"train.epochs={epochs}"] if epochs else []) + list(overrides or [])
     cfg = load_config(preset, extra, method_configs())
     objs = to_objects(cfg)
-    prepare_run_dir(run_dir, resume=False)
-    save_config(cfg, run_dir / "config.yaml")
     seed_everything(seed)
     method = build_method(objs.method, objs.backbone)
     data = InputPipeline(method, build_dataset(dataset, "train", seed), objs.train)
+    prepare_run_dir(run_dir, resume=False)  # after what can refuse the config: no folder is left behind
+    save_config(cfg, run_dir / "config.yaml")
     trainer = Trainer(method, data, objs.train, objs.optim, run_dir, to_container(cfg))
     return objs, method, trainer
 

@@ -113,8 +113,10 @@ def _pretrain(cfg: DictConfig, objs: RunConfig, run_dir: Path, resume: bool) -> 
         online_knn = OnlineKNN(objs.train.knn_data, objs.train.knn_every_epochs, objs.train.knn_k)
     if objs.init_from and not resume:  # a bad init_from is refused before the run folder is made
         initialise_from(method, objs.init_from)
+    # sampler, loader, decoding, augmentation: built before the folder, so an augmentation the
+    # chosen place cannot do or a batch larger than the data is refused without leaving one
+    data = InputPipeline(method, dataset, objs.train)
     prepare_run_dir(run_dir, resume)
-    data = InputPipeline(method, dataset, objs.train)  # sampler, loader, decoding, augmentation
     trainer = Trainer(method, data, objs.train, objs.optim, run_dir, config=to_container(cfg))
     if is_main_process():
         log_cpu_hint(objs, trainer.device)  # no GPU and minutes per step: name a size that fits
