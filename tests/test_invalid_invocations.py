@@ -115,7 +115,8 @@ OTHER_METHODS = [
     pre("method.decoder.mlp_ratio=0", method="mae"), pre("method.crop.size=0", method="mae"),
     pre("method.crop.size=100", method="mae"), pre("method.crop.interpolation=nearest", method="mae"),
     pre("method.crop.std=[0,0,0]", method="mae"), pre("method.crop.scale=[nan,1]", method="mae"),
-    pre(method="mae", backbone="swin_tiny", expect="needs a ViT"),
+    *[pre(method="mae", backbone=b, expect="needs a ViT") for b in ("swin_tiny", "cvt_tiny", "vil_tiny", "resnet50")],
+    pre(method="mae-distill", backbone="resnet50", expect="needs a ViT"),
     pre("backbone.stem=conv", method="mae", expect="backbone.stem=patch"),  # the stem would see masked pixels
     pre("backbone.stem=conv", method="mae-distill", expect="backbone.stem=patch"),
     pre("method.attn_alpha=nan", method="mae-distill"), pre("method.hidden_alpha=-1", method="mae-distill"),

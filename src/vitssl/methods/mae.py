@@ -16,7 +16,7 @@ from torch import nn
 
 from vitssl.augment.mae_transform import MAECropConfig, MAEDeviceCrop, MAETransform, collate_images
 from vitssl.augment.masking import random_masking
-from vitssl.backbones import BackboneConfig, create_backbone, patch_size_of
+from vitssl.backbones import BackboneConfig, create_backbone, is_vit, patch_size_of
 from vitssl.engine.protocol import BenchmarkSetup, EvalInput, MethodBase, StepContext, StepOutput
 from vitssl.engine.validation import ConfigError, require_multiple, require_number
 from vitssl.heads.mae_decoder import MAEDecoder, MAEDecoderConfig
@@ -39,7 +39,7 @@ class MAEConfig:
 
     def check_backbone_fit(self, backbone: BackboneConfig) -> None:
         """The encoder is a ViT with sin-cos positions that reads whole patches of each crop."""
-        if backbone.name.startswith("swin"):
+        if not is_vit(backbone):  # Swin, CvT, ViL, ResNet: no token sequence an encoder can drop patches of
             raise ConfigError(f"method.name={self.name} needs a ViT (a visible-only encoder), got backbone.name="
                               f"{backbone.name}: use vit_tiny, vit_small or vit_base")
         if backbone.stem != "patch":
