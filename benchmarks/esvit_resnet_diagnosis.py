@@ -9,9 +9,16 @@ BatchNorm, weight-motion and trial-variant checks behind the ResNet rows of the 
         how alike two global views of one image are against two images (mean cosine of the
         batch-centred pooled features of 256 train images, BatchNorm in training mode as the
         teacher runs while training, and in eval mode).
+    python benchmarks/esvit_resnet_diagnosis.py spread PRESET...
+        How spread the seeded random network's pooled features are on shapes (mean pairwise
+        cosine, effective rank).
+    python benchmarks/esvit_resnet_diagnosis.py supervised PRESET LR [OVERRIDES...]
+        The preset's backbone trained with the shapes labels (a linear classifier, AdamW at LR) on
+        the same augmented global crops for the same 248 steps: 20-NN after each epoch.
     python benchmarks/esvit_resnet_diagnosis.py trial NAME EVIDENCE-ARGS...
         `benchmarks/esvit_cpu_evidence.py EVIDENCE-ARGS` with one change that vitssl does not have
-        (NAME: cifar_stem, avg_down, lars, eval_teacher, or several joined by +; see TRIALS),
+        (NAME: cifar_stem, avg_down, lars, eval_teacher, zero_init, backbone_lr10,
+        koleo_centred, or several joined by +; see TRIALS),
         for the record only.
 """
 
@@ -32,6 +39,7 @@ from vitssl.engine import trainer as trainer_module
 from vitssl.engine.checkpoint import load_checkpoint
 from vitssl.engine.rng import seed_everything
 from vitssl.eval.features import eval_transform
+from vitssl.losses import koleo as koleo_module
 from vitssl.methods import build_method, method_configs
 from vitssl.methods import teacher_student as ts
 
@@ -120,6 +128,58 @@ def inspect(run: str) -> None:
         print(f"views of one image / two images, {name}: {view_agreement(method, net, data)}")
 
 
+# -- spread of the random features -----------------------------------------------------------
+def spread(presets: list[str]) -> None:
+    """Mean pairwise cosine and effective rank (exp of the entropy of the centred spectrum) of the
+    seeded random evaluation backbone's pooled features on the shapes val split."""
+    from vitssl.eval.features import labelled_features
+
+    for preset in presets:
+        cfg = to_objects(load_config(preset, ["train.seed=0"], method_configs()))
+        seed_everything(0)
+        net, crops = build_method(cfg.method, cfg.backbone).evaluation_backbone(), cfg.method.crops
+        f, _, _ = labelled_features(net, "shapes", "val", crops.global_crops_size, torch.device("cpu"),
+                                    num_workers=0, normalization=(crops.mean, crops.std))
+        f = nn.functional.normalize(f.float(), dim=-1)
+        cosine = ((f @ f.t()).sum() - len(f)) / (len(f) ** 2 - len(f))
+        energy = torch.linalg.svdvals(f - f.mean(0)) ** 2
+        p = energy / energy.sum()
+        rank = torch.exp(-(p * p.clamp_min(1e-12).log()).sum())
+        print(f"{preset}: mean pairwise cosine {cosine:.3f}, effective rank {rank:.1f} of {f.shape[1]}")
+
+
+# -- supervised bound ------------------------------------------------------------------------
+def supervised(preset: str, lr: float, overrides: list[str]) -> None:
+    """The preset's student backbone trained with labels instead: a linear classifier on its pooled
+    feature, cross-entropy on the first global crop of the preset's multi-crop, AdamW at `lr`
+    (weight decay 0.04), batch 32, 4 epochs; 20-NN (the protocol's) after each epoch. What the
+    same network, data and augmentation give in the same number of steps when the target is known."""
+    from vitssl.data import build_dataset
+
+    cfg = to_objects(load_config(preset, ["train.seed=0", *overrides], method_configs()))
+    seed_everything(0)
+    method = build_method(cfg.method, cfg.backbone)
+    net, device = method.student.backbone, torch.device("cpu")
+    size, norm = cfg.method.crops.global_crops_size, (cfg.method.crops.mean, cfg.method.crops.std)
+    print(f"random init: 20-NN {knn_top1(copy.deepcopy(net), 'shapes', size, device, normalization=norm):.3f}")
+    data, head = build_dataset("shapes", "train", 0), nn.Linear(net.embed_dim, 5)
+    optimizer = torch.optim.AdamW([*net.parameters(), *head.parameters()], lr=lr, weight_decay=0.04)
+    generator, step = torch.Generator().manual_seed(0), 0
+    for epoch in range(4):
+        order = torch.randperm(len(data), generator=generator).tolist()
+        for i in range(0, len(data) - 31, 32):
+            samples = [data[j] for j in order[i:i + 32]]
+            x = torch.stack([method.multicrop(image, generator)[0] for image, _ in samples])
+            net.train()
+            loss = nn.functional.cross_entropy(head(net(x).pooled), torch.tensor([y for _, y in samples]))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+        top1 = knn_top1(net.eval(), "shapes", size, device, normalization=norm)
+        print(f"epoch {epoch + 1} (step {step}): cross-entropy {loss.item():.3f}, 20-NN {top1:.3f}", flush=True)
+
+
 # -- trials ----------------------------------------------------------------------------------
 def cifar_stem() -> None:
     """3x3 stride-1 first convolution and no max-pool (SimCLR, Chen et al. 2020, App. B.9): total stride 8."""
@@ -141,6 +201,51 @@ def avg_down() -> None:
                                    drop_path_rate=drop_path_rate, zero_init_last=False, avg_down=True)
         self.embed_dim, self.patch_size = self.num_features, 2 ** (len(depths) + 1)
     resnet.ResNet.__init__ = init
+
+
+def zero_init() -> None:
+    """The last BatchNorm of each residual block starts at gamma 0, so every block starts as its
+    shortcut (Goyal et al. 2017, Sec. 5.1; torchvision's `zero_init_residual`, timm's `zero_init_last`)."""
+    build = resnet.ResNet.__init__
+
+    def init(self, *args, **kwargs) -> None:
+        build(self, *args, **kwargs)
+        for block in self.residual_blocks:
+            block.zero_init_last()
+    resnet.ResNet.__init__ = init
+
+
+def backbone_lr10() -> None:
+    """The backbone's parameters at 10x the scheduled lr, the heads at 1x: Kaiming-initialised
+    convolutions followed by BatchNorm are scale-invariant, so AdamW turns them by lr / |w| per
+    step, 10-100x less than the transformers' truncated-normal layers at the same lr."""
+    groups, schedules = trainer_module.decay_groups, trainer_module.Trainer._apply_schedules
+
+    def split(named_params, no_weight_decay_names=()):
+        named = list(named_params)
+        out = []
+        for scale, keep in ((10.0, lambda n: ".backbone." in f".{n}"), (1.0, lambda n: ".backbone." not in f".{n}")):
+            for group in groups([(n, p) for n, p in named if keep(n)], no_weight_decay_names):
+                out.append(dict(group, lr_scale=scale))
+        return out
+
+    def apply(self):
+        lr, wd = schedules(self)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        return lr, wd
+    trainer_module.decay_groups, trainer_module.Trainer._apply_schedules = split, apply
+
+
+def koleo_centred() -> None:
+    """KoLeo on the batch-centred features: the random ResNet's rectified pooled features share one
+    large component (mean pairwise cosine 0.89 on shapes; CvT's 0.04), which uncentred KoLeo can
+    remove by shifting biases instead of telling the images apart."""
+    plain = koleo_module.koleo_loss
+
+    def centred(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+        return plain(features - features.mean(0, keepdim=True), eps)
+    koleo_module.koleo_loss = centred
 
 
 class LARS(torch.optim.Optimizer):
@@ -195,7 +300,8 @@ def eval_teacher() -> None:
     ts.TeacherStudent.__init__, ts.TeacherStudent.after_optimizer_step = init, after_step
 
 
-TRIALS = {"cifar_stem": cifar_stem, "avg_down": avg_down, "lars": lars, "eval_teacher": eval_teacher}
+TRIALS = {"cifar_stem": cifar_stem, "avg_down": avg_down, "lars": lars, "eval_teacher": eval_teacher,
+          "zero_init": zero_init, "backbone_lr10": backbone_lr10, "koleo_centred": koleo_centred}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -203,11 +309,15 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     if len(argv) == 2 and argv[0] == "inspect":
         return inspect(argv[1])
+    if len(argv) >= 2 and argv[0] == "spread":  # spread PRESET...
+        return spread(argv[1:])
+    if len(argv) >= 3 and argv[0] == "supervised":  # supervised PRESET LR [OVERRIDES...]
+        return supervised(argv[1], float(argv[2]), argv[3:])
     if len(argv) >= 2 and argv[0] == "trial" and set(argv[1].split("+")) <= set(TRIALS):
         for name in argv[1].split("+"):  # NAME+NAME: several changes at once
             TRIALS[name]()
         return esvit_cpu_evidence.main(argv[2:])
-    raise SystemExit(f"usage: inspect RUN | trial {{{','.join(TRIALS)}}}[+...] EVIDENCE-ARGS...\n{__doc__}")
+    raise SystemExit(f"usage: inspect RUN | spread PRESET... | supervised PRESET LR [OVERRIDES...] | trial {{{','.join(TRIALS)}}}[+...] EVIDENCE-ARGS...\n{__doc__}")
 
 
 if __name__ == "__main__":
