@@ -18,10 +18,6 @@ def test_mnist_demo_uses_the_conv_stem_koleo_and_milder_crops():
     assert cfg.method.mim_weight == 1.0 and cfg.method.pixel_weight == 2.0  # iBOT's and SimMIM's terms
 
 
-def test_the_digits_demo_keeps_the_recipe_its_numbers_were_measured_with():
-    assert preset("demo_digits").method.pixel_weight == 0.0
-
-
 def test_the_digits_demo_is_the_mnist_recipe_at_32_px():
     mnist, digits = preset("demo_mnist"), preset("demo_digits")
     assert digits.backbone.stem == "conv" and digits.method.koleo_weight == mnist.method.koleo_weight
