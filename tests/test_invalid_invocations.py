@@ -101,7 +101,8 @@ DINO = [
     pre("method.teacher_tmp=0.1", expect="method.teacher_tmp"),
     pre("method.mim_weight=-1"), pre("method.mim.ratio=1"), pre("method.mim.ratio_var=0.9"),
     pre("method.mim.prob=nan"), pre("method.mim.teacher_temp=0"), pre("method.mim.shared_head=maybe"),
-    pre("method.mim_weight=1", backbone="swin_tiny"),
+    pre("method.mim_weight=1", backbone="swin_tiny"), pre("method.pixel_weight=-1"),
+    pre("method.pixel_weight=1", backbone="swin_tiny"),
 ]
 OTHER_METHODS = [
     pre("method.region_weight=-1", method="esvit"), pre("method.view_weight=nan", method="esvit"),

@@ -33,7 +33,8 @@ class Killed(Exception):
 
 
 @pytest.mark.parametrize("extra", [(), ("backbone.drop_path_rate=0.2", "train.accum_steps=2"), ("train.num_workers=2",),
-                                   ("method.mim_weight=1.0", "method.mim.shared_head=false")])
+                                   ("method.mim_weight=1.0", "method.mim.shared_head=false"),
+                                   ("method.pixel_weight=1.0",)])
 def test_resumed_run_matches_uninterrupted_run(tmp_path, extra):
     straight = make_trainer(tmp_path / "a", extra)
     straight.fit()

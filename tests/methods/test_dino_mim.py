@@ -88,8 +88,8 @@ def test_the_patch_loss_trains_the_student_and_its_mask_token_never_the_teacher(
 
     method = dino("method.mim_weight=1.0", "method.mim.prob=1", f"method.mim.shared_head={shared}")
     views, _ = one_batch(method)
-    *_, patch_loss, masked = masked_distillation(method.student, method.teacher, method.patch_loss, views,
-                                                 method.cfg.mim, 0.07)
+    step = masked_distillation(method.student, method.teacher, method.patch_loss, views, method.cfg.mim, 0.07)
+    patch_loss, masked = step.mim_loss, step.masked
     assert masked > 0 and patch_loss > 0
     patch_loss.backward()  # the patch term alone
     student = method.student

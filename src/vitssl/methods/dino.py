@@ -7,8 +7,10 @@ sharpened distribution on every other global view.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -21,9 +23,16 @@ from vitssl.heads import DINOHead
 from vitssl.losses import DINOLoss, teacher_statistics
 from vitssl.losses.center import Center
 from vitssl.losses.koleo import with_koleo
+from vitssl.losses.mae import patchify
 from vitssl.losses.masked_patch import MaskedPatchLoss
+from vitssl.losses.masked_pixels import masked_pixel_l1
 from vitssl.losses.sinkhorn import sinkhorn_knopp
-from vitssl.methods.masked_patch import MaskedPatchConfig, PatchParts, masked_distillation
+from vitssl.methods.masked_patch import (
+    MaskedPatchConfig,
+    MaskedStep,
+    PatchParts,
+    masked_distillation,
+)
 from vitssl.methods.teacher_student import TeacherStudent, TeacherStudentConfig, teacher_backbone
 from vitssl.methods.views import encode_by_resolution
 
@@ -40,7 +49,10 @@ class DINOConfig(TeacherStudentConfig):
     - `koleo_weight > 0` (the family's option, `TeacherStudentConfig`) adds the KoLeo spreading
       term on the student's backbone features of each global view (DINOv2 uses 0.1);
     - `mim_weight > 0` adds iBOT's masked-patch distillation with that weight (ViT only; iBOT's
-      lambda2 = 1), set by `mim.*` (`methods/masked_patch.py`).
+      lambda2 = 1), set by `mim.*` (`methods/masked_patch.py`);
+    - `pixel_weight > 0` adds SimMIM's pixel regression of the masked patches with that weight
+      (ViT only; `losses/masked_pixels.py`). It masks the global crops with the same `mim.*`
+      masks, so it turns the masking on by itself, also with `mim_weight` 0.
     """
 
     name: str = "dino"
@@ -48,19 +60,27 @@ class DINOConfig(TeacherStudentConfig):
     sinkhorn_iterations: int = 3
     mim_weight: float = 0.0
     mim: MaskedPatchConfig = field(default_factory=MaskedPatchConfig)
+    pixel_weight: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         require_choice("method.centering", self.centering, CENTERINGS)
         require_int("method.sinkhorn_iterations", self.sinkhorn_iterations, lo=1)
         require_number("method.mim_weight", self.mim_weight, lo=0.0)
+        require_number("method.pixel_weight", self.pixel_weight, lo=0.0)
         self.mim.validate("method.mim")
 
     def check_backbone_fit(self, backbone: BackboneConfig) -> None:
         super().check_backbone_fit(backbone)
-        if self.mim_weight > 0 and not is_vit(backbone):
-            fail("method.mim_weight", self.mim_weight, f"needs a ViT backbone (the [MASK] embedding replaces "
-                 f"ViT patch tokens), not '{backbone.name}'", "use a vit_* backbone or method.mim_weight=0")
+        for key in ("mim_weight", "pixel_weight"):
+            if getattr(self, key) > 0 and not is_vit(backbone):
+                fail(f"method.{key}", getattr(self, key), f"needs a ViT backbone (the [MASK] embedding replaces "
+                     f"ViT patch tokens), not '{backbone.name}'", f"use a vit_* backbone or method.{key}=0")
+
+    @property
+    def masking(self) -> bool:
+        """Whether the student sees masked global crops: either masked-patch term is on."""
+        return self.mim_weight > 0 or self.pixel_weight > 0
 
 
 class StudentTeacher(nn.Module):
@@ -97,11 +117,14 @@ class DINO(TeacherStudent):
         teacher = create_backbone(teacher_backbone(backbone))
         dim = student_backbone.embed_dim
         mim = cfg.mim_weight > 0
-        parts = [PatchParts(dim, cfg.head, cfg.mim.shared_head) if mim else None for _ in range(2)]
+        shared = cfg.mim.shared_head or not mim  # no patch prototypes for the pixel term alone
+        parts = [PatchParts(dim, cfg.head, shared) if cfg.masking else None for _ in range(2)]
         super().__init__(cfg, StudentTeacher(student_backbone, DINOHead(dim, cfg.head), parts[0]),
                          StudentTeacher(teacher, DINOHead(dim, cfg.head), parts[1]))
         self.loss = DINOLoss(cfg.head.out_dim, cfg.student_temp, cfg.center_momentum)
         self.patch_loss = MaskedPatchLoss(cfg.head.out_dim, cfg.student_temp, cfg.mim.center_momentum) if mim else None
+        if cfg.pixel_weight > 0:  # built last: the networks start as without it
+            self.pixel_head = nn.Linear(dim, student_backbone.patch_size ** 2 * 3)
 
     @classmethod
     def loss_reference(cls, cfg: DINOConfig) -> tuple[float, str]:
@@ -112,6 +135,11 @@ class DINO(TeacherStudent):
     def last_layer_heads(self) -> tuple[nn.Module, ...]:
         separate = self.patch_loss is not None and self.student.mim.last_layer is not None
         return (self.student.head, self.student.mim) if separate else (self.student.head,)
+
+    def trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """The student's, and SimMIM's pixel head where there is one."""
+        head = self.pixel_head.named_parameters("pixel_head") if self.cfg.pixel_weight > 0 else ()
+        return itertools.chain(super().trainable_parameters(), head)
 
     def centers(self) -> tuple[Center, ...]:
         return (self.loss.center,) if self.patch_loss is None else (self.loss.center, self.patch_loss.center)
@@ -125,15 +153,15 @@ class DINO(TeacherStudent):
     def training_step(self, batch: tuple[list[torch.Tensor], torch.Tensor], ctx: StepContext) -> StepOutput:
         views, _ = batch
         temp = self.teacher_temperature(ctx.epoch)
-        mim_metrics: dict[str, torch.Tensor | float] = {}
-        if self.patch_loss is None:
+        masked = None
+        if not self.cfg.masking:
             with torch.no_grad():
                 teacher_logits = self.teacher(views[:2])
             student_logits, features = self.student.logits_and_features(views)
         else:
-            teacher_logits, student_logits, features, mim_loss, masked = masked_distillation(
-                self.student, self.teacher, self.patch_loss, views, self.cfg.mim, self.patch_temperature(ctx.epoch))
-            mim_metrics = {"mim_loss": mim_loss.detach(), "masked_fraction": masked}
+            masked = masked_distillation(self.student, self.teacher, self.patch_loss, views, self.cfg.mim,
+                                         self.patch_temperature(ctx.epoch))
+            teacher_logits, student_logits, features = masked.teacher_cls, masked.student_cls, masked.features
         sinkhorn = self.cfg.centering == "sinkhorn_knopp"
         probs = (sinkhorn_knopp(teacher_logits, temp, self.cfg.sinkhorn_iterations) if sinkhorn
                  else self.loss.teacher_probs(teacher_logits, temp))
@@ -141,7 +169,21 @@ class DINO(TeacherStudent):
         metrics = {**self.schedule_metrics(ctx, temp), **(teacher_statistics(probs) if ctx.logged else {})}
         if not sinkhorn:
             metrics["center_norm"] = self.loss.center.center.norm()
-        if mim_metrics:
-            metrics.update(cls_loss=loss.detach(), **mim_metrics)
-            loss = loss + self.cfg.mim_weight * mim_loss
+        if masked is not None:
+            loss = self.add_masked_terms(loss, masked, metrics)
         return StepOutput(with_koleo(loss, metrics, features[:2], self.cfg.koleo_weight), metrics)
+
+    def add_masked_terms(self, cls_loss: torch.Tensor, masked: MaskedStep, metrics: dict) -> torch.Tensor:
+        """DINO's loss plus the weighted iBOT and SimMIM terms that are on; logs each."""
+        metrics["cls_loss"] = cls_loss.detach()
+        loss = cls_loss
+        if masked.mim_loss is not None:
+            metrics["mim_loss"] = masked.mim_loss.detach()
+            loss = loss + self.cfg.mim_weight * masked.mim_loss
+        metrics["masked_fraction"] = masked.masked
+        if self.cfg.pixel_weight > 0:
+            target = patchify(masked.globals_, self.student.backbone.patch_size)
+            pixel_loss = masked_pixel_l1(self.pixel_head(masked.patches), target, masked.masks)
+            metrics["pixel_loss"] = pixel_loss.detach()
+            loss = loss + self.cfg.pixel_weight * pixel_loss
+        return loss

@@ -81,14 +81,33 @@ class PatchParts(nn.Module):
         return out.reshape(*patches.shape[:-1], -1)
 
 
-def masked_distillation(student: nn.Module, teacher: nn.Module, loss: MaskedPatchLoss, views: list[torch.Tensor],
-                        cfg: MaskedPatchConfig, patch_temp: float
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float]:
+@dataclass
+class MaskedStep:
+    """One step's forward passes with masked global crops (`masked_distillation`).
+
+    `teacher_cls` (2, B, K) [CLS] logits of the unmasked globals; `student_cls` (V, B, K) from
+    the masked globals and the unmasked locals, `features` (V, B, D) the backbone features they
+    come from; `globals_` (2B, 3, S, S) the global crops and `patches` (2B, N, D) the student's
+    final (normed) patch tokens on them, masked where `masks` (2B, N) bool (on the device) is
+    True; `mim_loss` L_MIM (None without a patch loss); `masked` the fraction of patches masked.
+    """
+
+    teacher_cls: torch.Tensor
+    student_cls: torch.Tensor
+    features: torch.Tensor
+    globals_: torch.Tensor
+    patches: torch.Tensor
+    masks: torch.Tensor
+    mim_loss: torch.Tensor | None
+    masked: float
+
+
+def masked_distillation(student: nn.Module, teacher: nn.Module, loss: MaskedPatchLoss | None,
+                        views: list[torch.Tensor], cfg: MaskedPatchConfig, patch_temp: float) -> MaskedStep:
     """One step's forward passes with masked global crops.
 
-    `student`/`teacher` are DINO's `StudentTeacher`s with `mim` parts. Returns the teacher's
-    [CLS] logits (2, B, K), the student's (V, B, K) from the masked globals and the unmasked
-    locals, their (V, B, D) backbone features, L_MIM, and the fraction of patches masked.
+    `student`/`teacher` are DINO's `StudentTeacher`s with `mim` parts; without `loss` (only the
+    pixel term wants the masks) the teacher's patch head is not run and there is no L_MIM.
     The masks and the indices of the masked patches are made on the host, so picking the
     student's masked tokens (its patch head runs on those only) waits for nothing on a device.
     """
@@ -97,15 +116,19 @@ def masked_distillation(student: nn.Module, teacher: nn.Module, loss: MaskedPatc
     patch = student.backbone.patch_size
     grid = (globals_.shape[-2] // patch, globals_.shape[-1] // patch)
     masks = block_masks(2 * b, grid, cfg.ratio, cfg.ratio_var, cfg.prob, cfg.min_aspect)
-    picked, weights = (t.to(device, non_blocking=True) for t in picked_patches(masks))
+    if loss is not None:
+        picked, weights = (t.to(device, non_blocking=True) for t in picked_patches(masks))
     with torch.no_grad():
         t_tokens = teacher.backbone(globals_)
         t_cls = teacher.head(t_tokens.pooled).reshape(2, b, -1)
-        t_patch = teacher.mim.logits(teacher.head, t_tokens.patches)
-    s_tokens = student.backbone.forward_with_token_mask(globals_, masks.to(device, non_blocking=True),
-                                                        student.mim.mask_token)
+        t_patch = teacher.mim.logits(teacher.head, t_tokens.patches) if loss is not None else None
+    device_masks = masks.to(device, non_blocking=True)
+    s_tokens = student.backbone.forward_with_token_mask(globals_, device_masks, student.mim.mask_token)
     features = torch.cat([s_tokens.pooled, *[t.pooled for t in encode_by_resolution(student.backbone, views[2:])]])
     s_cls = student.head(features).reshape(len(views), b, -1)
-    s_patches = s_tokens.patches.reshape(-1, s_tokens.patches.shape[-1]).index_select(0, picked)
-    mim = loss(student.mim.logits(student.head, s_patches), t_patch, picked, weights, patch_temp)
-    return t_cls, s_cls, features.reshape(len(views), b, -1), mim, masks.float().mean().item()
+    mim = None
+    if loss is not None:
+        s_patches = s_tokens.patches.reshape(-1, s_tokens.patches.shape[-1]).index_select(0, picked)
+        mim = loss(student.mim.logits(student.head, s_patches), t_patch, picked, weights, patch_temp)
+    return MaskedStep(t_cls, s_cls, features.reshape(len(views), b, -1), globals_, s_tokens.patches,
+                      device_masks, mim, masks.float().mean().item())
