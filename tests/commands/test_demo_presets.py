@@ -22,6 +22,7 @@ def test_the_digits_demo_is_the_mnist_recipe_at_32_px():
     mnist, digits = preset("demo_mnist"), preset("demo_digits")
     assert digits.backbone.stem == "conv" and digits.method.koleo_weight == mnist.method.koleo_weight
     assert digits.backbone.img_size == digits.method.crops.global_crops_size == 32
+    assert digits.method.mim_weight == 1.0 and digits.method.pixel_weight == 0  # lower over 3 seeds
 
 
 def test_the_dino_shapes_demo_keeps_the_shared_recipe():
