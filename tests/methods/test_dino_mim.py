@@ -3,20 +3,13 @@ the ViT, where the gradient goes, the centers' gating, and that weight 0 is plai
 
 import pytest
 import torch
+from dino_steps import CTX, dino, one_update
 
-from helpers import one_batch, tiny_overrides
+from helpers import one_batch
 from vitssl.backbones import BackboneConfig, create_backbone
-from vitssl.config import ConfigError, RunConfig, load_config, to_objects
+from vitssl.config import ConfigError, RunConfig
 from vitssl.engine.protocol import StepContext
-from vitssl.methods import DINOConfig, build_method, method_configs
-
-CTX = StepContext(step=0, epoch=0, steps_per_epoch=10, total_steps=20, epochs=2)
-
-
-def dino(*extra: str, seed: int = 0):
-    torch.manual_seed(seed)
-    cfg = to_objects(load_config(None, ["method.name=dino", *tiny_overrides(method="dino"), *extra], method_configs()))
-    return build_method(cfg.method, cfg.backbone)
+from vitssl.methods import DINOConfig
 
 
 class Recorder(torch.nn.Module):
@@ -55,20 +48,10 @@ def test_weight_zero_is_plain_dino_loss_and_optimizer_step():
     off = dino("method.mim_weight=0", "method.mim.ratio=0.5", "method.mim.shared_head=false")
     assert plain.state_dict().keys() == off.state_dict().keys()
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), off.state_dict().values()))
-    results = []
-    for method in (plain, off):
-        torch.manual_seed(1)
-        batch = one_batch(method)
-        opt = torch.optim.SGD([p for _, p in method.trainable_parameters()], lr=0.1)
-        out = method.training_step(batch, CTX)
-        out.loss.backward()
-        method.before_optimizer_step(CTX)
-        opt.step()
-        method.after_optimizer_step(CTX)
-        results.append((out.loss.detach(), {k: v.clone() for k, v in method.state_dict().items()}))
+    results = [one_update(method) for method in (plain, off)]
     assert torch.equal(results[0][0], results[1][0])
-    assert all(torch.equal(results[0][1][k], results[1][1][k]) for k in results[0][1])
-    assert "mim_loss" not in out.metrics
+    assert all(torch.equal(results[0][2][k], results[1][2][k]) for k in results[0][2])
+    assert "mim_loss" not in results[1][1]
 
 
 def test_without_masks_the_cls_loss_is_plain_dinos_and_the_patch_loss_is_zero():

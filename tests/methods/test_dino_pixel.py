@@ -3,35 +3,14 @@ turns the masking on by itself, its gradient reaches the student and its head on
 
 import pytest
 import torch
+from dino_steps import CTX, dino, one_update
 
-from helpers import one_batch, tiny_overrides
+from helpers import one_batch
 from vitssl.backbones import BackboneConfig
-from vitssl.config import ConfigError, RunConfig, load_config, to_objects
-from vitssl.engine.protocol import StepContext
+from vitssl.config import ConfigError, RunConfig
 from vitssl.losses.mae import patchify
 from vitssl.losses.masked_pixels import masked_pixel_l1
-from vitssl.methods import DINOConfig, build_method, method_configs
-
-CTX = StepContext(step=0, epoch=0, steps_per_epoch=10, total_steps=20, epochs=2)
-
-
-def dino(*extra: str, seed: int = 0):
-    torch.manual_seed(seed)
-    cfg = to_objects(load_config(None, ["method.name=dino", *tiny_overrides(method="dino"), *extra], method_configs()))
-    return build_method(cfg.method, cfg.backbone)
-
-
-def one_update(method):
-    """Loss, metrics and state dict after one SGD step on a fixed batch (fixed mask draws)."""
-    torch.manual_seed(1)
-    batch = one_batch(method)
-    opt = torch.optim.SGD([p for _, p in method.trainable_parameters()], lr=0.1)
-    out = method.training_step(batch, CTX)
-    out.loss.backward()
-    method.before_optimizer_step(CTX)
-    opt.step()
-    method.after_optimizer_step(CTX)
-    return out.loss.detach(), out.metrics, {k: v.clone() for k, v in method.state_dict().items()}
+from vitssl.methods import DINOConfig
 
 
 @pytest.mark.parametrize("base", [(), ("method.mim_weight=1.0",)])
