@@ -128,6 +128,30 @@ def test_sigterm_mid_command_is_a_stop_line_and_writes_nothing(run, tmp_path, ca
     assert not out.exists() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handler given back
 
 
+def test_ctrl_c_that_a_library_turns_into_its_own_error_is_still_a_stop(run, tmp_path, capsys, monkeypatch, one_thread):
+    """What OmegaConf did in CI: a real Ctrl-C landed inside `OmegaConf.create`, its cleanup
+    failed on the half-built node, and it raised its own `ConfigKeyError` from that (`from
+    None`). The command must still end as a stop (exit 2, the stop line), not as an error."""
+    from omegaconf.errors import ConfigKeyError
+
+    def interrupted_inside_a_library(*args, **kwargs):
+        try:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)  # Python raises KeyboardInterrupt at the next bytecode
+                time.sleep(5)
+            finally:
+                None._invalidate_flags_cache()  # the library's cleanup on its half-built state
+        except AttributeError as e:
+            raise ConfigKeyError(str(e)) from None
+
+    monkeypatch.setattr(evaluate, "labelled_features", interrupted_inside_a_library)
+    out = tmp_path / "knn.json"
+    assert main(["eval", "knn", "--checkpoint", str(run), *EVAL, "--ks", "5", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("vitssl: stopped by SIGINT after "), err
+    assert not any("error" in line or "Traceback" in line for line in err) and not out.exists()
+
+
 def test_sigterm_before_pretrain_trains_is_a_stop_naming_resume(tmp_path, capsys, monkeypatch):
     """Outside its training loop (here: the data scan) pretrain has no step to finish: the signal
     still ends it as a stop, naming how to continue, and no run folder is made."""

@@ -25,7 +25,7 @@ from vitssl.cli_parsing.shared_options import (
     add_model_options,
     add_num_workers,
 )
-from vitssl.commands.stops import CommandStopped
+from vitssl.commands.stops import CommandStopped, stops_unwrapped
 from vitssl.engine.cores import available_cores
 from vitssl.engine.outputs import add_overwrite_flag
 
@@ -55,10 +55,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        r = embed_folder(args.checkpoint, args.data, args.out, patch_features=args.patch_features,
-                         image_size=args.image_size, batch_size=args.batch_size, num_workers=args.num_workers,
-                         chunk_size=args.chunk_size, which=args.backbone, device=args.device,
-                         overwrite=args.overwrite)
+        with stops_unwrapped():  # a stop that landed inside a library is still a stop
+            r = embed_folder(args.checkpoint, args.data, args.out, patch_features=args.patch_features,
+                             image_size=args.image_size, batch_size=args.batch_size, num_workers=args.num_workers,
+                             chunk_size=args.chunk_size, which=args.backbone, device=args.device,
+                             overwrite=args.overwrite)
     except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM: a stop, not an error; the saved chunks stay
         raise CommandStopped(getattr(stop, "signum", signal.SIGINT), f"the finished chunks are kept in "
                              f"{args.out}.parts: run the same command to continue") from None

@@ -42,10 +42,42 @@ def signals_stop_the_command() -> Iterator[None]:
         except ValueError:  # not the main thread: leave signals alone
             pass
     try:
-        yield
+        with stops_unwrapped():
+            yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def stop_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The stop (Ctrl-C, `CommandStopped`) that `error` was raised while handling, if any.
+
+    A signal's exception can land inside a library that then fails on its half-built state
+    and raises its own error from the handling (OmegaConf does: a Ctrl-C inside
+    `OmegaConf.create` surfaced as a `ConfigKeyError`); the stop is still in the chain of
+    `__context__`s, even where the library raised `from None`.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@contextmanager
+def stops_unwrapped() -> Iterator[None]:
+    """Re-raise as the stop itself an error that a stop signal caused inside a library, so
+    that `except KeyboardInterrupt` keeps what it keeps whatever code the signal interrupted."""
+    try:
+        yield
+    except Exception as error:
+        stop = stop_behind(error)
+        if stop is None:
+            raise
+        raise stop from error
 
 
 def stopped_line(stop: KeyboardInterrupt, args: Any, seconds_text: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from vitssl.cli_parsing.arguments import positive_float, positive_int, subcommands_of
 from vitssl.cli_parsing.shared_options import add_model_options, add_num_workers, add_seed
-from vitssl.commands.stops import CommandStopped
+from vitssl.commands.stops import CommandStopped, stops_unwrapped
 
 # The names of eval/transfer/registry.py's SUITES, here so that building the parser imports no torch
 # (tests/eval/test_transfer.py checks the two agree).
@@ -82,8 +82,9 @@ def cmd_transfer(args: argparse.Namespace) -> int:
                            random_init=args.random_init)
     out = Path(args.out) if args.out else default_out(args.checkpoint, args.suite + ("_random" if args.random_init else ""))
     try:
-        summary = run_suite(args.checkpoint, args.suite, out, root=args.root, sets=args.sets, options=opts,
-                            overwrite=args.overwrite)
+        with stops_unwrapped():  # a stop that landed inside a library is still a stop
+            summary = run_suite(args.checkpoint, args.suite, out, root=args.root, sets=args.sets, options=opts,
+                                overwrite=args.overwrite)
     except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM: a stop, not an error
         raise CommandStopped(getattr(stop, "signum", signal.SIGINT), f"the finished sets are kept in {out}; "
                              "rerun the same command to continue with the rest") from None
