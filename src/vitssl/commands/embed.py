@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -25,7 +24,7 @@ from vitssl.cli_parsing.shared_options import (
     add_model_options,
     add_num_workers,
 )
-from vitssl.commands.stops import CommandStopped, stops_unwrapped
+from vitssl.commands.stops import stop_keeps
 from vitssl.engine.cores import available_cores
 from vitssl.engine.outputs import add_overwrite_flag
 
@@ -54,15 +53,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from vitssl.commands.summary import print_summary
 
     started = time.perf_counter()
-    try:
-        with stops_unwrapped():  # a stop that landed inside a library is still a stop
-            r = embed_folder(args.checkpoint, args.data, args.out, patch_features=args.patch_features,
-                             image_size=args.image_size, batch_size=args.batch_size, num_workers=args.num_workers,
-                             chunk_size=args.chunk_size, which=args.backbone, device=args.device,
-                             overwrite=args.overwrite)
-    except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM: a stop, not an error; the saved chunks stay
-        raise CommandStopped(getattr(stop, "signum", signal.SIGINT), f"the finished chunks are kept in "
-                             f"{args.out}.parts: run the same command to continue") from None
+    with stop_keeps(f"the finished chunks are kept in {args.out}.parts: run the same command to continue"):
+        r = embed_folder(args.checkpoint, args.data, args.out, patch_features=args.patch_features,
+                         image_size=args.image_size, batch_size=args.batch_size, num_workers=args.num_workers,
+                         chunk_size=args.chunk_size, which=args.backbone, device=args.device,
+                         overwrite=args.overwrite)
     print_summary("embed", started, [r["out"]], f"embedded {r['rows']} images ({r['width']} features each: "
                   f"{', '.join(r['columns'])})" + (f"; {r['skipped']} unreadable, no row" if r["skipped"] else ""),
                   _how_to_load(r["out"]))

@@ -80,6 +80,17 @@ def stops_unwrapped() -> Iterator[None]:
         raise stop from error
 
 
+@contextmanager
+def stop_keeps(kept: str) -> Iterator[None]:
+    """Any stop signal (also one a library turned into its own error) ends the command as a
+    `CommandStopped` saying what of its work is `kept` (embed's chunks, transfer's sets)."""
+    try:
+        with stops_unwrapped():
+            yield
+    except KeyboardInterrupt as stop:
+        raise CommandStopped(getattr(stop, "signum", signal.SIGINT), kept) from None
+
+
 def stopped_line(stop: KeyboardInterrupt, args: Any, seconds_text: str) -> str:
     """`vitssl: stopped by SIGTERM after 4 s, before `vitssl eval knn` finished; ...` (one line)."""
     signum = getattr(stop, "signum", signal.SIGINT)

@@ -4,13 +4,12 @@ fine-tuning on six small sets, or vitssl's built-in sets), one table and JSON pe
 from __future__ import annotations
 
 import argparse
-import signal
 import time
 from pathlib import Path
 
 from vitssl.cli_parsing.arguments import positive_float, positive_int, subcommands_of
 from vitssl.cli_parsing.shared_options import add_model_options, add_num_workers, add_seed
-from vitssl.commands.stops import CommandStopped, stops_unwrapped
+from vitssl.commands.stops import stop_keeps
 
 # The names of eval/transfer/registry.py's SUITES, here so that building the parser imports no torch
 # (tests/eval/test_transfer.py checks the two agree).
@@ -81,13 +80,9 @@ def cmd_transfer(args: argparse.Namespace) -> int:
                            samples_per_class=args.samples_per_class, seed=args.seed,
                            random_init=args.random_init)
     out = Path(args.out) if args.out else default_out(args.checkpoint, args.suite + ("_random" if args.random_init else ""))
-    try:
-        with stops_unwrapped():  # a stop that landed inside a library is still a stop
-            summary = run_suite(args.checkpoint, args.suite, out, root=args.root, sets=args.sets, options=opts,
-                                overwrite=args.overwrite)
-    except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM: a stop, not an error
-        raise CommandStopped(getattr(stop, "signum", signal.SIGINT), f"the finished sets are kept in {out}; "
-                             "rerun the same command to continue with the rest") from None
+    with stop_keeps(f"the finished sets are kept in {out}; rerun the same command to continue with the rest"):
+        summary = run_suite(args.checkpoint, args.suite, out, root=args.root, sets=args.sets, options=opts,
+                            overwrite=args.overwrite)
     print(f"saved {out / 'suite.json'} and one JSON per set")
     scores = [row["score"] for row in summary["rows"] if isinstance(row.get("score"), (int, float))]
     headline = f"mean score {sum(scores) / len(scores):.4f} over {len(scores)} set(s)" if scores else "no set ran"
