@@ -74,3 +74,20 @@ def test_errors():
         extract_features(model, data, "cpu", n_last_blocks=0)
     with pytest.raises(ValueError, match="no batches"):
         extract_features(model, [], "cpu")
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_labelled_features_leave_the_global_generator_alone(num_workers):
+    """An evaluation between training steps (online k-NN, a demo's random-init row) must not
+    change what the run draws next: each DataLoader iterator would otherwise take its base seed
+    from torch's global generator."""
+    from vitssl.eval.features import labelled_features
+
+    model = tiny(depth=1)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    feats, labels, classes = labelled_features(model, "digits", "val", 16, torch.device("cpu"),
+                                               batch_size=128, num_workers=num_workers)
+    assert torch.equal(torch.rand(3), expected)
+    assert feats.shape == (len(labels), D) and classes == 10

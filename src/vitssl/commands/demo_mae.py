@@ -81,8 +81,7 @@ def run_mae_demo(out: str | Path = "demo_mae_run", dataset: str = "mnist", epoch
     evaluated = time.perf_counter()
     images = held_out_images(method, dataset)
     before = reconstruction_losses(method, images)
-    with torch.random.fork_rng(devices=[]):  # a DataLoader draws its seed: keep the run `vitssl pretrain`'s
-        knn_before, pixels = knn(method.evaluation_backbone()), knn.pixels()
+    knn_before, pixels = knn(method.evaluation_backbone()), knn.pixels()
     log.info("random init: held-out loss %.3f, 20-NN %.3f (raw pixels %.3f); pre-training for %s", before["model"],
              knn_before, pixels, counted(trainer.total_steps, "step"))
     trainer.step_end_callbacks.append(RemainingTime(evaluation_s=time.perf_counter() - evaluated))

@@ -131,8 +131,11 @@ def labelled_features(
     if getattr(dataset, "num_classes", 0) < 2:
         raise ValueError(f"'{source}' has no class sub-folders: evaluation needs an ImageFolder layout with labels")
     transform = eval_transform(source, image_size, resize_size, normalization)
+    # Its own generator: a DataLoader iterator otherwise draws its base seed from torch's global
+    # one, and an evaluation in the middle of a run (online k-NN, a demo's random-init row)
+    # would change what the run trains next. Under torchrun each rank reads 1/W.
     loader = DataLoader(rank_shard(_Transformed(dataset, transform)), batch_size=batch_size,
-                        num_workers=num_workers, shuffle=False)  # under torchrun: each rank reads 1/W
+                        num_workers=num_workers, shuffle=False, generator=torch.Generator())
     feats, labels = extract_features(backbone.to(device), loader, device, n_last_blocks=n_last_blocks,
                                      avgpool_patchtokens=avgpool_patchtokens)
     feats, labels = gather_features(feats, labels, len(dataset))

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
-
 from vitssl.engine.logging import log
 from vitssl.eval import knn_classify
 from vitssl.eval.features import labelled_features
@@ -42,9 +40,8 @@ class OnlineKNN:
         size = run_input.image_size if self.image_size is None else self.image_size
         backbone = trainer.method.evaluation_backbone()
         kw = dict(batch_size=self.batch_size, num_workers=self.num_workers, normalization=normalization(run_input))
-        with torch.random.fork_rng(devices=[]):  # loaders draw seeds from the global generator
-            train_f, train_y, classes = labelled_features(backbone, self.data, "train", size, trainer.device, **kw)
-            val_f, val_y, _ = labelled_features(backbone, self.data, "val", size, trainer.device, **kw)
+        train_f, train_y, classes = labelled_features(backbone, self.data, "train", size, trainer.device, **kw)
+        val_f, val_y, _ = labelled_features(backbone, self.data, "val", size, trainer.device, **kw)
         result = knn_classify(train_f, train_y, val_f, val_y, ks=(self.k,), temperature=self.temperature,
                               num_classes=classes)[self.k]
         log.info("epoch %d: online %d-NN top-1 %.4f on %s", done, self.k, result["top1"], self.data)
