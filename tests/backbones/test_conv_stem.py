@@ -26,6 +26,18 @@ def test_widths_double_to_the_embedding_and_stride_is_the_patch(patch):
     assert stem(torch.zeros(2, 3, 48, 48)).shape == (2, 64, 48 // patch, 48 // patch)
 
 
+@pytest.mark.parametrize("patch, reach", [(2, 1), (4, 3), (8, 7)])
+def test_a_token_sees_its_patch_and_reach_pixels_above_and_left(patch, reach):
+    """The receptive field docs/methods/dino.md states for masked patches: log2(p) 3x3 stride-2
+    convolutions (padding 1) reach p - 1 px up and left of the patch and none down or right."""
+    stem = conv_stem(16, patch).eval()
+    image = torch.randn(1, 3, 8 * patch, 8 * patch, requires_grad=True)
+    stem(image)[0, :, 3, 3].sum().backward()
+    rows, cols = (image.grad[0].abs().sum(0) > 0).nonzero().unbind(1)
+    assert (rows.min().item(), rows.max().item()) == (3 * patch - reach, 4 * patch - 1)
+    assert (cols.min().item(), cols.max().item()) == (3 * patch - reach, 4 * patch - 1)
+
+
 def test_same_tokens_shape_as_the_patch_stem_at_any_size():
     conv, patch = tiny("conv").eval(), tiny("patch").eval()
     for side in (32, 16, 24):
