@@ -21,3 +21,21 @@ def test_short_demo_learns(tmp_path, capsys):
     assert knn["pretrained"] >= knn["random_init"] + 0.08, knn
     assert 0.8 < knn["raw_pixels"] <= 1.0, knn  # MNIST's pixels alone: about 0.9 (the bar to beat)
     assert (out / "loss_curve.png").stat().st_size > 1000
+
+
+@pytest.mark.slow  # two 3-step runs and three 20-NN passes over the digits: ~10 s
+def test_the_dino_demo_trains_exactly_as_pretrain_does(tmp_path):
+    """Its random-init and pixel rows, evaluated before training, must not shift the random
+    stream the crops and masks are drawn from: the demo trains `vitssl pretrain`'s network."""
+    import torch
+
+    from vitssl.commands.demo import run_demo
+
+    steps = ["train.max_steps_per_epoch=3"]
+    run_demo(tmp_path / "demo", "digits", epochs=1, seed=0, overrides=steps)
+    assert main(["pretrain", "--config", "demo_digits", "--out", str(tmp_path / "plain"), "train.epochs=1",
+                 "train.seed=0", *steps]) == 0
+    demo, plain = (torch.load(tmp_path / name / "checkpoint.pt", weights_only=True, map_location="cpu")["method"]
+                   for name in ("demo", "plain"))
+    assert demo.keys() == plain.keys()
+    assert all(torch.equal(demo[k], plain[k]) for k in demo)
