@@ -38,11 +38,11 @@ def _esvit(linear_knn: str, backbone: str = "") -> Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "demo_mnist": Recipe(DINO, "20-NN top-1 0.483 at random init -> 0.740 (seed 0; 0.728 over 3 seeds), raw pixels 0.925 (docs/own-data.md)",
-                         "875 steps of 32 images: ~4.5 min on 2 CPU cores"),
+    "demo_mnist": Recipe(DINO, "20-NN top-1 0.483 at random init -> 0.737 (seed 0; 0.721 over 3 seeds), raw pixels 0.925 (docs/own-data.md)",
+                         "875 steps of 32 images: ~5 min on 2 idle CPU cores"),
     "demo_base": Recipe(DINO, "20-NN top-1 0.331 at random init -> 0.446 on MNIST (docs/methods/dino.md)",
                         "500 steps of 32 images: ~3 min on 2 CPU cores"),
-    "demo_digits": Recipe(DINO, "20-NN top-1 0.683 -> 0.877 (seed 0; 0.876 over 3 seeds), raw pixels 0.978 (docs/own-data.md)",
+    "demo_digits": Recipe(DINO, "20-NN top-1 0.683 -> 0.886 (seed 0; 0.875 over 3 seeds), raw pixels 0.978 (docs/own-data.md)",
                           "484 steps of 32 images: a few minutes on 2 CPU cores"),
     "demo_shapes": Recipe(DINO, "20-NN top-1 0.204 -> 0.224, chance 0.2; meant for dense probes (docs/methods/dino.md)",
                           "496 steps of 32 images: a few minutes on 2 CPU cores"),
