@@ -132,3 +132,10 @@ def sigkill_pretrain_after_logged_steps(run_dir: Path, args: list[str], logged: 
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL, err
     return torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"]
+
+
+def assert_runs_trained_the_same(run_a: Path, run_b: Path) -> None:
+    """The two runs' final `checkpoint.pt` hold bit-identical method states (same keys, same values)."""
+    a, b = (torch.load(run / "checkpoint.pt", weights_only=True, map_location="cpu")["method"] for run in (run_a, run_b))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from helpers import assert_runs_trained_the_same
 from vitssl.cli import main
 
 
@@ -27,15 +28,10 @@ def test_short_demo_learns(tmp_path, capsys):
 def test_the_dino_demo_trains_exactly_as_pretrain_does(tmp_path):
     """Its random-init and pixel rows, evaluated before training, must not shift the random
     stream the crops and masks are drawn from: the demo trains `vitssl pretrain`'s network."""
-    import torch
-
     from vitssl.commands.demo import run_demo
 
     steps = ["train.max_steps_per_epoch=3"]
     run_demo(tmp_path / "demo", "digits", epochs=1, seed=0, overrides=steps)
     assert main(["pretrain", "--config", "demo_digits", "--out", str(tmp_path / "plain"), "train.epochs=1",
                  "train.seed=0", *steps]) == 0
-    demo, plain = (torch.load(tmp_path / name / "checkpoint.pt", weights_only=True, map_location="cpu")["method"]
-                   for name in ("demo", "plain"))
-    assert demo.keys() == plain.keys()
-    assert all(torch.equal(demo[k], plain[k]) for k in demo)
+    assert_runs_trained_the_same(tmp_path / "demo", tmp_path / "plain")

@@ -5,6 +5,7 @@ import json
 import pytest
 from PIL import Image
 
+from helpers import assert_runs_trained_the_same
 from vitssl.cli import main
 from vitssl.commands.demo_mae import run_mae_demo
 from vitssl.commands.pretrain import pretrain
@@ -61,13 +62,8 @@ def test_mae_demo_refuses_other_data_sets_with_the_fix(tmp_path):
 def test_the_demo_trains_exactly_as_pretrain_does(tmp_path):
     """Its 20-NN before training must not shift the random stream the masks are drawn from:
     the demo's network is the one `vitssl pretrain --config demo_mae_mnist` trains."""
-    import torch
-
     steps = [*FAST, "train.max_steps_per_epoch=3"]
     run_mae_demo(out=tmp_path / "demo", epochs=1, seed=0, overrides=steps)
     pretrain(load_config("demo_mae_mnist", ["train.seed=0", "train.epochs=1", *steps], method_configs()),
              tmp_path / "plain")
-    demo, plain = (torch.load(tmp_path / name / "checkpoint.pt", weights_only=True, map_location="cpu")["method"]
-                   for name in ("demo", "plain"))
-    assert demo.keys() == plain.keys()
-    assert all(torch.equal(demo[k], plain[k]) for k in demo)
+    assert_runs_trained_the_same(tmp_path / "demo", tmp_path / "plain")
