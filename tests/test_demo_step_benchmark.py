@@ -1,0 +1,45 @@
+"""benchmarks/demo_step.py: a short run of two variants of a demo preset prints one row each,
+and a variant's overrides reach the run it times."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_step.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("demo_step", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def test_two_variants_each_get_a_row(bench, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["demo_step.py", "--preset", "demo_digits", "--dataset", "digits",
+                                      "--threads", "1", "--steps", "2", "--skip", "0", "--rounds", "1",
+                                      "--variant", "", "--variant", "train.batch_size=8"])
+    bench.main()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("demo_digits on digits, 1 threads")
+    assert lines[2].endswith("(the preset)") and lines[2].split()[-3] == "1.00"
+    assert lines[3].endswith("train.batch_size=8") and float(lines[3].split()[-2]) > 0
+
+
+def test_overrides_reach_the_timed_run(bench, monkeypatch):
+    seen = []
+    real = bench.start_demo_run
+
+    def spy(preset, run_dir, dataset, epochs, seed, overrides):
+        objs, method, trainer = real(preset, run_dir, dataset, epochs, seed, overrides)
+        seen.append((objs.train.batch_size, objs.train.max_steps_per_epoch))
+        return objs, method, trainer
+
+    monkeypatch.setattr(bench, "start_demo_run", spy)
+    assert bench.time_steps("demo_digits", "digits", ["train.batch_size=8"], steps=2, skip=1) > 0
+    assert seen == [(8, 4)]  # steps + skip + 1: one gap per timed step
