@@ -35,7 +35,8 @@ def time_steps(preset: str, dataset: str, overrides: list[str], steps: int, skip
     return statistics.median(gaps)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, list[float]]:
+    """Print the table; returns each variant's seconds per step, one per round."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="demo_mnist")
     parser.add_argument("--dataset", default="mnist", help="built-in data set the preset trains on")
@@ -45,19 +46,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="timed steps per variant and round")
     parser.add_argument("--skip", type=int, default=5, help="untimed steps first")
     parser.add_argument("--rounds", type=int, default=2, help="times each variant is timed, alternating")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parser.parse_args(argv)
     variants = args.variant or [""]
     times: dict[str, list[float]] = {v: [] for v in variants}
-    for _ in range(args.rounds):
-        for v in variants:
-            times[v].append(time_steps(args.preset, args.dataset, v.split(), args.steps, args.skip))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        for _ in range(args.rounds):
+            for v in variants:
+                times[v].append(time_steps(args.preset, args.dataset, v.split(), args.steps, args.skip))
+    finally:  # a caller in the same process (a test) keeps its own thread count
+        torch.set_num_threads(threads)
     base = statistics.median(times[variants[0]])
     print(f"{args.preset} on {args.dataset}, {args.threads} threads, median of {args.steps} steps per round")
     print(f"{'ms/step per round':<20} {'x first':>7}  variant")
     for v in variants:
         rounds = " / ".join(f"{t * 1000:.0f}" for t in times[v])
         print(f"{rounds:<20} {statistics.median(times[v]) / base:>7.2f}  {v or '(the preset)'}")
+    return times
 
 
 if __name__ == "__main__":

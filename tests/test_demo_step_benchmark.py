@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_step.py"
 
@@ -20,11 +21,12 @@ def bench():
     del sys.modules[spec.name]
 
 
-def test_two_variants_each_get_a_row(bench, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["demo_step.py", "--preset", "demo_digits", "--dataset", "digits",
-                                      "--threads", "1", "--steps", "2", "--skip", "0", "--rounds", "1",
-                                      "--variant", "", "--variant", "train.batch_size=8"])
-    bench.main()
+def test_two_variants_each_get_a_row(bench, capsys):
+    threads = torch.get_num_threads()
+    times = bench.main(["--preset", "demo_digits", "--dataset", "digits", "--threads", "1", "--steps", "2",
+                        "--skip", "0", "--rounds", "1", "--variant", "", "--variant", "train.batch_size=8"])
+    assert list(times) == ["", "train.batch_size=8"] and all(len(t) == 1 and t[0] > 0 for t in times.values())
+    assert torch.get_num_threads() == threads  # restored after timing at 1 thread
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("demo_digits on digits, 1 threads")
     assert lines[2].endswith("(the preset)") and lines[2].split()[-3] == "1.00"

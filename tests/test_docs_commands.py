@@ -312,6 +312,8 @@ def shrunk(argv: list[str]) -> list[str]:
         return argv + ["--epochs", "1", "--seeds", "0", "--variants", "preset", "--knn-every", "1", *tiny]
     if command == "benchmarks/step_proxies.py":  # one image per batch
         return argv + ["--batch", "1"]
+    if command == "benchmarks/demo_step.py":  # one round of two steps per variant
+        return argv + ["--steps", "2", "--skip", "0", "--rounds", "1"]
     if command == "demo" and "mae" in argv:  # the MAE demo runs on MNIST only
         return argv + ["--dataset", "mnist", "--epochs", "1"]
     return argv + SHRINK_FLAGS.get(command, [])
