@@ -139,3 +139,16 @@ def assert_runs_trained_the_same(run_a: Path, run_b: Path) -> None:
     a, b = (torch.load(run / "checkpoint.pt", weights_only=True, map_location="cpu")["method"] for run in (run_a, run_b))
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def benchmark_module(name: str):
+    """Import `benchmarks/NAME.py` (not a package) as module NAME for a test module's fixture;
+    a generator: it yields the module and removes it from `sys.modules` afterwards."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[name]

@@ -1,24 +1,15 @@
 """benchmarks/demo_step.py: a short run of two variants of a demo preset prints one row each,
 and a variant's overrides reach the run it times."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_step.py"
+from helpers import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("demo_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    yield from benchmark_module("demo_step")
 
 
 def test_two_variants_each_get_a_row(bench, capsys):

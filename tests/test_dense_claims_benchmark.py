@@ -1,27 +1,19 @@
 """benchmarks/dense_claims.py: the table by hand, the plan's budgets, and a one-step run of everything."""
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import benchmark_module
 from vitssl.config import load_config
 from vitssl.methods import method_configs
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "dense_claims.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("dense_claims", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    yield from benchmark_module("dense_claims")
 
 
 def write(path: Path, box: float, mask: float | None = None, miou: float | None = None) -> None:

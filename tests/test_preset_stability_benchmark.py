@@ -1,26 +1,16 @@
 """benchmarks/preset_stability.py: verdicts by hand, and a two-step run of two variants."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-from helpers import tiny_overrides
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "preset_stability.py"
+from helpers import benchmark_module, tiny_overrides
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("preset_stability", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    yield from benchmark_module("preset_stability")
 
 
 def rows(losses, entropy, kl, info):
