@@ -141,14 +141,19 @@ def assert_runs_trained_the_same(run_a: Path, run_b: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def benchmark_module(name: str):
-    """Import `benchmarks/NAME.py` (not a package) as module NAME for a test module's fixture;
-    a generator: it yields the module and removes it from `sys.modules` afterwards."""
+def load_benchmark(name: str):
+    """Import `benchmarks/NAME.py` (not a package) as module NAME, registered in `sys.modules`
+    (dataclasses in it look their module up there); the caller removes it when done."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-    yield module
+    return module
+
+
+def benchmark_module(name: str):
+    """`load_benchmark` for a test module's fixture: yields the module, then unregisters it."""
+    yield load_benchmark(name)
     del sys.modules[name]

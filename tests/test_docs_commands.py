@@ -19,11 +19,11 @@ not shell syntax, and are not checked here.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import re
 import shlex
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +32,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import tiny_mae_teacher, tiny_overrides
+from helpers import load_benchmark, tiny_mae_teacher, tiny_overrides
 from vitssl.cli import build_parser, main
 from vitssl.commands.pretrain import pretrain
 from vitssl.config import load_config, preset_names
@@ -337,11 +337,12 @@ def test_every_command_of_a_doc_file_runs(doc, tmp_path, monkeypatch, capsys):
 
 def run_script(argv: list[str]) -> int:
     """`python benchmarks/NAME.py ARGS`: the script's `main(ARGS)` (a parse error exits non-zero)."""
-    spec = importlib.util.spec_from_file_location(Path(argv[0]).stem, ROOT / argv[0])
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    name = Path(argv[0]).stem
+    module = load_benchmark(name)
     try:
         module.main(argv[1:])
     except SystemExit as e:
         return int(e.code or 0)
+    finally:
+        sys.modules.pop(name, None)
     return 0
