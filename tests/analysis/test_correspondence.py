@@ -44,7 +44,23 @@ def test_matches_on_a_mirror_aware_model_are_all_correct():
     m = match_regions_top(model, original, copy, top=10)
     assert m.grid == (4, 4) and len(m.correct) == 10
     assert m.correct.all()
-    assert correspondence_scores([m], 16) == {"accuracy": 1.0, "distance_error_px": 0.0, "pairs": 10, "images": 1}
+    assert correspondence_scores([m], 16) == {"accuracy": 1.0, "distance_error_px": 0.0, "pairs": 10, "images": 1,
+                                              "accuracy_standard_error": None, "image_accuracy": [1.0]}
+
+
+def test_the_standard_error_is_taken_over_images_not_pairs():
+    """An image's pairs share its content: two images, one all right and one all wrong, give the
+    mean 0.5 with a standard error of 0.5 (sample sd 0.7071 / sqrt 2) whatever their pair counts."""
+    aware, original, copy = PositionBackbone(), torch.zeros(3, 16, 16), torch.zeros(3, 16, 16)
+    copy[0, 0, 0] = 1000.0
+    right = match_regions_top(aware, original, copy, top=10)
+    wrong = match_regions_top(aware, original, original, top=10)  # unflipped copy: even grid, none mirrored
+    assert right.correct.all() and not wrong.correct.any()
+    scores = correspondence_scores([right, wrong], 16)
+    assert scores["accuracy"] == 0.5 and scores["image_accuracy"] == [1.0, 0.0]
+    assert scores["accuracy_standard_error"] == pytest.approx(0.5)
+    scores = correspondence_scores([right, right, wrong, wrong], 16)
+    assert scores["accuracy_standard_error"] == pytest.approx(0.57735 / 2, rel=1e-4)  # sd sqrt(1/3), n = 4
 
 
 def test_a_model_that_ignores_the_flip_scores_by_distance():

@@ -10,8 +10,10 @@ the mean distance in pixels between the matched and the true position.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -66,15 +68,30 @@ def match_regions_top(backbone: nn.Module, original: torch.Tensor, copy: torch.T
     return Matches(source, target, truth, best[order], (h, w))
 
 
-def correspondence_scores(matches: list[Matches], image_size: int) -> dict[str, float]:
-    """Accuracy over all kept pairs and mean distance error in pixels (patch-centre units)."""
+def correspondence_scores(matches: list[Matches], image_size: int) -> dict[str, Any]:
+    """Accuracy over all kept pairs, mean distance error in pixels (patch-centre units), and each
+    image's accuracy with their standard error.
+
+    The pairs of one image share its content and are not independent, so the standard error is
+    taken over images (None for one image); two networks scored on the same images compare
+    through the per-image differences (`image_accuracy`)."""
     correct = torch.cat([m.correct for m in matches]).float()
+    per_image = torch.stack([m.correct.float().mean() for m in matches])
     errors = []
     for m in matches:
         stride = image_size / m.grid[1]
         errors.append((m.target - m.truth).float().norm(dim=1) * stride)
     return {"accuracy": correct.mean().item(), "distance_error_px": torch.cat(errors).mean().item(),
-            "pairs": int(correct.numel()), "images": len(matches)}
+            "pairs": int(correct.numel()), "images": len(matches),
+            "accuracy_standard_error": standard_error(per_image.tolist()),
+            "image_accuracy": [round(a, 4) for a in per_image.tolist()]}
+
+
+def standard_error(values: list[float]) -> float | None:
+    """Standard error of the mean (sample standard deviation / sqrt(n)); None below two values."""
+    if len(values) < 2:
+        return None
+    return torch.tensor(values, dtype=torch.float64).std().item() / math.sqrt(len(values))
 
 
 def draw_matches(original: Image.Image, copy: Image.Image, m: Matches, path: str | Path) -> Path:

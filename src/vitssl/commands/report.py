@@ -246,7 +246,7 @@ def correspondence_figures(backbone: Any, images: list[Any], size: int, out_dir:
 
     result = analyze_correspondence(backbone, images, size, out_dir)
     report.results.append(("region correspondence (this report)",
-                           [(k, _fmt(v)) for k, v in result.items() if k != "pictures"]))
+                           [(k, _fmt(v)) for k, v in result.items() if k not in ("pictures", "image_accuracy")]))
     return [Figure(f"Correspondence, image {i}", Path(p), "green: matched at the mirrored position")
             for i, p in enumerate(result["pictures"])]
 
