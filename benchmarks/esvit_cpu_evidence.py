@@ -5,8 +5,10 @@ of the same seeded network at random initialisation and after pre-training (docs
         --out runs/ev_cvt_s0 [--overrides method.koleo_weight=0 ...]
 
 k-NN is `vitssl demo`'s protocol (teacher's pooled view feature, the run's normalisation, built-in
-train split as memory, val split as queries); correspondence is `vitssl analyze correspondence`'s
-(`--image-size 96 --top 4 --limit 50` on the built-in val split). Writes OUT/evidence.json.
+train split as memory, val split as queries; the raw normalised pixels through the same function as
+a second baseline); correspondence is `vitssl analyze correspondence`'s
+(`--image-size 96 --top 4 --limit 50` on the built-in val split), with standard errors over images
+and of the per-image differences between the two networks. Writes OUT/evidence.json.
 """
 
 from __future__ import annotations
@@ -19,22 +21,41 @@ from pathlib import Path
 
 import torch
 
-from vitssl.analysis.correspondence import analyze_correspondence
+from vitssl.analysis.correspondence import analyze_correspondence, standard_error
 from vitssl.analysis.images import load_images
 from vitssl.commands.demo import DEMO_PRESETS, knn_top1, start_demo_run
+from vitssl.config import load_config
+from vitssl.eval.baselines import RawPixels
 from vitssl.eval.pretrained import normalization
-from vitssl.methods import method_class
+from vitssl.methods import method_class, method_configs
 
 
-def correspondence(backbone: torch.nn.Module, data: str, out: Path, size: int, top: int, limit: int) -> float:
-    result = analyze_correspondence(backbone, load_images(data, limit), size, out, top, max_pictures=2)
-    return round(result["accuracy"], 4)
+def correspondence(backbone: torch.nn.Module, data: str, out: Path, size: int, top: int, limit: int) -> dict:
+    return analyze_correspondence(backbone, load_images(data, limit), size, out, top, max_pictures=2)
+
+
+def compare_correspondence(random_init: dict, pretrained: dict) -> dict:
+    """Both accuracies with their standard errors over images, and the pre-trained minus random
+    difference with the standard error of the per-image differences (the same images score both)."""
+    diffs = [p - r for p, r in zip(pretrained["image_accuracy"], random_init["image_accuracy"], strict=True)]
+    se = standard_error(diffs)
+    return {"random_init": round(random_init["accuracy"], 4), "pretrained": round(pretrained["accuracy"], 4),
+            "standard_error": {name: None if r["accuracy_standard_error"] is None else round(r["accuracy_standard_error"], 4)
+                               for name, r in (("random_init", random_init), ("pretrained", pretrained))},
+            "difference": {"mean": round(sum(diffs) / len(diffs), 4), "standard_error": None if se is None else round(se, 4)}}
+
+
+def preset_data(preset: str) -> str:
+    """The built-in set a preset trains on (its `data.path`), shapes where it names none."""
+    path = load_config(preset, [], method_configs()).data.path
+    return path if path in DEMO_PRESETS else "shapes"
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
-    p.add_argument("--data", default="shapes", choices=sorted(DEMO_PRESETS))
+    p.add_argument("--data", default=None, choices=sorted(DEMO_PRESETS),
+                   help="built-in set (default: the preset's data.path where that is one, else shapes)")
     p.add_argument("--preset", default=None, help="default: the data set's demo preset")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None)
@@ -45,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--overrides", nargs="*", default=[])
     a = p.parse_args(argv)
     start, out = time.perf_counter(), Path(a.out)
-    preset = a.preset or DEMO_PRESETS[a.data]
+    preset = a.preset or DEMO_PRESETS[a.data or "shapes"]
+    a.data = a.data or preset_data(preset)
     objs, method, trainer = start_demo_run(preset, out, a.data, a.epochs, a.seed, a.overrides)
     eval_input = method_class(objs.method.name).evaluation_input(objs.method, objs.backbone)
     size, norm = eval_input.image_size, normalization(eval_input)
@@ -62,13 +84,17 @@ def main(argv: list[str] | None = None) -> None:
         trainer.epoch_end_callbacks.append(online_knn)
     trainer.fit()
     knn_after = knn_top1(method.evaluation_backbone(), a.data, size, trainer.device, normalization=norm)
-    corr = {name: correspondence(net, a.data, out / f"correspondence_{name}",
-                                 a.corr_size, a.corr_top, a.corr_limit)
-            for name, net in (("random_init", init), ("pretrained", method.evaluation_backbone()))}
+    # after training: an evaluation before it would advance the global RNG that drop path draws from
+    knn_pixels = knn_top1(RawPixels(size), a.data, size, trainer.device, normalization=norm)
+    print(f"20-NN pre-trained {knn_after:.3f}, raw pixels {knn_pixels:.3f}", flush=True)
+    corr = compare_correspondence(*(correspondence(net, a.data, out / f"correspondence_{name}",
+                                                   a.corr_size, a.corr_top, a.corr_limit)
+                                    for name, net in (("random_init", init), ("pretrained", method.evaluation_backbone()))))
     grid = a.corr_size // init.patch_size
     results = {"data": a.data, "preset": preset, "seed": a.seed, "overrides": a.overrides,
                "steps": trainer.total_steps, "knn20_top1": {"random_init": round(knn_init, 4),
-                                                            "pretrained": round(knn_after, 4)},
+                                                            "pretrained": round(knn_after, 4),
+                                                            "raw_pixels": round(knn_pixels, 4)},
                "correspondence": {**corr, "chance": round(1 / grid**2, 4), "image_size": a.corr_size,
                                   "top": a.corr_top, "images": a.corr_limit},
                "seconds": round(time.perf_counter() - start, 1)}

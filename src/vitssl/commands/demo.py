@@ -63,7 +63,8 @@ class DemoKNN:
 def start_demo_run(preset: str, run_dir: Path, dataset: str, epochs: int | None, seed: int,
                    overrides: list[str] | None) -> tuple[Any, Any, Trainer]:
     """(config objects, method, trainer) of a demo, its run folder prepared; not trained yet."""
-    extra = [f"train.seed={seed}"] + ([f"train.epochs={epochs}"] if epochs else []) + list(overrides or [])
+    extra = ([f"data.path={dataset}", f"train.seed={seed}"] + ([f"train.epochs={epochs}"] if epochs else [])
+             + list(overrides or []))  # data.path: the saved config names the set actually trained on
     cfg = load_config(preset, extra, method_configs())
     objs = to_objects(cfg)
     seed_everything(seed)
