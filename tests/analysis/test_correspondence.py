@@ -45,7 +45,8 @@ def test_matches_on_a_mirror_aware_model_are_all_correct():
     assert m.grid == (4, 4) and len(m.correct) == 10
     assert m.correct.all()
     assert correspondence_scores([m], 16) == {"accuracy": 1.0, "distance_error_px": 0.0, "pairs": 10, "images": 1,
-                                              "accuracy_standard_error": None, "image_accuracy": [1.0]}
+                                              "chance": 1 / 16, "accuracy_standard_error": None,
+                                              "image_accuracy": [1.0]}
 
 
 def test_the_standard_error_is_taken_over_images_not_pairs():
@@ -83,9 +84,15 @@ def test_pictures_and_errors(tmp_path):
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)) for _ in range(3)]
     result = analyze_correspondence(vit, images, image_size=16, out_dir=tmp_path, top=5, max_pictures=2)
-    assert result["pairs"] == 15 and 0.0 <= result["accuracy"] <= 1.0
+    assert result["pairs"] == 15 and 0.0 <= result["accuracy"] <= 1.0 and result["chance"] == 1 / 16
     assert len(result["pictures"]) == 2 and all((tmp_path / f"correspondence_00{i}.png").exists() for i in range(2))
-    with pytest.raises(ValueError, match="multiple of the backbone stride 4"):
+    with pytest.raises(ValueError, match="multiple of the backbone stride 4: pass --image-size 16"):
         analyze_correspondence(vit, images, image_size=18, out_dir=tmp_path)
+    # one region a side is its own mirror: every match would be "right", so the size is refused
+    with pytest.raises(ValueError, match="one region a side at stride 4.*pass --image-size 12"):
+        analyze_correspondence(vit, images, image_size=4, out_dir=tmp_path)
+    with pytest.raises(ValueError, match="multiple of the backbone stride 4: pass --image-size 8"):
+        analyze_correspondence(vit, images, image_size=6, out_dir=tmp_path)
+    assert not any(tmp_path.glob("correspondence_00[2-9].png"))  # refusals draw nothing
     with pytest.raises(ValueError, match="no images"):
         analyze_correspondence(vit, [], image_size=16, out_dir=tmp_path)

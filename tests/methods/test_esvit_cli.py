@@ -39,5 +39,11 @@ def test_last_blocks_cross_the_stage_boundary(swin_run):
 
 def test_correspondence_on_a_swin_checkpoint(swin_run, tmp_path, capsys):
     assert main(["analyze", "correspondence", "--checkpoint", str(swin_run), "--images", "digits",
-                 "--limit", "2", "--top", "1", "--out", str(tmp_path)]) == 0
-    assert json.loads((tmp_path / "correspondence.json").read_text())["pairs"] == 2
+                 "--limit", "2", "--top", "1", "--out", str(tmp_path), "--image-size", "64"]) == 0
+    result = json.loads((tmp_path / "correspondence.json").read_text())
+    assert result["pairs"] == 2 and result["chance"] == 0.25  # 2x2 last-stage regions at stride 32
+    assert "chance 0.250" in capsys.readouterr().out
+    # at its 32-px training size the last stage is one region, its own mirror: refused with the fix
+    assert main(["analyze", "correspondence", "--checkpoint", str(swin_run), "--images", "digits",
+                 "--limit", "2", "--out", str(tmp_path / "one")]) == 2
+    assert "one region a side at stride 32" in capsys.readouterr().err and not (tmp_path / "one").exists()

@@ -81,8 +81,9 @@ def correspondence_scores(matches: list[Matches], image_size: int) -> dict[str, 
     for m in matches:
         stride = image_size / m.grid[1]
         errors.append((m.target - m.truth).float().norm(dim=1) * stride)
+    chance = sum(1 / (m.grid[0] * m.grid[1]) for m in matches) / len(matches)  # a uniformly random match
     return {"accuracy": correct.mean().item(), "distance_error_px": torch.cat(errors).mean().item(),
-            "pairs": int(correct.numel()), "images": len(matches),
+            "pairs": int(correct.numel()), "images": len(matches), "chance": chance,
             "accuracy_standard_error": standard_error(per_image.tolist()),
             "image_accuracy": [round(a, 4) for a in per_image.tolist()]}
 
@@ -133,9 +134,13 @@ def analyze_correspondence(backbone: nn.Module, images: list[Image.Image], image
     """
     if not images:
         raise ValueError("no images to analyse: pass a folder with at least one readable image")
-    if image_size % backbone.patch_size:
-        raise ValueError(f"image size {image_size} is not a multiple of the backbone stride {backbone.patch_size}: "
-                         f"pass --image-size {image_size - image_size % backbone.patch_size or backbone.patch_size}")
+    stride = backbone.patch_size
+    if image_size % stride:
+        raise ValueError(f"image size {image_size} is not a multiple of the backbone stride {stride}: "
+                         f"pass --image-size {max(image_size - image_size % stride, 2 * stride)}")
+    if image_size // stride < 2:  # one region a side is its own mirror: every match would count as right
+        raise ValueError(f"image size {image_size} gives one region a side at stride {stride}, which is its own "
+                         f"mirror, so there is nothing to match: pass --image-size {3 * stride} (3x3 regions) or more")
     backbone = backbone.eval()
     device = next(backbone.parameters()).device
     matches, pictures = [], []

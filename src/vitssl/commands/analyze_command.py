@@ -118,8 +118,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                                args.backbone, args.device, overwrite=args.overwrite)
         se = r["accuracy_standard_error"]
         spread = f" ± {se:.3f} (standard error over images)" if se is not None else ""
-        print(f"correspondence accuracy {r['accuracy']:.3f}{spread} over {counted(r['pairs'], 'top pair')} of "
-              f"{counted(r['images'], 'image')}; "
+        print(f"correspondence accuracy {r['accuracy']:.3f}{spread}, chance {r['chance']:.3f}, over "
+              f"{counted(r['pairs'], 'top pair')} of {counted(r['images'], 'image')}; "
               f"mean distance error {r['distance_error_px']:.1f} px; pictures in {Path(r['pictures'][0]).parent}")
         print_summary(name, started, [Path(r["pictures"][0]).with_name("correspondence.json"), *r["pictures"]],
                       f"correspondence accuracy {r['accuracy']:.3f}", open_command(r["pictures"][0]))
