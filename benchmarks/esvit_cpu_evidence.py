@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--corr-size", type=int, default=96)
     p.add_argument("--corr-top", type=int, default=4)
     p.add_argument("--corr-limit", type=int, default=50)
-    p.add_argument("--overrides", nargs="*", default=[])
+    p.add_argument("--overrides", nargs="*", action="extend", default=[],
+                   help="KEY=VALUE config overrides; given twice, both lists apply (the later wins on a key)")
     a = p.parse_args(argv)
     start, out = time.perf_counter(), Path(a.out)
     preset = a.preset or DEMO_PRESETS[a.data or "shapes"]

@@ -36,10 +36,13 @@ def test_a_run_records_the_set_it_trained_on_and_the_pixel_baseline(bench, tmp_p
     assert corr["difference"]["mean"] == pytest.approx(corr["pretrained"] - corr["random_init"], abs=1e-3)
     assert all(v is not None for v in (*corr["standard_error"].values(), corr["difference"]["standard_error"]))
 
-    # named explicitly, another set replaces the preset's, in the data and in the saved config
-    bench.main(["--preset", "esvit_resnet50_mnist_cpu", "--data", "digits", "--out", str(tmp_path / "digits"), *TINY])
+    # named explicitly, another set replaces the preset's, in the data and in the saved config;
+    # a second --overrides adds to the first instead of replacing it
+    bench.main(["--preset", "esvit_resnet50_mnist_cpu", "--data", "digits", "--out", str(tmp_path / "digits"),
+                "--overrides", "train.batch_size=8", *TINY])
     assert json.loads((tmp_path / "digits" / "evidence.json").read_text())["data"] == "digits"
-    assert OmegaConf.load(tmp_path / "digits" / "config.yaml").data.path == "digits"
+    saved = OmegaConf.load(tmp_path / "digits" / "config.yaml")
+    assert saved.data.path == "digits" and saved.train.batch_size == 8 and saved.train.max_steps_per_epoch == 2
 
 
 def test_the_difference_is_paired_over_the_same_images(bench):
