@@ -23,11 +23,9 @@ import torch
 
 from vitssl.analysis.correspondence import analyze_correspondence, standard_error
 from vitssl.analysis.images import load_images
-from vitssl.commands.demo import DEMO_PRESETS, knn_top1, start_demo_run
+from vitssl.commands.demo import DEMO_PRESETS, DemoKNN, start_demo_run
 from vitssl.config import load_config
-from vitssl.eval.baselines import RawPixels
-from vitssl.eval.pretrained import normalization
-from vitssl.methods import method_class, method_configs
+from vitssl.methods import method_configs
 
 
 def correspondence(backbone: torch.nn.Module, data: str, out: Path, size: int, top: int, limit: int) -> dict:
@@ -38,11 +36,14 @@ def compare_correspondence(random_init: dict, pretrained: dict) -> dict:
     """Both accuracies with their standard errors over images, and the pre-trained minus random
     difference with the standard error of the per-image differences (the same images score both)."""
     diffs = [p - r for p, r in zip(pretrained["image_accuracy"], random_init["image_accuracy"], strict=True)]
-    se = standard_error(diffs)
-    return {"random_init": round(random_init["accuracy"], 4), "pretrained": round(pretrained["accuracy"], 4),
-            "standard_error": {name: None if r["accuracy_standard_error"] is None else round(r["accuracy_standard_error"], 4)
-                               for name, r in (("random_init", random_init), ("pretrained", pretrained))},
-            "difference": {"mean": round(sum(diffs) / len(diffs), 4), "standard_error": None if se is None else round(se, 4)}}
+    return {"random_init": _rounded(random_init["accuracy"]), "pretrained": _rounded(pretrained["accuracy"]),
+            "standard_error": {"random_init": _rounded(random_init["accuracy_standard_error"]),
+                               "pretrained": _rounded(pretrained["accuracy_standard_error"])},
+            "difference": {"mean": _rounded(sum(diffs) / len(diffs)), "standard_error": _rounded(standard_error(diffs))}}
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def preset_data(preset: str) -> str:
@@ -70,33 +71,31 @@ def main(argv: list[str] | None = None) -> None:
     preset = a.preset or DEMO_PRESETS[a.data or "shapes"]
     a.data = a.data or preset_data(preset)
     objs, method, trainer = start_demo_run(preset, out, a.data, a.epochs, a.seed, a.overrides)
-    eval_input = method_class(objs.method.name).evaluation_input(objs.method, objs.backbone)
-    size, norm = eval_input.image_size, normalization(eval_input)
+    knn = DemoKNN(objs, a.data, trainer.device)  # the run's evaluation size and normalisation
     init = copy.deepcopy(method.evaluation_backbone())
-    knn_init = knn_top1(init, a.data, size, trainer.device, normalization=norm)
+    knn_init = knn(init)
     print(f"20-NN random init {knn_init:.3f}; {trainer.total_steps} steps", flush=True)
     if a.knn_every:
         def online_knn(tr, epoch: int) -> dict[str, float] | None:
             if (epoch + 1) % a.knn_every:
                 return None
-            top1 = knn_top1(method.evaluation_backbone(), a.data, size, tr.device, normalization=norm)
+            top1 = knn(method.evaluation_backbone())
             print(f"epoch {epoch + 1}: 20-NN {top1:.3f}", flush=True)
             return {"knn20_top1": top1}
         trainer.epoch_end_callbacks.append(online_knn)
     trainer.fit()
-    knn_after = knn_top1(method.evaluation_backbone(), a.data, size, trainer.device, normalization=norm)
+    knn_after = knn(method.evaluation_backbone())
     # after training: an evaluation before it would advance the global RNG that drop path draws from
-    knn_pixels = knn_top1(RawPixels(size), a.data, size, trainer.device, normalization=norm)
+    knn_pixels = knn.pixels()
     print(f"20-NN pre-trained {knn_after:.3f}, raw pixels {knn_pixels:.3f}", flush=True)
-    corr = compare_correspondence(*(correspondence(net, a.data, out / f"correspondence_{name}",
-                                                   a.corr_size, a.corr_top, a.corr_limit)
-                                    for name, net in (("random_init", init), ("pretrained", method.evaluation_backbone()))))
-    grid = a.corr_size // init.patch_size
+    scored = {name: correspondence(net, a.data, out / f"correspondence_{name}", a.corr_size, a.corr_top, a.corr_limit)
+              for name, net in (("random_init", init), ("pretrained", method.evaluation_backbone()))}
+    corr = compare_correspondence(scored["random_init"], scored["pretrained"])
     results = {"data": a.data, "preset": preset, "seed": a.seed, "overrides": a.overrides,
                "steps": trainer.total_steps, "knn20_top1": {"random_init": round(knn_init, 4),
                                                             "pretrained": round(knn_after, 4),
                                                             "raw_pixels": round(knn_pixels, 4)},
-               "correspondence": {**corr, "chance": round(1 / grid**2, 4), "image_size": a.corr_size,
+               "correspondence": {**corr, "chance": _rounded(scored["pretrained"]["chance"]), "image_size": a.corr_size,
                                   "top": a.corr_top, "images": a.corr_limit},
                "seconds": round(time.perf_counter() - start, 1)}
     (out / "evidence.json").write_text(json.dumps(results, indent=2))

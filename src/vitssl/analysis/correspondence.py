@@ -11,6 +11,7 @@ the mean distance in pixels between the matched and the true position.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,7 @@ def standard_error(values: list[float]) -> float | None:
     """Standard error of the mean (sample standard deviation / sqrt(n)); None below two values."""
     if len(values) < 2:
         return None
-    return torch.tensor(values, dtype=torch.float64).std().item() / math.sqrt(len(values))
+    return statistics.stdev(values) / math.sqrt(len(values))
 
 
 def draw_matches(original: Image.Image, copy: Image.Image, m: Matches, path: str | Path) -> Path:
